@@ -1,0 +1,1 @@
+"""Test-only helpers shared by the unit tests (never imported by pyapp itself)."""
