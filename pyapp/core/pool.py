@@ -49,7 +49,8 @@ Policies (details and rationale in ``docs/pooling.md``):
 * **Reconfigure.** ``reconfigure`` may change every limit at runtime. Shrinking
   ``max_size`` closes idle connections (LRU first, ``"shrink"``) until the
   pool fits; leased connections and dials in progress are left alone, so
-  ``size`` may stay above ``max_size`` until they are released.
+  ``size`` may stay above ``max_size`` until they are released -- and each
+  one is closed (``"shrink"``) the moment it turns idle while the pool is over.
 * **Limiter.** The pool does not own a :class:`~pyapp.core.limiter.ConnectionLimiter`.
   The wrapper composes them: on ``Dial`` it requests a limiter slot and only
   dials once ``Granted``; ``Refused``/``TimedOut`` become ``dial_failed``; on
@@ -401,12 +402,6 @@ class ConnectionPool(Generic[C]):
         if not isinstance(poor_quality_period, _Unset):
             self._poor_period = _check_seconds("poor_quality_period", poor_quality_period)
         actions: list[PoolAction] = []
-        while self._size() > self._max_size:
-            victim = self._lru_idle()
-            if victim is None:
-                break  # only leased connections and dials left: never yanked
-            actions.append(self._close(victim, SHRINK))
-            self._evictions += 1
         # A queue longer than a reduced max_waiting keeps its oldest waiters.
         while len(self._queue) > self._max_waiting:
             waiter_id = next(reversed(self._queue))
@@ -438,10 +433,12 @@ class ConnectionPool(Generic[C]):
         """The dial to ``peer_id`` produced ``connection``; grant it to its waiters."""
         if self._closed:
             return [Close(peer_id, connection, POOL_CLOSED)]
-        waiters = self._dials.pop(peer_id, None)
-        if waiters is None:
+        if peer_id not in self._dials:
             raise LocalProtocolError(f"no dial to {peer_id!r} is in progress")
+        # Sweep while the dial still counts towards size, so its slot is not
+        # handed to the queue in between.
         actions = self._sweep(now)
+        waiters = self._dials.pop(peer_id)
         self._seq += 1
         entry = _Entry(connection, set(), now, self._seq)
         self._conns[peer_id] = entry
@@ -575,6 +572,14 @@ class ConnectionPool(Generic[C]):
 
     def _sweep(self, now: float) -> list[PoolAction]:
         actions: list[PoolAction] = []
+        # Over max_size after a shrink: idle connections go as soon as they are
+        # idle, LRU first. Leased ones and dials are never yanked.
+        while self._size() > self._max_size:
+            victim = self._lru_idle()
+            if victim is None:
+                break
+            actions.append(self._close(victim, SHRINK))
+            self._evictions += 1
         for peer_id, entry in list(self._conns.items()):
             if entry.leases:
                 continue
