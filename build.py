@@ -1,0 +1,320 @@
+#!/usr/bin/env python3
+"""pyapp's one entry point: install, build, serve, test, benchmark.
+
+    python3 build.py serve [--host H] [--port P] [--tls | --no-tls] [--cert C --key K]
+    python3 build.py test [pytest args ...]
+    python3 build.py build          # only (re)build static/
+    python3 build.py bench          # browser benchmarks -> bench-results.json
+    python3 build.py fuzz [N]       # multiplexer fuzzing, N cases (default 1,000,000)
+    python3 build.py docs           # build the documentation site into site/
+
+This file uses only the standard library until it has made `.venv/`; it then
+re-runs itself inside that virtual environment with the pinned requirements
+installed. Everything it installs is pinned: requirements/*.txt (PyPI) and
+package-lock.json (npm).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+VENV = ROOT / ".venv"
+VENV_PY = VENV / "bin" / "python"
+STATIC = ROOT / "static"
+WEB = ROOT / "web"
+PYODIDE_NPM = ROOT / "node_modules" / "pyodide"
+# The Pyodide core files the page needs; nothing else from the npm package is served.
+PYODIDE_FILES = [
+    "pyodide.mjs",
+    "pyodide.asm.mjs",
+    "pyodide.asm.wasm",
+    "python_stdlib.zip",
+    "pyodide-lock.json",
+]
+WEB_FILES = ["index.html", "loader.js", "style.css", "dashboard.js", "bench-bare.html"]
+REQUIREMENTS = {"serve": ROOT / "requirements" / "serve.txt", "test": ROOT / "requirements" / "test.txt"}
+
+
+def log(msg: str) -> None:
+    print(f"[build] {msg}", flush=True)
+
+
+def run(cmd: list[str], **kw: object) -> None:
+    log("$ " + " ".join(str(c) for c in cmd))
+    subprocess.run(cmd, check=True, **kw)  # type: ignore[call-overload]
+
+
+def is_root() -> bool:
+    return hasattr(os, "geteuid") and os.geteuid() == 0
+
+
+def apt_install(*packages: str) -> bool:
+    """Install Debian packages when we are root; return whether it worked."""
+    if not is_root() or not shutil.which("apt-get"):
+        return False
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    try:
+        run(["apt-get", "update", "-qq"], env=env)
+        run(["apt-get", "install", "-y", "-qq", *packages], env=env)
+    except subprocess.CalledProcessError as exc:
+        log(f"apt-get install {' '.join(packages)} failed: {exc}")
+        return False
+    return True
+
+
+def _digest(*paths: Path) -> str:
+    h = hashlib.sha256()
+    for p in paths:
+        h.update(p.read_bytes())
+    return h.hexdigest()
+
+
+# --------------------------------------------------------------------------- venv
+
+def _requirement_files(stage: str) -> list[Path]:
+    files = [REQUIREMENTS["serve"]]
+    if stage == "test":
+        files.append(REQUIREMENTS["test"])
+    return files
+
+
+def ensure_venv(stage: str) -> None:
+    """Create .venv and install the pinned requirements for `stage` (serve or test)."""
+    if not VENV_PY.exists():
+        log("creating .venv")
+        run([sys.executable, "-m", "venv", str(VENV)])
+    files = _requirement_files(stage)
+    stamp = VENV / f".pyapp-{stage}.sha256"
+    want = _digest(*files)
+    if stamp.exists() and stamp.read_text() == want:
+        return
+    run([str(VENV_PY), "-m", "pip", "install", "--disable-pip-version-check", "-q",
+         "-r", str(files[-1])])
+    stamp.write_text(want)
+
+
+def in_venv() -> bool:
+    return Path(sys.prefix).resolve() == VENV.resolve()
+
+
+def reexec_in_venv(stage: str) -> None:
+    ensure_venv(stage)
+    if not in_venv():
+        os.execv(str(VENV_PY), [str(VENV_PY), str(ROOT / "build.py"), *sys.argv[1:]])
+
+
+# --------------------------------------------------------------------------- npm
+
+def ensure_node() -> None:
+    if shutil.which("npm"):
+        return
+    log("npm not found; installing Debian's nodejs and npm")
+    if not apt_install("nodejs", "npm") or not shutil.which("npm"):
+        sys.exit("npm is needed to install the Pyodide runtime (package-lock.json); install Node.js")
+
+
+def ensure_npm_packages() -> None:
+    stamp = ROOT / "node_modules" / ".pyapp-lock.sha256"
+    want = _digest(ROOT / "package-lock.json")
+    if stamp.exists() and stamp.read_text() == want and (PYODIDE_NPM / "pyodide.mjs").exists():
+        return
+    ensure_node()
+    run(["npm", "ci", "--no-audit", "--no-fund", "--loglevel=error"], cwd=ROOT)
+    stamp.write_text(want)
+
+
+# --------------------------------------------------------------------------- static
+
+def build_wheel(dest: Path) -> Path:
+    for old in dest.glob("pyapp-*.whl"):
+        old.unlink()
+    run([sys.executable, "-m", "pip", "wheel", "--disable-pip-version-check", "-q",
+         "--no-deps", "--no-build-isolation", "-w", str(dest), str(ROOT)])
+    wheels = sorted(dest.glob("pyapp-*.whl"))
+    if len(wheels) != 1:
+        sys.exit(f"expected one pyapp wheel in {dest}, found {wheels}")
+    return wheels[0]
+
+
+def build_static() -> None:
+    """Build static/: the Pyodide runtime, the pyapp wheel and the page shell."""
+    ensure_npm_packages()
+    STATIC.mkdir(exist_ok=True)
+    runtime = STATIC / "pyodide"
+    runtime.mkdir(exist_ok=True)
+    for name in PYODIDE_FILES:
+        src, dst = PYODIDE_NPM / name, runtime / name
+        if not dst.exists() or dst.stat().st_size != src.stat().st_size or dst.stat().st_mtime < src.stat().st_mtime:
+            shutil.copy2(src, dst)
+    for extra in ("node_modules/uplot/dist/uPlot.iife.min.js", "node_modules/uplot/dist/uPlot.min.css"):
+        src = ROOT / extra
+        if src.exists():
+            (STATIC / "vendor").mkdir(exist_ok=True)
+            shutil.copy2(src, STATIC / "vendor" / src.name)
+    wheels = STATIC / "wheels"
+    wheels.mkdir(exist_ok=True)
+    wheel = build_wheel(wheels)
+    wheel_hash = hashlib.sha256(wheel.read_bytes()).hexdigest()
+    for name in WEB_FILES:
+        src = WEB / name
+        if src.exists():
+            shutil.copy2(src, STATIC / name)
+    manifest = {
+        "wheel": f"wheels/{wheel.name}",
+        "sha256": wheel_hash,
+        "pyodide": "pyodide/",
+    }
+    (STATIC / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    log(f"static/ built (wheel {wheel.name}, sha256 {wheel_hash[:12]})")
+
+
+# --------------------------------------------------------------------------- browsers
+
+def find_chromium() -> str | None:
+    env = os.environ.get("CHROMIUM")
+    if env and Path(env).exists():
+        return env
+    for candidate in ("/usr/bin/chromium", "/usr/bin/chromium-browser"):
+        if Path(candidate).exists():
+            return candidate
+    cache = Path.home() / ".cache" / "ms-playwright"
+    for exe in sorted(cache.glob("chromium-*/chrome-linux*/chrome"), reverse=True):
+        return str(exe)
+    return None
+
+
+def find_firefox() -> str | None:
+    env = os.environ.get("FIREFOX")
+    if env and Path(env).exists():
+        return env
+    for candidate in ("/usr/bin/firefox-esr", "/usr/bin/firefox"):
+        if Path(candidate).exists():
+            return candidate
+    return None
+
+
+def ensure_browsers() -> None:
+    missing = []
+    if find_chromium() is None:
+        missing += ["chromium"]
+    if find_firefox() is None:
+        missing += ["firefox-esr"]
+    if missing:
+        log(f"installing {', '.join(missing)} (playwright install cannot download browsers here)")
+        apt_install(*missing)
+    chromium = find_chromium()
+    if chromium is None:
+        sys.exit("no Chromium found: set $CHROMIUM, or install Debian's chromium as root")
+    os.environ["CHROMIUM"] = chromium
+    firefox = find_firefox()
+    if firefox:
+        os.environ["FIREFOX"] = firefox
+    log(f"chromium: {chromium}; firefox: {firefox or 'not found (Firefox tests will be skipped)'}")
+
+
+# --------------------------------------------------------------------------- commands
+
+def cmd_build(_: list[str]) -> int:
+    reexec_in_venv("serve")
+    build_static()
+    return 0
+
+
+def cmd_serve(args: list[str]) -> int:
+    reexec_in_venv("serve")
+    build_static()
+    if (ROOT / "docs").exists() and _docs_available():
+        try:
+            build_docs(strict=False)
+        except subprocess.CalledProcessError as exc:
+            log(f"docs build failed ({exc}); serving the app without /docs")
+    sys.path.insert(0, str(ROOT))
+    from web.server import main as serve_main
+
+    return serve_main(args)
+
+
+def _docs_available() -> bool:
+    return (ROOT / "mkdocs.yml").exists()
+
+
+def build_docs(strict: bool = True) -> None:
+    cmd = [sys.executable, "-m", "mkdocs", "build", "--quiet", "--site-dir", str(ROOT / "site")]
+    if strict:
+        cmd.append("--strict")
+    run(cmd, cwd=ROOT)
+
+
+def cmd_docs(_: list[str]) -> int:
+    reexec_in_venv("test")
+    build_docs(strict=True)
+    return 0
+
+
+def cmd_test(args: list[str]) -> int:
+    reexec_in_venv("test")
+    ensure_browsers()
+    build_static()
+    env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1")
+    steps: list[tuple[str, list[str]]] = [
+        ("ruff", [sys.executable, "-m", "ruff", "check", "pyapp", "tests", "web", "benchmarks", "build.py"]),
+        ("mypy", [sys.executable, "-m", "mypy"]),
+    ]
+    if _docs_available():
+        steps.append(("docs", [sys.executable, "-m", "mkdocs", "build", "--quiet", "--strict",
+                                "--site-dir", str(ROOT / "site")]))
+    failed = []
+    if not args:  # static checks only on a full run; `test -k foo` goes straight to pytest
+        for name, cmd in steps:
+            log(f"$ {' '.join(cmd[2:])}")
+            if subprocess.run(cmd, cwd=ROOT, env=env).returncode != 0:
+                failed.append(name)
+    pytest_cmd = [sys.executable, "-m", "pytest", *args]
+    log("$ " + " ".join(pytest_cmd[1:]))
+    rc = subprocess.run(pytest_cmd, cwd=ROOT, env=env).returncode
+    if failed:
+        log(f"static checks failed: {', '.join(failed)}")
+        return 1
+    return rc
+
+
+def cmd_bench(args: list[str]) -> int:
+    reexec_in_venv("test")
+    ensure_browsers()
+    build_static()
+    return subprocess.run([sys.executable, str(ROOT / "benchmarks" / "run.py"), *args], cwd=ROOT).returncode
+
+
+def cmd_fuzz(args: list[str]) -> int:
+    reexec_in_venv("test")
+    cases = args[0] if args else "1000000"
+    return subprocess.run([sys.executable, str(ROOT / "benchmarks" / "fuzz_mux.py"), cases], cwd=ROOT).returncode
+
+
+COMMANDS = {
+    "build": cmd_build,
+    "serve": cmd_serve,
+    "test": cmd_test,
+    "bench": cmd_bench,
+    "fuzz": cmd_fuzz,
+    "docs": cmd_docs,
+}
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) < 2 or argv[1] not in COMMANDS:
+        print(__doc__)
+        return 2
+    os.chdir(ROOT)
+    return COMMANDS[argv[1]](argv[2:])
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

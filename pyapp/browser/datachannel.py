@@ -1,0 +1,267 @@
+"""``DataChannel``: an RTCDataChannel driven from Python with asyncio.
+
+* ``await channel.send(data)`` waits while ``bufferedAmount`` is above the
+  high-water mark and resumes on ``bufferedamountlow``, so a fast producer never
+  fills the browser's buffer without bound.
+* ``async for message in channel`` yields ``bytes`` (binary messages) or
+  ``str`` (text messages) until the channel closes.
+* A message larger than the connection's ``sctp.maxMessageSize`` raises
+  :class:`~pyapp.exceptions.MessageTooLargeError` before anything is sent (the
+  browser would otherwise close the whole channel).
+
+Example (in the page)::
+
+    channel = pc.create_data_channel("chat")
+    await channel.wait_open()
+    await channel.send("hello")
+    async for message in channel:
+        print("got", message)
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import AsyncIterator
+from typing import Any
+
+from pyodide.ffi import to_js
+
+from pyapp._events import Emitter
+from pyapp.browser._ffi import ProxyOwner, call_js, is_null
+from pyapp.exceptions import ConnectionClosedError, LocalProtocolError, MessageTooLargeError
+
+__all__ = ["DataChannel", "WebRtcDataChannel", "DEFAULT_HIGH_WATER", "DEFAULT_LOW_WATER"]
+
+DEFAULT_HIGH_WATER = 1024 * 1024
+"""Default ``bufferedAmount`` above which ``send`` waits (bytes)."""
+DEFAULT_LOW_WATER = 256 * 1024
+"""Default ``bufferedAmountLowThreshold``: ``send`` resumes below it (bytes)."""
+DEFAULT_MAX_MESSAGE_SIZE = 65536
+"""Used when the browser does not tell (``pc.sctp`` missing): the interoperable size."""
+
+
+class DataChannel:
+    """Python face of one RTCDataChannel.
+
+    Events (``channel.events.on(name, callback)``): ``open``, ``close``,
+    ``error`` (callback gets the error message), ``message`` (callback gets the
+    message; when any ``message`` callback is registered, messages are not also
+    queued for ``async for``).
+    """
+
+    def __init__(self, js_channel: Any, max_message_size: int | None = None,
+                 high_water: int = DEFAULT_HIGH_WATER, low_water: int = DEFAULT_LOW_WATER,
+                 get_max_message_size: Any = None) -> None:
+        if low_water > high_water:
+            raise LocalProtocolError("low_water must not exceed high_water")
+        self.js_channel = js_channel
+        self.events = Emitter()
+        self.high_water = high_water
+        self.low_water = low_water
+        self._max_message_size = max_message_size
+        self._get_max_message_size = get_max_message_size
+        self._inbox: deque[bytes | str] = deque()
+        self._inbox_waiter: asyncio.Future[None] | None = None
+        self._drain: asyncio.Event = asyncio.Event()
+        self._drain.set()
+        self._opened: asyncio.Future[None] = asyncio.get_event_loop().create_future()
+        self._closed: asyncio.Future[None] = asyncio.get_event_loop().create_future()
+        self.close_reason: str | None = None
+        self.messages_sent = 0
+        self.messages_received = 0
+        self.bytes_sent = 0
+        self.bytes_received = 0
+        js_channel.binaryType = "arraybuffer"
+        js_channel.bufferedAmountLowThreshold = low_water
+        self._owner = ProxyOwner(f"data channel {self.label!r}")
+        self._owner.listen(js_channel, "open", self._on_open)
+        self._owner.listen(js_channel, "message", self._on_message)
+        self._owner.listen(js_channel, "bufferedamountlow", self._on_low)
+        self._owner.listen(js_channel, "close", self._on_close)
+        self._owner.listen(js_channel, "error", self._on_error)
+        if js_channel.readyState == "open":
+            self._opened.set_result(None)
+        elif js_channel.readyState == "closed":
+            self._finish("closed before it was wrapped")
+
+    # ------------------------------------------------------------------ properties
+
+    @property
+    def label(self) -> str:
+        return str(self.js_channel.label)
+
+    @property
+    def id(self) -> int | None:
+        value = self.js_channel.id
+        return None if is_null(value) else int(value)
+
+    @property
+    def ready_state(self) -> str:
+        """``connecting``, ``open``, ``closing`` or ``closed``."""
+        return str(self.js_channel.readyState)
+
+    @property
+    def ordered(self) -> bool:
+        return bool(self.js_channel.ordered)
+
+    @property
+    def max_retransmits(self) -> int | None:
+        value = self.js_channel.maxRetransmits
+        return None if is_null(value) else int(value)
+
+    @property
+    def max_packet_life_time(self) -> int | None:
+        value = self.js_channel.maxPacketLifeTime
+        return None if is_null(value) else int(value)
+
+    @property
+    def buffered_amount(self) -> int:
+        return int(self.js_channel.bufferedAmount)
+
+    @property
+    def max_message_size(self) -> int:
+        """Largest message ``send`` accepts: the connection's ``sctp.maxMessageSize``."""
+        if self._get_max_message_size is not None:
+            size = self._get_max_message_size()
+            if size:
+                return int(size)
+        return self._max_message_size or DEFAULT_MAX_MESSAGE_SIZE
+
+    # ------------------------------------------------------------------ JS events
+
+    def _on_open(self, _event: Any) -> None:
+        if not self._opened.done():
+            self._opened.set_result(None)
+        self.events.emit("open")
+
+    def _on_message(self, event: Any) -> None:
+        data = event.data
+        message: bytes | str = data if isinstance(data, str) else data.to_bytes()
+        self.messages_received += 1
+        self.bytes_received += len(message)
+        if self.events._handlers.get("message"):
+            self.events.emit("message", message)
+            return
+        self._inbox.append(message)
+        waiter = self._inbox_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def _on_low(self, _event: Any) -> None:
+        self._drain.set()
+
+    def _on_error(self, event: Any) -> None:
+        error = getattr(event, "error", None)
+        message = "data channel error" if is_null(error) else str(getattr(error, "message", "") or "data channel error")
+        self.close_reason = message
+        self.events.emit("error", message)
+
+    def _on_close(self, _event: Any) -> None:
+        self._finish(self.close_reason or "closed")
+
+    def _finish(self, reason: str) -> None:
+        if self._closed.done():
+            return
+        self.close_reason = reason
+        self._closed.set_result(None)
+        if not self._opened.done():
+            self._opened.set_exception(ConnectionClosedError(f"channel {self.label!r} {reason}"))
+            self._opened.exception()  # mark retrieved: nobody may be waiting
+        self._drain.set()
+        waiter = self._inbox_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+        self.events.emit("close")
+        self.events.clear()
+        self._owner.close()
+
+    # ------------------------------------------------------------------ API
+
+    async def wait_open(self, timeout: float | None = None) -> None:
+        """Wait until the channel is open; raise ConnectionClosedError if it closes first."""
+        await asyncio.wait_for(asyncio.shield(self._opened), timeout)
+
+    async def wait_closed(self) -> None:
+        await asyncio.shield(self._closed)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed.done()
+
+    def _check_sendable(self, size: int) -> None:
+        if self._closed.done() or self.ready_state in ("closing", "closed"):
+            raise ConnectionClosedError(f"channel {self.label!r} is {self.ready_state}")
+        limit = self.max_message_size
+        if size > limit:
+            raise MessageTooLargeError(size, limit)
+
+    async def send(self, data: bytes | bytearray | memoryview | str) -> None:
+        """Send one message, waiting first while the browser's buffer is above high water.
+
+        Raises MessageTooLargeError (nothing sent, channel intact) or
+        ConnectionClosedError.
+        """
+        if not self._opened.done():
+            await self.wait_open()
+        size = len(data.encode()) if isinstance(data, str) else len(data)
+        self._check_sendable(size)
+        while self.js_channel.bufferedAmount > self.high_water:
+            self._drain.clear()
+            await self._drain.wait()
+            if self._closed.done():
+                raise ConnectionClosedError(f"channel {self.label!r} closed while waiting to send")
+        self.send_nowait(data, size)
+
+    def send_nowait(self, data: bytes | bytearray | memoryview | str, size: int | None = None) -> None:
+        """Send without waiting for the buffer to drain (the caller handles backpressure)."""
+        if size is None:
+            size = len(data.encode()) if isinstance(data, str) else len(data)
+            self._check_sendable(size)
+        if isinstance(data, str):
+            call_js(self.js_channel.send, data)
+        else:
+            call_js(self.js_channel.send, to_js(data))
+        self.messages_sent += 1
+        self.bytes_sent += size
+
+    async def receive(self) -> bytes | str:
+        """The next message; raises ConnectionClosedError once closed and drained."""
+        while not self._inbox:
+            if self._closed.done():
+                raise ConnectionClosedError(f"channel {self.label!r} {self.close_reason}")
+            self._inbox_waiter = asyncio.get_event_loop().create_future()
+            try:
+                await self._inbox_waiter
+            finally:
+                self._inbox_waiter = None
+        return self._inbox.popleft()
+
+    def receive_nowait(self) -> list[bytes | str]:
+        """Every message received so far and not yet consumed."""
+        out = list(self._inbox)
+        self._inbox.clear()
+        return out
+
+    async def __aiter__(self) -> AsyncIterator[bytes | str]:
+        while True:
+            try:
+                yield await self.receive()
+            except ConnectionClosedError:
+                return
+
+    def close(self) -> None:
+        """Close the channel and release its listeners. Messages already received stay readable."""
+        if self._closed.done():
+            return
+        try:
+            self.js_channel.close()
+        finally:
+            self._finish("closed locally")
+
+    def __repr__(self) -> str:
+        return f"<DataChannel {self.label!r} {self.ready_state}>"
+
+
+WebRtcDataChannel = DataChannel
+"""The seed's name for :class:`DataChannel`."""

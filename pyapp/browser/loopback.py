@@ -1,0 +1,67 @@
+"""Two PeerConnections in one page, signaling each other directly.
+
+Useful for tests, benchmarks and trying the API in the console: no server is
+involved, but the WebRTC path (ICE, DTLS, SCTP) is the browser's real one.
+
+Example (in the page)::
+
+    from pyapp.browser.loopback import connected_pair
+    a, b = await connected_pair()
+    chat = a.create_data_channel("chat")
+    ...
+    a.close(); b.close()
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from pyapp.browser._ffi import spawn
+from pyapp.browser.peer import PeerConnection
+
+__all__ = ["connected_pair", "loopback_pair"]
+
+
+def loopback_pair(**kwargs: Any) -> tuple[PeerConnection, PeerConnection]:
+    """Two PeerConnections wired to each other's ``handle_signal`` (not yet negotiated).
+
+    The first is impolite, the second polite. Signals are delivered as tasks, in
+    order, like a real signaling channel would.
+    """
+    a_box: list[PeerConnection] = []
+    b_box: list[PeerConnection] = []
+    queues: dict[str, asyncio.Queue[dict[str, Any]]] = {"a": asyncio.Queue(), "b": asyncio.Queue()}
+
+    async def pump(name: str, target: list[PeerConnection]) -> None:
+        queue = queues[name]
+        while True:
+            message = await queue.get()
+            pc = target[0]
+            if pc.closed:
+                return
+            await pc.handle_signal(message)
+
+    a = PeerConnection(signal=lambda m: queues["b"].put_nowait(m), polite=False, **kwargs)
+    b = PeerConnection(signal=lambda m: queues["a"].put_nowait(m), polite=True, **kwargs)
+    a_box.append(a)
+    b_box.append(b)
+    tasks = [spawn(pump("a", a_box), "loopback signaling to a"),
+             spawn(pump("b", b_box), "loopback signaling to b")]
+    for pc in (a, b):
+        pc.events.on("connectionstatechange",
+                     lambda state: [t.cancel() for t in tasks] if state == "closed" else None)
+    return a, b
+
+
+async def connected_pair(label: str = "pyapp-probe", timeout: float = 10.0,
+                         **kwargs: Any) -> tuple[PeerConnection, PeerConnection]:
+    """A loopback pair that has finished connecting (a data channel forces negotiation).
+
+    The channel used to trigger negotiation is closed again before returning.
+    """
+    a, b = loopback_pair(**kwargs)
+    channel = a.create_data_channel(label)
+    await asyncio.gather(a.wait_connected(timeout), b.wait_connected(timeout))
+    channel.close()
+    return a, b

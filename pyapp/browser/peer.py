@@ -1,0 +1,304 @@
+"""``PeerConnection``: an RTCPeerConnection driven from Python, with perfect negotiation.
+
+Signaling is pluggable: give the connection a ``signal`` callable that delivers
+a JSON-able dict to the remote peer (e.g. through
+:class:`pyapp.browser.signaling.SignalingClient`), and feed what the remote
+sends into :meth:`PeerConnection.handle_signal`. Either side may create data
+channels or add tracks at any time; offers that collide are resolved by the
+polite/impolite roles (:mod:`pyapp.core.negotiation`).
+
+Example (in the page)::
+
+    pc = PeerConnection(signal=lambda msg: client.send_signal(peer, msg), polite=True)
+    chat = pc.create_data_channel("chat")
+    await pc.wait_connected(timeout=10)
+    await chat.send("hello")
+    pc.close()
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import js
+from pyodide.ffi import JsException
+
+from pyapp._events import Emitter
+from pyapp.browser._ffi import ProxyOwner, await_js, call_js, is_null, js_object, spawn
+from pyapp.browser.datachannel import DataChannel
+from pyapp.core.negotiation import NegotiationState
+from pyapp.exceptions import BrowserError, ConnectionClosedError, LocalProtocolError
+
+__all__ = ["PeerConnection", "WebRtcConnection", "IceServer", "SignalFn"]
+
+SignalFn = Callable[[dict[str, Any]], Awaitable[None] | None]
+IceServer = dict[str, Any]
+"""``{"urls": ["stun:host:3478"], "username": "...", "credential": "..."}``"""
+
+PRIORITIES = ("very-low", "low", "medium", "high")
+
+
+def _description_dict(desc: Any) -> dict[str, str]:
+    return {"type": str(desc.type), "sdp": str(desc.sdp)}
+
+
+class PeerConnection:
+    """Python face of one RTCPeerConnection.
+
+    Events (``pc.events.on(name, callback)``): ``connectionstatechange``,
+    ``iceconnectionstatechange``, ``signalingstatechange`` (callback gets the new
+    state), ``datachannel`` (a :class:`DataChannel` the peer opened), ``track``
+    (the JS RTCTrackEvent), ``error`` (an exception from negotiation).
+    """
+
+    def __init__(self, signal: SignalFn | None = None, *, polite: bool = True,
+                 ice_servers: list[IceServer] | None = None,
+                 ice_transport_policy: str = "all") -> None:
+        self._signal_fn = signal
+        self.negotiation = NegotiationState(polite=polite)
+        self.ice_servers = list(ice_servers or [])  # no public STUN by default
+        config = {"iceServers": self.ice_servers, "iceTransportPolicy": ice_transport_policy}
+        try:
+            self.js_pc = js.RTCPeerConnection.new(js_object(config))
+        except JsException as exc:
+            raise BrowserError(str(getattr(exc, "name", "Error")), str(exc)) from None
+        self.events = Emitter()
+        self.channels: list[DataChannel] = []
+        self._owner = ProxyOwner("peer connection")
+        self._signal_lock = asyncio.Lock()
+        self._state_changed = asyncio.Event()
+        self._closed = False
+        for name in ("connectionstatechange", "iceconnectionstatechange", "signalingstatechange"):
+            self._owner.listen(self.js_pc, name, self._state_listener(name))
+        self._owner.listen(self.js_pc, "negotiationneeded", self._on_negotiation_needed)
+        self._owner.listen(self.js_pc, "icecandidate", self._on_ice_candidate)
+        self._owner.listen(self.js_pc, "datachannel", self._on_datachannel)
+        self._owner.listen(self.js_pc, "track", lambda ev: self.events.emit("track", ev))
+
+    # ------------------------------------------------------------------ state
+
+    @property
+    def connection_state(self) -> str:
+        return str(self.js_pc.connectionState)
+
+    @property
+    def ice_connection_state(self) -> str:
+        return str(self.js_pc.iceConnectionState)
+
+    @property
+    def signaling_state(self) -> str:
+        return str(self.js_pc.signalingState)
+
+    @property
+    def local_description(self) -> dict[str, str] | None:
+        desc = self.js_pc.localDescription
+        return None if is_null(desc) else _description_dict(desc)
+
+    @property
+    def remote_description(self) -> dict[str, str] | None:
+        desc = self.js_pc.remoteDescription
+        return None if is_null(desc) else _description_dict(desc)
+
+    @property
+    def polite(self) -> bool:
+        return self.negotiation.polite
+
+    @property
+    def max_message_size(self) -> int | None:
+        """``pc.sctp.maxMessageSize`` once SCTP is negotiated, else None."""
+        sctp = self.js_pc.sctp
+        if is_null(sctp):
+            return None
+        size = sctp.maxMessageSize
+        return None if is_null(size) or not size else int(size)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def _state_listener(self, name: str) -> Callable[[Any], None]:
+        getter = {"connectionstatechange": "connectionState",
+                  "iceconnectionstatechange": "iceConnectionState",
+                  "signalingstatechange": "signalingState"}[name]
+
+        def listener(_event: Any) -> None:
+            self._state_changed.set()
+            self.events.emit(name, str(getattr(self.js_pc, getter)))
+
+        return listener
+
+    async def wait_for_state(self, wanted: str, timeout: float | None = None) -> None:
+        """Wait until ``connection_state == wanted``; raise if the connection fails or closes."""
+
+        async def waiter() -> None:
+            while True:
+                state = self.connection_state
+                if state == wanted:
+                    return
+                if state in ("failed", "closed") or self._closed:
+                    raise ConnectionClosedError(f"connection is {state}, not {wanted}")
+                self._state_changed.clear()
+                await self._state_changed.wait()
+
+        await asyncio.wait_for(waiter(), timeout)
+
+    async def wait_connected(self, timeout: float | None = None) -> None:
+        """Wait until the connection is ``connected``."""
+        await self.wait_for_state("connected", timeout)
+
+    # ------------------------------------------------------------------ signaling
+
+    async def _send_signal(self, message: dict[str, Any]) -> None:
+        if self._signal_fn is None:
+            raise LocalProtocolError("this PeerConnection has no signal function")
+        result = self._signal_fn(message)
+        if inspect.isawaitable(result):
+            await result
+
+    async def _on_negotiation_needed(self, _event: Any) -> None:
+        if self._closed:
+            return
+        self.negotiation.making_offer = True
+        try:
+            await await_js(self.js_pc.setLocalDescription())
+            await self._send_signal({"description": _description_dict(self.js_pc.localDescription)})
+        except Exception as exc:
+            self.events.emit("error", exc)
+            raise
+        finally:
+            self.negotiation.making_offer = False
+
+    def _on_ice_candidate(self, event: Any) -> None:
+        candidate = event.candidate
+        payload = None if is_null(candidate) else candidate.toJSON().to_py()
+        spawn(self._send_signal({"candidate": payload}), "sending an ICE candidate")
+
+    def _on_datachannel(self, event: Any) -> None:
+        channel = self._wrap_channel(event.channel)
+        self.events.emit("datachannel", channel)
+
+    async def handle_signal(self, message: dict[str, Any]) -> None:
+        """Apply a message the remote peer signaled (a description or an ICE candidate).
+
+        Messages are applied in arrival order. Raises BrowserError if the browser
+        rejects a description; candidate errors for an ignored offer are expected
+        and dropped.
+        """
+        if self._closed:
+            raise ConnectionClosedError("peer connection is closed")
+        async with self._signal_lock:
+            if "description" in message:
+                await self._apply_description(message["description"])
+            elif "candidate" in message:
+                await self._apply_candidate(message["candidate"])
+            else:
+                raise LocalProtocolError(f"unknown signal message keys: {sorted(message)}")
+
+    async def _apply_description(self, desc: dict[str, Any]) -> None:
+        kind = desc.get("type") if isinstance(desc, dict) else None
+        if kind not in ("offer", "answer", "pranswer", "rollback") or not isinstance(desc.get("sdp", ""), str):
+            raise LocalProtocolError(f"malformed session description: {str(desc)[:100]}")
+        if self.negotiation.on_remote_description(kind, self.signaling_state) == "ignore":
+            return
+        self.negotiation.setting_remote_answer = kind == "answer"
+        try:
+            await await_js(self.js_pc.setRemoteDescription(js_object(desc)))
+        finally:
+            self.negotiation.setting_remote_answer = False
+        if kind == "offer":
+            await await_js(self.js_pc.setLocalDescription())
+            await self._send_signal({"description": _description_dict(self.js_pc.localDescription)})
+
+    async def _apply_candidate(self, candidate: dict[str, Any] | None) -> None:
+        try:
+            if candidate is None:
+                await await_js(self.js_pc.addIceCandidate())
+            else:
+                await await_js(self.js_pc.addIceCandidate(js_object(candidate)))
+        except (BrowserError, ConnectionClosedError):
+            if not self.negotiation.candidate_error_is_expected():
+                raise
+
+    def restart_ice(self) -> None:
+        """Ask for an ICE restart; the next negotiation carries new ICE credentials."""
+        if self._closed:
+            raise ConnectionClosedError("peer connection is closed")
+        call_js(self.js_pc.restartIce)
+
+    # ------------------------------------------------------------------ channels & media
+
+    def _wrap_channel(self, js_channel: Any) -> DataChannel:
+        channel = DataChannel(js_channel, get_max_message_size=lambda: self.max_message_size)
+        self.channels.append(channel)
+        channel.events.on("close", lambda: self.channels.remove(channel) if channel in self.channels else None)
+        return channel
+
+    def create_data_channel(self, label: str, *, ordered: bool = True,
+                            max_retransmits: int | None = None,
+                            max_packet_life_time: int | None = None,
+                            protocol: str = "", negotiated: bool = False,
+                            id: int | None = None, priority: str | None = None) -> DataChannel:
+        """Create an RTCDataChannel (all W3C ``RTCDataChannelInit`` knobs).
+
+        ``priority`` (``very-low`` .. ``high``) is passed on as the webrtc-priority
+        hint; browsers that do not implement it ignore it.
+        """
+        if self._closed:
+            raise ConnectionClosedError("peer connection is closed")
+        if max_retransmits is not None and max_packet_life_time is not None:
+            raise LocalProtocolError("max_retransmits and max_packet_life_time are exclusive")
+        if priority is not None and priority not in PRIORITIES:
+            raise LocalProtocolError(f"priority must be one of {PRIORITIES}")
+        init: dict[str, Any] = {"ordered": ordered, "protocol": protocol, "negotiated": negotiated}
+        if max_retransmits is not None:
+            init["maxRetransmits"] = max_retransmits
+        if max_packet_life_time is not None:
+            init["maxPacketLifeTime"] = max_packet_life_time
+        if id is not None:
+            init["id"] = id
+        if priority is not None:
+            init["priority"] = priority
+        js_channel = call_js(self.js_pc.createDataChannel, label, js_object(init))
+        return self._wrap_channel(js_channel)
+
+    def add_track(self, track: Any, *streams: Any) -> Any:
+        """``pc.addTrack(track, ...streams)``; returns the JS RTCRtpSender."""
+        if self._closed:
+            raise ConnectionClosedError("peer connection is closed")
+        return call_js(self.js_pc.addTrack, track, *streams)
+
+    def get_senders(self) -> list[Any]:
+        return list(self.js_pc.getSenders())
+
+    async def get_stats_raw(self) -> list[dict[str, Any]]:
+        """``getStats()`` as a list of plain dicts (the report is a JS Map)."""
+        report = await await_js(self.js_pc.getStats())
+        return [value.to_py() if hasattr(value, "to_py") else dict(value)
+                for value in report.values()]
+
+    # ------------------------------------------------------------------ lifetime
+
+    def close(self) -> None:
+        """Close every channel and the connection; release every JS listener."""
+        if self._closed:
+            return
+        self._closed = True
+        for channel in list(self.channels):
+            channel.close()
+        try:
+            self.js_pc.close()
+        finally:
+            self._state_changed.set()
+            self.events.emit("connectionstatechange", "closed")
+            self.events.clear()
+            self._owner.close()
+
+    def __repr__(self) -> str:
+        return f"<PeerConnection {self.connection_state} polite={self.polite}>"
+
+
+WebRtcConnection = PeerConnection
+"""The seed's name for :class:`PeerConnection`."""

@@ -1,0 +1,244 @@
+"""``SignalingClient``: the page's WebSocket client for the signaling server.
+
+It joins a room, relays signals to named peers, and reconnects by itself after a
+drop (exponential backoff), rejoining the room under the same peer id so the
+other peers' connections are not disturbed. Signals sent while disconnected are
+queued (bounded) and flushed on reconnect. A heartbeat (ping/pong) detects a
+dead server that the browser has not noticed yet.
+
+Example (in the page)::
+
+    client = SignalingClient(default_url())
+    client.events.on("signal", lambda sender, data: print(sender, data))
+    welcome = await client.join("lobby")
+    print("I am", welcome.peer_id, "and see", welcome.peers)
+    await client.send_signal(welcome.peers[0], {"hello": 1})
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from typing import Any
+
+import js
+
+from pyapp._events import Emitter
+from pyapp.browser._ffi import ProxyOwner, call_js, spawn
+from pyapp.core.signaling import (
+    Join,
+    Leave,
+    PeerJoined,
+    PeerLeft,
+    Ping,
+    Pong,
+    RelayedSignal,
+    ServerError,
+    Signal,
+    Welcome,
+    encode,
+    parse_server_message,
+)
+from pyapp.exceptions import ConnectionClosedError, LocalProtocolError, SignalingError
+
+__all__ = ["SignalingClient", "default_url"]
+
+
+def default_url() -> str:
+    """``ws(s)://<this page's host>/ws``."""
+    loc = js.location
+    scheme = "wss" if str(loc.protocol) == "https:" else "ws"
+    return f"{scheme}://{loc.host}/ws"
+
+
+class SignalingClient:
+    """Events (``client.events.on(name, cb)``): ``state`` (connecting/open/reconnecting/closed),
+    ``welcome`` (Welcome), ``peer-joined`` / ``peer-left`` (peer id), ``signal`` (sender, data),
+    ``error`` (ServerError or SignalingError).
+    """
+
+    def __init__(self, url: str, *, reconnect: bool = True, min_backoff: float = 0.25,
+                 max_backoff: float = 8.0, ping_interval: float = 10.0,
+                 ping_timeout: float = 5.0, max_queued: int = 256) -> None:
+        self.url = url
+        self.reconnect = reconnect
+        self.min_backoff = min_backoff
+        self.max_backoff = max_backoff
+        self.ping_interval = ping_interval
+        self.ping_timeout = ping_timeout
+        self.max_queued = max_queued
+        self.events = Emitter()
+        self.state = "closed"
+        self.room: str | None = None
+        self.peer_id: str | None = None
+        self.peers: set[str] = set()
+        self.reconnects = 0
+        self._ws: Any = None
+        self._owner: ProxyOwner | None = None
+        self._closing = False
+        self._opened: asyncio.Event = asyncio.Event()
+        self._welcome: asyncio.Future[Welcome] | None = None
+        self._queue: deque[str] = deque()
+        self._ping_task: asyncio.Task[Any] | None = None
+        self._reconnect_task: asyncio.Task[Any] | None = None
+        self._last_pong = 0.0
+        self._ping_id = 0
+
+    # ------------------------------------------------------------------ socket
+
+    def _set_state(self, state: str) -> None:
+        if state != self.state:
+            self.state = state
+            self.events.emit("state", state)
+
+    def _open_socket(self) -> None:
+        self._set_state("connecting" if self.reconnects == 0 else "reconnecting")
+        self._ws = call_js(js.WebSocket.new, self.url)
+        owner = self._owner = ProxyOwner("signaling socket")
+        owner.listen(self._ws, "open", self._on_open)
+        owner.listen(self._ws, "message", self._on_message)
+        owner.listen(self._ws, "close", self._on_close)
+
+    async def connect(self, timeout: float = 10.0) -> None:
+        """Open the WebSocket (no-op if open)."""
+        if self._closing:
+            raise ConnectionClosedError("signaling client is closed")
+        if self.state == "open":
+            return
+        if self._ws is None:
+            self._open_socket()
+        await asyncio.wait_for(self._opened.wait(), timeout)
+
+    def _on_open(self, _event: Any) -> None:
+        self._set_state("open")
+        self._opened.set()
+        self._last_pong = asyncio.get_event_loop().time()
+        if self._ping_task is None or self._ping_task.done():
+            self._ping_task = spawn(self._ping_loop(), "signaling heartbeat")
+        if self.room is not None:  # a reconnect: rejoin under the same id
+            self._raw_send(encode(Join(room=self.room, peer_id=self.peer_id)))
+        while self._queue and self.room is None:
+            self._raw_send(self._queue.popleft())
+
+    def _on_close(self, event: Any) -> None:
+        self._opened.clear()
+        if self._owner is not None:
+            self._owner.close()
+            self._owner = None
+        self._ws = None
+        if self._closing or not self.reconnect:
+            self._set_state("closed")
+            if self._welcome is not None and not self._welcome.done():
+                self._welcome.set_exception(ConnectionClosedError(
+                    f"signaling closed: {getattr(event, 'reason', '')}"))
+            return
+        self._set_state("reconnecting")
+        if self._reconnect_task is None or self._reconnect_task.done():
+            self._reconnect_task = spawn(self._reconnect_loop(), "signaling reconnect")
+
+    async def _reconnect_loop(self) -> None:
+        delay = self.min_backoff
+        while not self._closing and self._ws is None:
+            await asyncio.sleep(delay)
+            if self._closing:
+                return
+            self.reconnects += 1
+            self._open_socket()
+            try:
+                await asyncio.wait_for(self._opened.wait(), 10.0)
+                return
+            except TimeoutError:
+                pass
+            delay = min(self.max_backoff, delay * 2)
+
+    async def _ping_loop(self) -> None:
+        loop = asyncio.get_event_loop()
+        while not self._closing and self._ws is not None:
+            await asyncio.sleep(self.ping_interval)
+            if self._ws is None or self.state != "open":
+                return
+            if loop.time() - self._last_pong > self.ping_interval + self.ping_timeout:
+                self._ws.close(4000, "heartbeat timeout")  # _on_close reconnects
+                return
+            self._ping_id += 1
+            self._raw_send(encode(Ping(id=self._ping_id)))
+
+    def _raw_send(self, text: str) -> None:
+        if self._ws is None or self.state != "open":
+            if len(self._queue) >= self.max_queued:
+                raise LocalProtocolError(
+                    f"signaling is down and {self.max_queued} messages are already queued")
+            self._queue.append(text)
+            return
+        call_js(self._ws.send, text)
+
+    # ------------------------------------------------------------------ messages
+
+    def _on_message(self, event: Any) -> None:
+        try:
+            msg = parse_server_message(str(event.data))
+        except SignalingError as exc:
+            self.events.emit("error", exc)
+            return
+        if isinstance(msg, Welcome):
+            self.room, self.peer_id = msg.room, msg.peer_id
+            self.peers = set(msg.peers)
+            while self._queue:
+                self._raw_send(self._queue.popleft())
+            if self._welcome is not None and not self._welcome.done():
+                self._welcome.set_result(msg)
+            self.events.emit("welcome", msg)
+        elif isinstance(msg, PeerJoined):
+            self.peers.add(msg.peer_id)
+            self.events.emit("peer-joined", msg.peer_id)
+        elif isinstance(msg, PeerLeft):
+            self.peers.discard(msg.peer_id)
+            self.events.emit("peer-left", msg.peer_id)
+        elif isinstance(msg, RelayedSignal):
+            self.events.emit("signal", msg.sender, msg.data)
+        elif isinstance(msg, Pong):
+            self._last_pong = asyncio.get_event_loop().time()
+        elif isinstance(msg, ServerError):
+            if msg.ref == "join" and self._welcome is not None and not self._welcome.done():
+                self._welcome.set_exception(SignalingError(f"{msg.code}: {msg.message}"))
+            self.events.emit("error", msg)
+
+    # ------------------------------------------------------------------ API
+
+    async def join(self, room: str, timeout: float = 10.0) -> Welcome:
+        """Join ``room``; returns the server's welcome (your id and the peers there)."""
+        await self.connect(timeout)
+        if self.room is not None:
+            raise LocalProtocolError(f"already in room {self.room!r}")
+        self._welcome = asyncio.get_event_loop().create_future()
+        self._raw_send(encode(Join(room=room)))
+        return await asyncio.wait_for(asyncio.shield(self._welcome), timeout)
+
+    async def send_signal(self, to: str, data: dict[str, Any]) -> None:
+        """Relay ``data`` to peer ``to`` (queued while reconnecting)."""
+        if self._closing:
+            raise ConnectionClosedError("signaling client is closed")
+        self._raw_send(encode(Signal(to=to, data=data)))
+
+    def leave(self) -> None:
+        if self.room is not None and self.state == "open":
+            self._raw_send(encode(Leave()))
+        self.room = self.peer_id = None
+        self.peers.clear()
+
+    def drop_connection(self) -> None:
+        """Close the socket as a network drop would (used by tests); it reconnects."""
+        if self._ws is not None:
+            self._ws.close(4001, "dropped")
+
+    def close(self) -> None:
+        """Leave, close the socket and stop reconnecting."""
+        self.leave()
+        self._closing = True
+        for task in (self._ping_task, self._reconnect_task):
+            if task is not None:
+                task.cancel()
+        if self._ws is not None:
+            self._ws.close(1000, "bye")
+        else:
+            self._set_state("closed")

@@ -1,0 +1,290 @@
+"""The signaling wire protocol: JSON messages over one WebSocket, sans-I/O.
+
+Shared by the server (``web/server.py``) and the page's client
+(``pyapp.browser.signaling``), so both sides agree on what is valid. Parsing
+never raises anything but :class:`~pyapp.exceptions.SignalingError`.
+
+Client → server::
+
+    {"type": "join",   "room": "lobby", "peer_id": "optional-previous-id"}
+    {"type": "signal", "to": "<peer id>", "data": {...}}      # relayed verbatim
+    {"type": "leave"}
+    {"type": "ping",   "id": 7}
+
+Server → client::
+
+    {"type": "welcome",     "room": "lobby", "peer_id": "<yours>", "peers": ["<id>", ...]}
+    {"type": "peer-joined", "peer_id": "<id>"}
+    {"type": "peer-left",   "peer_id": "<id>"}
+    {"type": "signal",      "from": "<id>", "data": {...}}
+    {"type": "pong",        "id": 7}
+    {"type": "error",       "code": "unknown-peer", "message": "...", "ref": "signal"}
+
+Example::
+
+    >>> from pyapp.core.signaling import parse_client_message, Join
+    >>> parse_client_message('{"type": "join", "room": "lobby"}')
+    Join(room='lobby', peer_id=None)
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from pyapp.exceptions import SignalingError
+
+__all__ = [
+    "ROOM_RE",
+    "PEER_ID_RE",
+    "ClientMessage",
+    "Join",
+    "Signal",
+    "Leave",
+    "Ping",
+    "ServerMessage",
+    "Welcome",
+    "PeerJoined",
+    "PeerLeft",
+    "RelayedSignal",
+    "Pong",
+    "ServerError",
+    "parse_client_message",
+    "parse_server_message",
+    "encode",
+    "TokenBucket",
+]
+
+ROOM_RE = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
+PEER_ID_RE = re.compile(r"[A-Za-z0-9_\-]{4,64}")
+
+
+class ClientMessage:
+    """Base of what a client sends to the server."""
+
+
+@dataclass(frozen=True)
+class Join(ClientMessage):
+    room: str
+    """Room name, 1-64 of ``A-Z a-z 0-9 _ . -``."""
+    peer_id: str | None = None
+    """The id this client had before a reconnect; the server reuses it if free."""
+
+
+@dataclass(frozen=True)
+class Signal(ClientMessage):
+    to: str
+    """Peer id of the recipient, in the same room."""
+    data: dict[str, Any]
+    """Opaque payload (SDP description or ICE candidate), relayed verbatim."""
+
+
+@dataclass(frozen=True)
+class Leave(ClientMessage):
+    """Leave the current room."""
+
+
+@dataclass(frozen=True)
+class Ping(ClientMessage):
+    id: int | None = None
+    """Echoed back in the pong."""
+
+
+class ServerMessage:
+    """Base of what the server sends to a client."""
+
+
+@dataclass(frozen=True)
+class Welcome(ServerMessage):
+    room: str
+    """The room joined."""
+    peer_id: str
+    """This client's id in the room."""
+    peers: tuple[str, ...]
+    """The other peers already in the room."""
+
+
+@dataclass(frozen=True)
+class PeerJoined(ServerMessage):
+    peer_id: str
+    """The peer that joined."""
+
+
+@dataclass(frozen=True)
+class PeerLeft(ServerMessage):
+    peer_id: str
+    """The peer that left (or whose connection dropped)."""
+
+
+@dataclass(frozen=True)
+class RelayedSignal(ServerMessage):
+    sender: str
+    """Peer id of the sender (``from`` on the wire)."""
+    data: dict[str, Any]
+    """The payload as the sender gave it."""
+
+
+@dataclass(frozen=True)
+class Pong(ServerMessage):
+    id: int | None = None
+    """The ping's id."""
+
+
+@dataclass(frozen=True)
+class ServerError(ServerMessage):
+    code: str
+    """Machine-readable error code (``bad-json``, ``unknown-peer``, ``rate-limited`` ...)."""
+    message: str
+    """Human-readable explanation."""
+    ref: str | None = None
+    """The type of the client message that caused it, when known."""
+
+
+def _load_object(text: str | bytes) -> dict[str, Any]:
+    if isinstance(text, bytes):
+        try:
+            text = text.decode("utf-8")
+        except UnicodeDecodeError:
+            raise SignalingError("message is not valid UTF-8") from None
+    try:
+        obj = json.loads(text)
+    except (ValueError, RecursionError):
+        raise SignalingError("message is not valid JSON") from None
+    if not isinstance(obj, dict):
+        raise SignalingError("message must be a JSON object")
+    kind = obj.get("type")
+    if not isinstance(kind, str):
+        raise SignalingError("message has no string 'type'")
+    return obj
+
+
+def _str_field(obj: dict[str, Any], key: str, pattern: re.Pattern[str] | None = None) -> str:
+    value = obj.get(key)
+    if not isinstance(value, str):
+        raise SignalingError(f"'{obj['type']}' needs a string '{key}'")
+    if pattern is not None and not pattern.fullmatch(value):
+        raise SignalingError(f"'{key}' {value[:80]!r} is not valid (allowed: {pattern.pattern})")
+    return value
+
+
+def _optional_id(obj: dict[str, Any]) -> int | None:
+    value = obj.get("id")
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise SignalingError("'id' must be an integer")
+    return value
+
+
+def parse_client_message(text: str | bytes) -> ClientMessage:
+    """Parse and validate one message from a client; raise SignalingError if bad."""
+    obj = _load_object(text)
+    kind = obj["type"]
+    if kind == "join":
+        peer_id = obj.get("peer_id")
+        if peer_id is not None:
+            peer_id = _str_field(obj, "peer_id", PEER_ID_RE)
+        return Join(room=_str_field(obj, "room", ROOM_RE), peer_id=peer_id)
+    if kind == "signal":
+        data = obj.get("data")
+        if not isinstance(data, dict):
+            raise SignalingError("'signal' needs an object 'data'")
+        return Signal(to=_str_field(obj, "to", PEER_ID_RE), data=data)
+    if kind == "leave":
+        return Leave()
+    if kind == "ping":
+        return Ping(id=_optional_id(obj))
+    raise SignalingError(f"unknown message type {kind[:40]!r}")
+
+
+def parse_server_message(text: str | bytes) -> ServerMessage:
+    """Parse one message from the server; raise SignalingError if bad."""
+    obj = _load_object(text)
+    kind = obj["type"]
+    if kind == "welcome":
+        peers = obj.get("peers")
+        if not isinstance(peers, list) or not all(isinstance(p, str) for p in peers):
+            raise SignalingError("'welcome' needs a list of peer ids")
+        return Welcome(room=_str_field(obj, "room"), peer_id=_str_field(obj, "peer_id"),
+                       peers=tuple(peers))
+    if kind == "peer-joined":
+        return PeerJoined(peer_id=_str_field(obj, "peer_id"))
+    if kind == "peer-left":
+        return PeerLeft(peer_id=_str_field(obj, "peer_id"))
+    if kind == "signal":
+        data = obj.get("data")
+        if not isinstance(data, dict):
+            raise SignalingError("'signal' needs an object 'data'")
+        return RelayedSignal(sender=_str_field(obj, "from"), data=data)
+    if kind == "pong":
+        return Pong(id=_optional_id(obj))
+    if kind == "error":
+        ref = obj.get("ref")
+        return ServerError(code=_str_field(obj, "code"), message=_str_field(obj, "message"),
+                           ref=ref if isinstance(ref, str) else None)
+    raise SignalingError(f"unknown server message type {kind[:40]!r}")
+
+
+def encode(message: ClientMessage | ServerMessage) -> str:
+    """Encode a message for the wire (the inverse of the two parsers)."""
+    if isinstance(message, Join):
+        obj: dict[str, Any] = {"type": "join", "room": message.room}
+        if message.peer_id is not None:
+            obj["peer_id"] = message.peer_id
+    elif isinstance(message, Signal):
+        obj = {"type": "signal", "to": message.to, "data": message.data}
+    elif isinstance(message, Leave):
+        obj = {"type": "leave"}
+    elif isinstance(message, Ping):
+        obj = {"type": "ping", "id": message.id}
+    elif isinstance(message, Welcome):
+        obj = {"type": "welcome", "room": message.room, "peer_id": message.peer_id,
+               "peers": list(message.peers)}
+    elif isinstance(message, PeerJoined):
+        obj = {"type": "peer-joined", "peer_id": message.peer_id}
+    elif isinstance(message, PeerLeft):
+        obj = {"type": "peer-left", "peer_id": message.peer_id}
+    elif isinstance(message, RelayedSignal):
+        obj = {"type": "signal", "from": message.sender, "data": message.data}
+    elif isinstance(message, Pong):
+        obj = {"type": "pong", "id": message.id}
+    elif isinstance(message, ServerError):
+        obj = {"type": "error", "code": message.code, "message": message.message}
+        if message.ref is not None:
+            obj["ref"] = message.ref
+    else:
+        raise TypeError(f"not a signaling message: {message!r}")
+    return json.dumps(obj, separators=(",", ":"))
+
+
+class TokenBucket:
+    """Messages-per-second limit with a burst allowance; time comes in as ``now``.
+
+    Example::
+
+        >>> bucket = TokenBucket(rate=2.0, burst=2, now=0.0)
+        >>> [bucket.take(0.0) for _ in range(3)]
+        [True, True, False]
+        >>> bucket.take(0.5)
+        True
+    """
+
+    def __init__(self, rate: float, burst: int, now: float) -> None:
+        if rate <= 0 or burst < 1:
+            raise ValueError("rate must be > 0 and burst >= 1")
+        self.rate = rate
+        self.burst = burst
+        self._tokens = float(burst)
+        self._last = now
+
+    def take(self, now: float) -> bool:
+        """Spend one token if there is one; return whether the message may pass."""
+        elapsed = max(0.0, now - self._last)
+        self._last = now
+        self._tokens = min(float(self.burst), self._tokens + elapsed * self.rate)
+        if self._tokens >= 1.0:
+            self._tokens -= 1.0
+            return True
+        return False

@@ -1,0 +1,177 @@
+"""Shared fixtures: the real server, the local browsers, and pages with Python ready.
+
+Browser tests talk to the page's Pyodide through :meth:`PyPage.py`, which runs
+Python source with top-level ``await`` and returns its last expression (JSON-able
+values; PyProxies are converted with ``toJs``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+
+from tests.browsers import chromium_path, firefox_path, launch_chromium, launch_firefox
+
+ROOT = Path(__file__).resolve().parent.parent
+STATIC = ROOT / "static"
+
+RUN_PY = """async (code) => {
+  const result = await pyodide.runPythonAsync(code);
+  if (result && typeof result.toJs === "function") {
+    const value = result.toJs({ dict_converter: Object.fromEntries });
+    result.destroy();
+    return value;
+  }
+  return result;
+}"""
+
+
+def ensure_static_fresh() -> None:
+    """Rebuild static/ when pyapp/ or web/ changed since the last build (handy with plain pytest)."""
+    manifest = STATIC / "manifest.json"
+    built = manifest.stat().st_mtime if manifest.exists() else 0.0
+    sources = [*ROOT.joinpath("pyapp").rglob("*.py"), *ROOT.joinpath("web").glob("*.*")]
+    if any(p.stat().st_mtime > built for p in sources):
+        subprocess.run([sys.executable, str(ROOT / "build.py"), "build"], cwd=ROOT, check=True,
+                       stdout=subprocess.DEVNULL)
+
+
+class ServerProcess:
+    """The real dev server (``python -m web.server``) on a free port."""
+
+    def __init__(self, *extra: str) -> None:
+        ensure_static_fresh()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "web.server", "--host", "127.0.0.1", "--port", "0", "--no-tls", *extra],
+            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        match = re.search(r"(https?://[\d.]+:\d+)/", line)
+        if not match:
+            self.proc.kill()
+            raise RuntimeError(f"server did not start: {line!r}")
+        self.url = match.group(1)
+        self.port = int(self.url.rsplit(":", 1)[1])
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+class PyPage:
+    """A Playwright page whose Pyodide (with pyapp) is ready."""
+
+    def __init__(self, page: Any, origin: str) -> None:
+        self.page = page
+        self.origin = origin
+        self.requests: list[str] = []
+        self.console: list[str] = []
+        page.on("request", lambda r: self.requests.append(r.url))
+        page.on("console", lambda m: self.console.append(f"{m.type}: {m.text}"))
+        page.on("pageerror", lambda e: self.console.append(f"pageerror: {e}"))
+
+    def open(self, path: str = "/?noapp=1", timeout: float = 60_000) -> PyPage:
+        self.page.goto(self.origin + path)
+        self.page.evaluate("() => pyappReady.then(() => true)")
+        return self
+
+    def py(self, code: str, timeout: float | None = None) -> Any:
+        """Run Python in the page; returns the value of the last expression."""
+        if timeout is not None:
+            self.page.set_default_timeout(timeout * 1000)
+        try:
+            return self.page.evaluate(RUN_PY, textwrap.dedent(code))
+        finally:
+            if timeout is not None:
+                self.page.set_default_timeout(30_000)
+
+    def pyjson(self, code: str, timeout: float | None = None) -> Any:
+        """Run Python whose last expression is JSON text; returns it parsed."""
+        return json.loads(self.py(code, timeout))
+
+    def foreign_requests(self) -> list[str]:
+        origin = urlsplit(self.origin)
+        return [u for u in self.requests
+                if not u.startswith(("data:", "blob:"))
+                and urlsplit(u).netloc != origin.netloc]
+
+
+@pytest.fixture(scope="session")
+def server() -> Iterator[ServerProcess]:
+    srv = ServerProcess()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="session")
+def playwright_instance() -> Iterator[Any]:
+    from playwright.sync_api import sync_playwright
+
+    if chromium_path() is None:
+        pytest.fail("no Chromium found: run `python3 build.py test` (it installs one) or set $CHROMIUM")
+    with sync_playwright() as p:
+        yield p
+
+
+@pytest.fixture(scope="session")
+def chromium(playwright_instance: Any) -> Iterator[Any]:
+    browser = launch_chromium(playwright_instance)
+    yield browser
+    browser.close()
+
+
+@pytest.fixture(scope="session")
+def firefox(playwright_instance: Any) -> Iterator[Any]:
+    if firefox_path() is None:
+        if os.environ.get("CI"):
+            pytest.fail("Firefox ESR is missing in CI: build.py test should have installed it")
+        pytest.skip("no Firefox ESR on this machine (python3 build.py test installs it as root)")
+    browser = launch_firefox(playwright_instance)
+    yield browser
+    browser.close()
+
+
+def new_pypage(browser: Any, server: ServerProcess, path: str = "/?noapp=1",
+               **context_args: Any) -> PyPage:
+    if browser.browser_type.name == "chromium":
+        context_args.setdefault("permissions", ["camera", "microphone"])
+    context = browser.new_context(**context_args)
+    context.set_default_timeout(30_000)
+    return PyPage(context.new_page(), server.url).open(path)
+
+
+@pytest.fixture(scope="module")
+def pypage(chromium: Any, server: ServerProcess) -> Iterator[PyPage]:
+    """One ready desktop page per test module (Pyodide takes seconds to start)."""
+    page = new_pypage(chromium, server)
+    yield page
+    foreign = page.foreign_requests()
+    page.page.context.close()
+    assert not foreign, f"the page made requests to other origins: {foreign}"
+
+
+def wait_until(predicate: Any, timeout: float = 10.0, interval: float = 0.05) -> Any:
+    """Poll ``predicate`` until it returns a truthy value; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s (last value {value!r})")
+        time.sleep(interval)
