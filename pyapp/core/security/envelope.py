@@ -290,8 +290,11 @@ class Opener:
     Key ids accepted: the current epoch, the previous one until its grace
     window ends, and the *next* one (``current + 1``), which becomes current
     once a message under it authenticates. Before the first message any key
-    id is accepted (the first to authenticate becomes current). Everything
-    else is ``"unknown key id"``.
+    id is accepted (the first to authenticate becomes current); within the
+    grace time after that, ``current - 1`` may still be adopted as the
+    previous epoch (its messages were overtaken). Everything else is
+    ``"unknown key id"``. A new epoch's key is derived on demand, but it only
+    replaces anything after a message under it authenticates.
     """
 
     def __init__(
@@ -317,6 +320,7 @@ class Opener:
         self._current: _RecvEpoch | None = None
         self._previous: _RecvEpoch | None = None
         self._candidate: _RecvEpoch | None = None
+        self._previous_open_until = 0.0
         self._busy = False
         self.opened = 0
         """Messages successfully opened."""
@@ -341,9 +345,18 @@ class Opener:
                 return epoch
         return None
 
-    def _may_start_epoch(self, header: EnvelopeHeader) -> bool:
+    def _may_start_epoch(self, header: EnvelopeHeader, now: float) -> bool:
         cur = self._current
-        return cur is None or header.key_id == (cur.key_id + 1) % _U32
+        if cur is None or header.key_id == (cur.key_id + 1) % _U32:
+            return True
+        # The first epoch we saw may not be the first one sent: on an unreliable
+        # channel new-key messages can overtake old ones, so the epoch just before
+        # the current one may still be adopted as "previous" during the grace time.
+        return (
+            self._previous is None
+            and header.key_id == (cur.key_id - 1) % _U32
+            and now < self._previous_open_until
+        )
 
     async def open(self, data: bytes, now: float, aad: bytes = b"") -> bytes:
         """Authenticate and decrypt an envelope, or raise ``DecryptionError``."""
@@ -363,7 +376,7 @@ class Opener:
             raise self._fail(MALFORMED) from None
         epoch = self._known(header)
         if epoch is None:
-            if not self._may_start_epoch(header):
+            if not self._may_start_epoch(header, now):
                 raise self._fail(UNKNOWN_KEY_ID)
             # Cache one candidate so a burst under the new key derives it once; it
             # only becomes current after a message under it authenticates.
@@ -385,9 +398,15 @@ class Opener:
         epoch.guard.commit(header.counter)
         if epoch is self._candidate:
             self._candidate = None
-            if self._current is not None:
-                self._current.expires_at = now + self.policy.grace_seconds
-            self._previous, self._current = self._current, epoch
+            cur = self._current
+            if cur is not None and epoch.key_id == (cur.key_id - 1) % _U32:
+                epoch.expires_at = self._previous_open_until  # a late, overtaken epoch
+                self._previous = epoch
+            else:
+                self._previous_open_until = now + self.policy.grace_seconds
+                if cur is not None:
+                    cur.expires_at = self._previous_open_until
+                self._previous, self._current = cur, epoch
         self.opened += 1
         return plaintext
 

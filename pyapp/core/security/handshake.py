@@ -96,6 +96,7 @@ __all__ = [
     "HandshakeState",
     "HelloMessage",
     "parse_message",
+    "transcript_from_hellos",
 ]
 
 HELLO = 0x01
@@ -147,6 +148,21 @@ class HelloMessage:
     """Sender's raw identity public key."""
     ephemeral_public_key: bytes
     """Sender's raw ephemeral public key."""
+
+    def side(self, fingerprint: bytes) -> SideParams:
+        """This HELLO's transcript contribution, with ``fingerprint`` as the sender's DTLS fingerprint.
+
+        Pass the fingerprint *you* saw in the SDP, not ``sender_fingerprint``.
+        """
+        return SideParams(
+            self.role,
+            self.alg,
+            self.public_key,
+            self.nonce,
+            self.ephemeral_alg,
+            self.ephemeral_public_key,
+            fingerprint,
+        )
 
     def encode(self) -> bytes:
         """Wire bytes."""
@@ -209,6 +225,16 @@ def parse_message(data: bytes) -> HelloMessage | AuthMessage:
     public_key = bytes(data[off : off + pk_len])
     ephemeral = bytes(data[off + pk_len :])
     return HelloMessage(role, alg, eph_alg, nonce, sender_fp, receiver_fp, public_key, ephemeral)
+
+
+def transcript_from_hellos(
+    hello_a: bytes, hello_b: bytes, fingerprint_a: bytes, fingerprint_b: bytes
+) -> Transcript:
+    """Rebuild a transcript from two HELLOs and their senders' fingerprints (tests, vectors)."""
+    a, b = parse_message(hello_a), parse_message(hello_b)
+    if not isinstance(a, HelloMessage) or not isinstance(b, HelloMessage) or a.role is b.role:
+        raise AuthenticationError(MALFORMED)
+    return Transcript.of(a.side(fingerprint_a), b.side(fingerprint_b))
 
 
 class HandshakeState(enum.Enum):
@@ -410,15 +436,7 @@ class Handshake:
             self.local_fingerprint,
         ):
             raise AuthenticationError(FINGERPRINT_MISMATCH)
-        remote = SideParams(
-            msg.role,
-            msg.alg,
-            msg.public_key,
-            msg.nonce,
-            msg.ephemeral_alg,
-            msg.ephemeral_public_key,
-            self.remote_fingerprint,  # our SDP view, not the peer's claim
-        )
+        remote = msg.side(self.remote_fingerprint)  # our SDP view, not the peer's claim
         transcript = Transcript.of(local, remote).encode()
         th = await self._crypto.sha256(transcript)
         self._still(HandshakeState.HELLO_SENT)
