@@ -16,12 +16,12 @@ async def pump(a: Handshake, b: Handshake, *, now: float = 0.1, relay: Relay | N
     """
     finished = (HandshakeState.DONE, HandshakeState.FAILED)
     while True:
-        moved = False
-        for src, dst in ((a, b), (b, a)):
-            for msg in src.data_to_send():
-                moved = True
+        # Both sides transmit before either receives: the HELLOs cross on the wire.
+        batches = [(src, dst, src.data_to_send()) for src, dst in ((a, b), (b, a))]
+        if not any(msgs for _, _, msgs in batches):
+            return
+        for src, dst, msgs in batches:
+            for msg in msgs:
                 out = relay(src, msg) if relay else msg
                 if out is not None and dst.state not in finished:
                     await dst.receive_message(out, now)
-        if not moved:
-            return

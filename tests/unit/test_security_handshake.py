@@ -1,0 +1,425 @@
+"""The HELLO/AUTH handshake: success, failures by reason, reflection, MITM, fuzzing, SDP parsing."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from pyapp.core.security.envelope import SecureChannel
+from pyapp.core.security.handshake import (
+    REASONS,
+    Handshake,
+    HandshakeComplete,
+    HandshakeFailed,
+    HandshakeState,
+    HelloMessage,
+    parse_message,
+    transcript_from_hellos,
+)
+from pyapp.core.security.identity import KnownPeers, PeerId, TrustStatus
+from pyapp.core.security.interface import KeyAgreementAlgorithm, SignatureAlgorithm
+from pyapp.core.security.keys import Role
+from pyapp.core.security.transcript import (
+    auth_signature_input,
+    encode_fields,
+    format_fingerprint,
+    parse_sdp_fingerprint,
+)
+from pyapp.exceptions import AuthenticationError, LocalProtocolError, RemoteProtocolError
+from tests.support import pump
+from tests.support.oracle_crypto import OracleCrypto
+
+pytestmark = pytest.mark.unit
+
+ED, P256 = SignatureAlgorithm.ED25519, SignatureAlgorithm.ECDSA_P256
+FA, FB, FM1, FM2 = b"\xaa" * 32, b"\xbb" * 32, b"\x11" * 32, b"\x22" * 32
+
+
+def run(fn: Callable[[], Awaitable[None]]) -> None:
+    asyncio.run(fn())  # type: ignore[arg-type]
+
+
+async def make(
+    alg_a: SignatureAlgorithm = ED,
+    alg_b: SignatureAlgorithm = ED,
+    *,
+    fps: tuple[bytes, bytes, bytes, bytes] = (FA, FB, FB, FA),
+    eph: KeyAgreementAlgorithm = KeyAgreementAlgorithm.X25519,
+    crypto: OracleCrypto | None = None,
+    **kw_a: object,
+) -> tuple[Handshake, Handshake]:
+    """Offerer ``a`` and answerer ``b``; fps = (a local, a's view of b, b local, b's view of a)."""
+    c = crypto or OracleCrypto()
+    ka, kb = await c.generate_signing_key(alg_a), await c.generate_signing_key(alg_b)
+    a = Handshake(c, Role.OFFERER, ka, fps[0], fps[1], now=0.0, ephemeral_alg=eph, **kw_a)  # type: ignore[arg-type]
+    b = Handshake(c, Role.ANSWERER, kb, fps[2], fps[3], now=0.0, ephemeral_alg=eph)
+    await a.start()
+    await b.start()
+    return a, b
+
+
+def reason(h: Handshake) -> str | None:
+    return h.error.reason if h.error else None
+
+
+@pytest.mark.parametrize(
+    ("alg_a", "alg_b", "eph"),
+    [
+        (ED, ED, KeyAgreementAlgorithm.X25519),
+        (P256, P256, KeyAgreementAlgorithm.ECDH_P256),
+        (ED, P256, KeyAgreementAlgorithm.X25519),
+        (P256, ED, KeyAgreementAlgorithm.ECDH_P256),
+    ],
+)
+def test_handshake_succeeds(
+    alg_a: SignatureAlgorithm, alg_b: SignatureAlgorithm, eph: KeyAgreementAlgorithm
+) -> None:
+    async def go() -> None:
+        a, b = await make(alg_a, alg_b, eph=eph)
+        await pump(a, b)
+        ea, eb = a.next_event(), b.next_event()
+        assert isinstance(ea, HandshakeComplete) and isinstance(eb, HandshakeComplete)
+        assert a.state is b.state is HandshakeState.DONE and a.get_timer() is None
+        assert ea.transcript_hash == eb.transcript_hash and ea.keys == eb.keys
+        assert ea.peer_id == PeerId.from_public_key(alg_b, b._identity.public_key)
+        assert eb.peer_id == PeerId.from_public_key(alg_a, a._identity.public_key)
+        # The keys drive a working envelope session.
+        c = OracleCrypto()
+        sa = SecureChannel.from_keys(c, ea.keys, Role.OFFERER, 1, reliable=True)
+        sb = SecureChannel.from_keys(c, eb.keys, Role.ANSWERER, 1, reliable=True)
+        assert await sb.open(await sa.seal(b"hi", now=0), now=0) == b"hi"
+        assert await sa.open(await sb.seal(b"yo", now=0), now=0) == b"yo"
+
+    run(go)
+
+
+def test_pinned_peer_id() -> None:
+    async def go() -> None:
+        c = OracleCrypto()
+        kb = await c.generate_signing_key(ED)
+        right = PeerId.from_public_key(ED, kb.public_key)
+        for expected, want in (
+            (right, None),
+            (PeerId.from_public_key(ED, bytes(32)), "unexpected peer id"),
+        ):
+            ka = await c.generate_signing_key(ED)
+            a = Handshake(c, Role.OFFERER, ka, FA, FB, now=0.0, expected_peer_id=expected)
+            b = Handshake(c, Role.ANSWERER, kb, FB, FA, now=0.0)
+            await a.start()
+            await b.start()
+            await pump(a, b)
+            assert reason(a) == want
+            assert b.state is HandshakeState.DONE  # b got a valid AUTH from a
+            if want:
+                ev = a.next_event()
+                assert isinstance(ev, HandshakeFailed) and ev.error.reason == want
+
+    run(go)
+
+
+def test_timeout() -> None:
+    async def go() -> None:
+        a, _ = await make(timeout=5.0)
+        assert a.get_timer() == 5.0
+        a.handle_timer(4.9)
+        assert a.state is HandshakeState.HELLO_SENT
+        a.handle_timer(5.0)
+        assert reason(a) == "timeout" and a.get_timer() is None
+        assert a.data_to_send() == []  # nothing further goes out after failure
+        # A message that arrives after the deadline also times out.
+        b2a, b2b = await make()
+        for msg in b2b.data_to_send():
+            await b2a.receive_message(msg, now=10.5)
+        assert reason(b2a) == "timeout"
+
+    run(go)
+
+
+def test_known_peers_tofu_and_identity_change() -> None:
+    async def go() -> None:
+        c = OracleCrypto()
+        store = KnownPeers()
+        a, b = await make(crypto=c, known_peers=store, contact="bob")
+        await pump(a, b)
+        ev = a.next_event()
+        assert isinstance(ev, HandshakeComplete) and ev.trust is not None
+        assert ev.trust.status is TrustStatus.FIRST_SEEN
+        # "bob" comes back with a different key.
+        a2, b2 = await make(crypto=c, known_peers=store, contact="bob")
+        await pump(a2, b2)
+        assert reason(a2) == "identity changed"
+        fail = a2.next_event()
+        assert isinstance(fail, HandshakeFailed) and fail.trust is not None
+        assert fail.trust.previous == ev.peer_id
+        # An allow-list that excludes the peer.
+        a3, b3 = await make(crypto=c, known_peers=KnownPeers(allow=[]), contact="carol")
+        await pump(a3, b3)
+        assert reason(a3) == "not allowed"
+
+    run(go)
+
+
+def test_mitm_signaling_server_is_detected_and_fingerprints_matter() -> None:
+    """The server swapped SDP: each side sees the MITM's certificate as the remote one."""
+
+    async def go() -> None:
+        a, b = await make(fps=(FA, FM1, FB, FM2))
+        hello_a, hello_b = a.data_to_send()[0], b.data_to_send()[0]
+        await a.receive_message(hello_b, now=0.1)
+        await b.receive_message(hello_a, now=0.1)
+        assert reason(a) == reason(b) == "fingerprint mismatch"
+
+        # Contrast: each side's transcript, and the same without fingerprint fields.
+        view_a = transcript_from_hellos(hello_a, hello_b, FA, FM1)  # what a signs
+        view_b = transcript_from_hellos(hello_a, hello_b, FM2, FB)  # what b verifies
+        assert view_a.encode() != view_b.encode()
+        bare_a = encode_fields([f for f in view_a.fields() if f[0] not in (0x01, 0x02)])
+        bare_b = encode_fields([f for f in view_b.fields() if f[0] not in (0x01, 0x02)])
+        assert bare_a == bare_b  # without the binding, the MITM would be invisible
+        c = OracleCrypto()
+        for transcript_a, transcript_b, verifies in (
+            (bare_a, bare_b, True),
+            (view_a.encode(), view_b.encode(), False),
+        ):
+            th_a, th_b = await c.sha256(transcript_a), await c.sha256(transcript_b)
+            sig = await c.sign(a._identity, auth_signature_input(Role.OFFERER, th_a))
+            ok = await c.verify(
+                ED, a._identity.public_key, sig, auth_signature_input(Role.OFFERER, th_b)
+            )
+            assert ok is verifies
+
+    run(go)
+
+
+def test_mitm_that_rewrites_hello_fingerprints_fails_on_signature() -> None:
+    async def go() -> None:
+        a, b = await make(fps=(FA, FM1, FB, FM2))
+
+        def rewrite(src: Handshake, msg: bytes) -> bytes:
+            m = parse_message(msg)
+            if isinstance(m, HelloMessage):  # make the echo fields look consistent
+                fps = (FM2, FB) if src is a else (FM1, FA)
+                m = HelloMessage(
+                    m.role,
+                    m.alg,
+                    m.ephemeral_alg,
+                    m.nonce,
+                    *fps,
+                    m.public_key,
+                    m.ephemeral_public_key,
+                )
+                return m.encode()
+            return msg
+
+        await pump(a, b, relay=rewrite)
+        assert reason(a) == reason(b) == "bad signature"
+
+    run(go)
+
+
+def test_reflected_hello_fails() -> None:
+    async def go() -> None:
+        a, _ = await make()
+        hello_a = a.data_to_send()[0]
+        await a.receive_message(hello_a, now=0.1)  # its own HELLO bounced back
+        assert reason(a) == "reflected message"
+        # Same nonce but the role byte flipped: still recognised as our own.
+        a, _ = await make()
+        hello_a = a.data_to_send()[0]
+        flipped = hello_a[:2] + bytes([Role.ANSWERER]) + hello_a[3:]
+        await a.receive_message(flipped, now=0.1)
+        assert reason(a) == "reflected message"
+
+    run(go)
+
+
+def test_reflected_auth_fails() -> None:
+    async def go() -> None:
+        a, b = await make()
+        captured: list[bytes] = []
+
+        def hold(src: Handshake, m: bytes) -> bytes | None:
+            if m[0] == 2:
+                if src.role is Role.OFFERER:
+                    captured.append(m)
+                return None
+            return m
+
+        await pump(a, b, relay=hold)
+        own_auth = captured[0]
+        await a.receive_message(own_auth, now=0.1)
+        assert reason(a) == "reflected message"
+        # Even with the role byte rewritten, a's own signature does not verify as b's.
+        a2, b2 = await make()
+        captured.clear()
+        await pump(a2, b2, relay=hold)
+        forged = captured[0][:2] + bytes([Role.ANSWERER]) + captured[0][3:]
+        await a2.receive_message(forged, now=0.1)
+        assert reason(a2) == "bad signature"
+
+    run(go)
+
+
+def test_replayed_handshake_messages_fail() -> None:
+    async def go() -> None:
+        # Messages recorded from one session do not authenticate another session.
+        a, b = await make()
+        old: dict[int, bytes] = {}
+
+        def record(src: Handshake, m: bytes) -> bytes:
+            if src is b:
+                old[m[0]] = m
+            return m
+
+        await pump(a, b, relay=record)
+        c = OracleCrypto()
+        a2 = Handshake(c, Role.OFFERER, await c.generate_signing_key(ED), FA, FB, now=0.0)
+        await a2.start()
+        await a2.receive_message(old[1], now=0.1)  # b's old HELLO
+        await a2.receive_message(old[2], now=0.1)  # b's old AUTH
+        assert reason(a2) == "bad signature"
+
+    run(go)
+
+
+def test_out_of_order_and_duplicate_messages() -> None:
+    async def go() -> None:
+        a, b = await make()
+        hello_b = b.data_to_send()[0]
+        a.data_to_send()
+        await a.receive_message(hello_b, now=0.1)
+        await a.receive_message(hello_b, now=0.1)  # second HELLO
+        assert reason(a) == "malformed message"
+        a, b = await make()
+        await a.receive_message(bytes([2, 1, 1]) + bytes(64), now=0.1)  # AUTH before HELLO
+        assert reason(a) == "malformed message"
+
+    run(go)
+
+
+def test_algorithm_and_version_mismatch() -> None:
+    async def go() -> None:
+        c = OracleCrypto()
+        a = Handshake(c, Role.OFFERER, await c.generate_signing_key(ED), FA, FB, now=0.0)
+        b = Handshake(
+            c,
+            Role.ANSWERER,
+            await c.generate_signing_key(ED),
+            FB,
+            FA,
+            now=0.0,
+            ephemeral_alg=KeyAgreementAlgorithm.ECDH_P256,
+        )
+        await a.start()
+        await b.start()
+        await pump(a, b)
+        assert reason(a) == reason(b) == "unsupported algorithm"
+        a, b = await make()
+        hello = bytearray(b.data_to_send()[0])
+        hello[1] = 2
+        await a.receive_message(bytes(hello), now=0.1)
+        assert reason(a) == "unsupported version"
+
+    run(go)
+
+
+def test_invalid_ephemeral_point_is_malformed() -> None:
+    async def go() -> None:
+        a, b = await make(eph=KeyAgreementAlgorithm.ECDH_P256)
+        hello = b.data_to_send()[0]
+        bad = hello[:-64] + bytes(64)  # 0x04 || zeros: not on the curve
+        await a.receive_message(bad, now=0.1)
+        assert reason(a) == "malformed message"
+
+    run(go)
+
+
+def test_local_misuse() -> None:
+    async def go() -> None:
+        c = OracleCrypto()
+        k = await c.generate_signing_key(ED)
+        with pytest.raises(LocalProtocolError):
+            Handshake(c, Role.OFFERER, k, b"short", FB, now=0.0)
+        h = Handshake(c, Role.OFFERER, k, FA, FB, now=0.0)
+        with pytest.raises(LocalProtocolError):
+            await h.receive_message(b"x", now=0.0)
+        await h.start()
+        with pytest.raises(LocalProtocolError):
+            await h.start()
+        a, b = await make()
+        await pump(a, b)
+        with pytest.raises(LocalProtocolError):
+            await a.receive_message(b"late", now=0.2)
+
+    run(go)
+
+
+@settings(max_examples=200, suppress_health_check=[HealthCheck.too_slow])
+@given(st.binary(max_size=300))
+def test_parser_fuzz_only_typed_errors(data: bytes) -> None:
+    try:
+        parse_message(data)
+    except AuthenticationError as exc:
+        assert exc.reason in REASONS
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.data())
+def test_state_machine_fuzz_mutated_messages(data: st.DataObject) -> None:
+    async def go() -> None:
+        a, b = await make()
+        hello = bytearray(b.data_to_send()[0])
+        if data.draw(st.booleans()):
+            i = data.draw(st.integers(0, len(hello) - 1))
+            hello[i] ^= data.draw(st.integers(1, 255))
+        else:
+            hello = bytearray(data.draw(st.binary(max_size=200)))
+        await a.receive_message(bytes(hello), now=0.1)
+        assert a.state in (HandshakeState.AUTH_SENT, HandshakeState.FAILED)
+        if a.error is not None:
+            assert a.error.reason in REASONS
+        junk = data.draw(st.binary(max_size=80))
+        await a.receive_message(junk, now=0.2)
+        assert a.state in (HandshakeState.FAILED, HandshakeState.AUTH_SENT, HandshakeState.DONE)
+
+    run(go)
+
+
+SDP = """v=0\r
+o=- 4611731400430051336 2 IN IP4 127.0.0.1\r
+a=fingerprint:sha-1 AA:BB:CC:DD:EE:FF:00:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD\r
+m=application 9 UDP/DTLS/SCTP webrtc-datachannel\r
+a=fingerprint:SHA-256 {fp}\r
+a=setup:actpass\r
+"""
+
+
+def test_sdp_fingerprint_parsing() -> None:
+    fp = bytes(range(32))
+    text = format_fingerprint(fp)
+    assert parse_sdp_fingerprint(SDP.format(fp=text)) == fp
+    assert parse_sdp_fingerprint(SDP.format(fp=text.lower())) == fp
+    spaced = SDP.replace("a=fingerprint:SHA-256 {fp}", "  a=fingerprint: sha-256   {fp}  ")
+    assert parse_sdp_fingerprint(spaced.format(fp=text).replace("\r", "")) == fp
+    twice = SDP.format(fp=text) + f"a=fingerprint:sha-256 {text}\r\n"
+    assert parse_sdp_fingerprint(twice) == fp  # same cert repeated per m-section
+    with pytest.raises(RemoteProtocolError, match="conflicting"):
+        parse_sdp_fingerprint(twice + "a=fingerprint:sha-256 " + format_fingerprint(bytes(32)))
+    with pytest.raises(RemoteProtocolError, match="no sha-256"):
+        parse_sdp_fingerprint("v=0\r\na=fingerprint:sha-1 AA:BB\r\n")
+    for bad in (text[:-3], text + ":00", text.replace(":", "", 1), "ZZ" + text[2:]):
+        with pytest.raises(RemoteProtocolError):
+            parse_sdp_fingerprint(SDP.format(fp=bad))
+
+
+@settings(max_examples=200)
+@given(st.text(max_size=400))
+def test_sdp_parser_fuzz(text: str) -> None:
+    try:
+        assert len(parse_sdp_fingerprint(text)) == 32
+    except RemoteProtocolError:
+        pass
