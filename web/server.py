@@ -87,7 +87,8 @@ class ClientSession:
         self.peer_id: str | None = None
         self.bucket = TokenBucket(limits.messages_per_second, limits.burst, clock())
         self.strikes = 0
-        self.outbox: asyncio.Queue[ServerMessage | None] = asyncio.Queue()
+        # None stops the writer; a (code, reason) tuple closes the socket after what came before.
+        self.outbox: asyncio.Queue[ServerMessage | tuple[int, str] | None] = asyncio.Queue()
         self.writer = asyncio.ensure_future(self._write_loop())
 
     async def deliver(self, message: ServerMessage) -> None:
@@ -103,6 +104,9 @@ class ClientSession:
             message = await self.outbox.get()
             if message is None or self.ws.closed:
                 return
+            if isinstance(message, tuple):
+                await self.ws.close(code=message[0], message=message[1].encode())
+                return
             try:
                 await self.ws.send_str(encode(message))
             except (ConnectionError, RuntimeError):
@@ -112,11 +116,14 @@ class ClientSession:
         await self.deliver(ServerError(code=code, message=message, ref=ref))
 
     async def handle_text(self, text: str) -> None:
+        if self.strikes >= self.limits.flood_strikes:
+            return  # closing: ignore whatever is still in flight
         if not self.bucket.take(self.clock()):
             self.strikes += 1
             if self.strikes >= self.limits.flood_strikes:
-                await self.ws.close(code=WSCloseCode.POLICY_VIOLATION,
-                                    message=b"flooding: too many messages per second")
+                # Errors already queued are sent first, then the close with its reason.
+                self.outbox.put_nowait((WSCloseCode.POLICY_VIOLATION,
+                                        "flooding: too many messages per second"))
                 return
             await self.error("rate-limited",
                              f"more than {self.limits.messages_per_second:g} messages/s; message dropped")
@@ -167,12 +174,17 @@ class ClientSession:
             await self.writer
 
 
+BROKER = web.AppKey("broker", Broker)
+LIMITS = web.AppKey("limits", Limits)
+SESSIONS = web.AppKey("sessions", set[ClientSession])
+
+
 async def websocket_handler(request: web.Request) -> web.WebSocketResponse:
-    limits: Limits = request.app["limits"]
+    limits: Limits = request.app[LIMITS]
     ws = web.WebSocketResponse(heartbeat=limits.heartbeat, max_msg_size=limits.max_message_bytes)
     await ws.prepare(request)
-    session = ClientSession(ws, request.app["broker"], limits)
-    request.app["sessions"].add(session)
+    session = ClientSession(ws, request.app[BROKER], limits)
+    request.app[SESSIONS].add(session)
     try:
         async for msg in ws:
             if msg.type == WSMsgType.TEXT:
@@ -183,7 +195,7 @@ async def websocket_handler(request: web.Request) -> web.WebSocketResponse:
                 # aiohttp closes oversize messages with 1009 and a reason itself.
                 log.info("websocket error from %s: %s", session.peer_id, ws.exception())
     finally:
-        request.app["sessions"].discard(session)
+        request.app[SESSIONS].discard(session)
         await session.close()
     return ws
 
@@ -204,10 +216,10 @@ def make_app(static_dir: Path = ROOT / "static", docs_dir: Path = ROOT / "site",
              broker: Broker | None = None, limits: Limits | None = None) -> web.Application:
     """Build the aiohttp application (used by ``main`` and by the tests)."""
     app = web.Application()
-    app["broker"] = broker if broker is not None else InMemoryBroker(
+    app[BROKER] = broker if broker is not None else InMemoryBroker(
         (limits or Limits()).max_peers_per_room)
-    app["limits"] = limits or Limits()
-    app["sessions"] = set()
+    app[LIMITS] = limits or Limits()
+    app[SESSIONS] = set()
 
     async def static_handler(request: web.Request) -> web.StreamResponse:
         path = _safe_file(static_dir, request.match_info["path"] or "index.html")

@@ -1,0 +1,126 @@
+"""End to end: the real server, two pages (desktop + emulated phone), the real UI."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from tests.conftest import new_pypage, wait_until
+from tests.server_cases import CASES, run_case
+
+pytestmark = pytest.mark.e2e
+
+
+def phone_context_args(playwright_instance) -> dict:
+    device = dict(playwright_instance.devices["Pixel 7"])
+    device.pop("default_browser_type", None)
+    return device
+
+
+def peer_states(pypage) -> list[str]:
+    return pypage.page.locator("#peers li .state").all_inner_texts()
+
+
+def messages(pypage) -> list[str]:
+    return pypage.page.locator("#messages li").all_inner_texts()
+
+
+def chat(sender, receiver, text: str, tap: bool = False) -> None:
+    page = sender.page
+    page.locator("#message").fill(text)
+    wait_until(lambda: page.locator("#send").is_enabled(), timeout=15)
+    if tap:
+        page.locator("#send").tap()
+    else:
+        page.locator("#send").click()
+    wait_until(lambda: any(text in m for m in messages(receiver)), timeout=10)
+
+
+@pytest.fixture
+def room() -> str:
+    return "e2e-" + uuid.uuid4().hex[:10]
+
+
+def open_pair(first_browser, second_browser, server, room, playwright_instance, phone_second=True):
+    first = new_pypage(first_browser, server, f"/?room={room}")
+    args = phone_context_args(playwright_instance) if phone_second else {}
+    second = new_pypage(second_browser, server, f"/?room={room}", **args)
+    for p in (first, second):
+        wait_until(lambda p=p: peer_states(p) == ["connected"], timeout=30)
+    return first, second
+
+
+def close_pages(*pages) -> None:
+    for p in pages:
+        foreign = p.foreign_requests()
+        errors = [c for c in p.console if c.startswith("pageerror")]
+        p.page.context.close()
+        assert not foreign, f"requests to other origins: {foreign}"
+        assert not errors, errors
+
+
+def test_desktop_and_phone_chat_through_the_server(chromium, server, room, playwright_instance):
+    desktop, phone = open_pair(chromium, chromium, server, room, playwright_instance)
+    try:
+        # The phone page really is an emulated phone, laid out at phone width.
+        assert phone.page.evaluate("() => navigator.userAgentData.mobile") is True
+        assert phone.page.evaluate("() => document.documentElement.clientWidth") < 500
+        assert phone.page.locator("#send").bounding_box()["height"] >= 44  # touch-sized
+        chat(desktop, phone, "hello from the desktop")
+        chat(phone, desktop, "hello from the phone", tap=True)
+        # Both pages show the connection state and the other peer's id.
+        desk_id = desktop.page.locator("#self-id").inner_text()
+        assert phone.page.locator(f'#peers li[data-peer="{desk_id}"]').count() == 1
+        assert desktop.page.locator("#signaling-state").inner_text() == "open"
+    finally:
+        close_pages(desktop, phone)
+
+
+def test_firefox_desktop_and_chromium_phone(firefox, chromium, server, room, playwright_instance):
+    ff = new_pypage(firefox, server, f"/?room={room}")
+    phone = new_pypage(chromium, server, f"/?room={room}", **phone_context_args(playwright_instance))
+    try:
+        for p in (ff, phone):
+            wait_until(lambda p=p: peer_states(p) == ["connected"], timeout=30)
+        assert ff.page.evaluate("() => typeof navigator.getBattery") == "undefined"
+        chat(ff, phone, "hello from firefox")
+        chat(phone, ff, "hello from the phone to firefox", tap=True)
+    finally:
+        close_pages(ff, phone)
+
+
+def test_signaling_drop_reconnects_and_chat_continues(chromium, server, room, playwright_instance):
+    desktop, phone = open_pair(chromium, chromium, server, room, playwright_instance)
+    try:
+        before = desktop.py("from pyapp.browser.app import APP; APP.client.peer_id")
+        desktop.py("APP.client.drop_connection()")
+        wait_until(lambda: desktop.py("APP.client.reconnects") >= 1 and desktop.py("APP.client.state") == "open",
+                   timeout=15)
+        wait_until(lambda: desktop.py("APP.client.peer_id") == before, timeout=10)
+        # The P2P link never depended on the socket; chat still flows both ways.
+        chat(desktop, phone, "after the drop")
+        chat(phone, desktop, "phone after the drop")
+        # And signaling works again: a third page joins and connects to the desktop.
+        third = new_pypage(chromium, server, f"/?room={room}")
+        try:
+            wait_until(lambda: peer_states(third) == ["connected", "connected"], timeout=30)
+            wait_until(lambda: peer_states(desktop) == ["connected", "connected"], timeout=30)
+        finally:
+            close_pages(third)
+    finally:
+        close_pages(desktop, phone)
+
+
+def test_errors_are_shown_to_the_user(chromium, server):
+    page = new_pypage(chromium, server, "/?room=bad/room")
+    try:
+        wait_until(lambda: page.page.locator("#error").is_visible(), timeout=10)
+        assert "invalid room name" in page.page.locator("#error-text").inner_text()
+    finally:
+        close_pages(page)
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_real_server_bad_input(server, name):
+    run_case(name, server.url)
