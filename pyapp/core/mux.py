@@ -816,6 +816,8 @@ class Multiplexer:
         (plus a ChannelReset of the channel concerned, if any) and are counted.
         The returned list also carries events queued earlier (see pop_events).
         """
+        if not isinstance(data, bytes | bytearray | memoryview):
+            raise LocalProtocolError(f"receive_frame needs bytes, got {type(data).__name__}")
         if not self._up or self._failed:
             # Frames from a transport declared lost may be stale; the replay covers them.
             self._frames_ignored += 1
@@ -864,6 +866,8 @@ class Multiplexer:
         """
         if self._failed:
             raise ConnectionClosedError("the multiplexer has failed")
+        if self._up:
+            raise LocalProtocolError("transport_restored() without transport_lost()")
         self._up = True
         self._control.clear()
         for cid, reason in self._recent_resets:

@@ -193,6 +193,10 @@ def test_local_misuse_raises_typed_errors() -> None:
         Multiplexer("initiator")  # type: ignore[arg-type]
     with pytest.raises(MessageTooLargeError):
         Multiplexer(Role.INITIATOR, max_message_size=200).open_channel("l" * 500)
+    with pytest.raises(LocalProtocolError):
+        a.receive_frame("not bytes", 0.0)  # type: ignore[arg-type]
+    with pytest.raises(LocalProtocolError):
+        a.transport_restored()  # never lost
     a.close_channel(cid)
     a.close_channel(cid)  # idempotent
     with pytest.raises(ConnectionClosedError):
