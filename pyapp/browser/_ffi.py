@@ -53,6 +53,15 @@ __all__ = [
 ]
 
 _LIVE = 0
+_FIELD_LISTENERS: dict[str, Any] = {}
+
+
+def _field_listener(field: str) -> Any:
+    maker = _FIELD_LISTENERS.get(field)
+    if maker is None:
+        maker = js.Function.new("cb", f"return (event) => cb(event.{field});")
+        _FIELD_LISTENERS[field] = maker
+    return maker
 
 
 def live_proxies() -> int:
@@ -79,11 +88,17 @@ class ProxyOwner:
         _LIVE += 1
         return p
 
-    def listen(self, target: Any, event: str, fn: Callable[[Any], Any]) -> None:
-        """``target.addEventListener(event, fn)`` until this owner closes."""
+    def listen(self, target: Any, event: str, fn: Callable[[Any], Any], *,
+               field: str | None = None) -> None:
+        """``target.addEventListener(event, fn)`` until this owner closes.
+
+        With ``field``, a small JS closure passes ``event[field]`` instead of the
+        event, which saves an FFI round trip per event on hot paths (messages).
+        """
         p = self.proxy(guard(fn, f"{self.name} {event} handler"))
-        target.addEventListener(event, p)
-        self._listeners.append((target, event, p))
+        listener = p if field is None else _field_listener(field)(p)
+        target.addEventListener(event, listener)
+        self._listeners.append((target, event, listener))
 
     def close(self) -> None:
         """Remove every listener and destroy every proxy. Safe to call twice."""

@@ -25,10 +25,10 @@ from collections import deque
 from collections.abc import AsyncIterator
 from typing import Any
 
-from pyodide.ffi import to_js
+from pyodide.ffi import JsException, to_js
 
 from pyapp._events import Emitter
-from pyapp.browser._ffi import ProxyOwner, call_js, is_null
+from pyapp.browser._ffi import ProxyOwner, is_null, translate_js_error
 from pyapp.exceptions import ConnectionClosedError, LocalProtocolError, MessageTooLargeError
 
 __all__ = ["DataChannel", "WebRtcDataChannel", "DEFAULT_HIGH_WATER", "DEFAULT_LOW_WATER"]
@@ -74,9 +74,13 @@ class DataChannel:
         self.bytes_received = 0
         js_channel.binaryType = "arraybuffer"
         js_channel.bufferedAmountLowThreshold = low_water
+        self._js_send = js_channel.send
+        # An upper bound of bufferedAmount, so send() reads the real value (an FFI
+        # call) only when the bound passes the high-water mark.
+        self._buffered_bound = 0
         self._owner = ProxyOwner(f"data channel {self.label!r}")
         self._owner.listen(js_channel, "open", self._on_open)
-        self._owner.listen(js_channel, "message", self._on_message)
+        self._owner.listen(js_channel, "message", self._on_message, field="data")
         self._owner.listen(js_channel, "bufferedamountlow", self._on_low)
         self._owner.listen(js_channel, "close", self._on_close)
         self._owner.listen(js_channel, "error", self._on_error)
@@ -121,11 +125,17 @@ class DataChannel:
 
     @property
     def max_message_size(self) -> int:
-        """Largest message ``send`` accepts: the connection's ``sctp.maxMessageSize``."""
-        if self._get_max_message_size is not None:
+        """Largest message ``send`` accepts: the connection's ``sctp.maxMessageSize``.
+
+        Read from the browser once the channel is open (SCTP is negotiated by
+        then) and cached, since ``send`` checks it on every message.
+        """
+        if self._max_message_size is None and self._get_max_message_size is not None:
             size = self._get_max_message_size()
             if size:
-                return int(size)
+                if not self._opened.done():
+                    return int(size)
+                self._max_message_size = int(size)
         return self._max_message_size or DEFAULT_MAX_MESSAGE_SIZE
 
     # ------------------------------------------------------------------ JS events
@@ -135,8 +145,7 @@ class DataChannel:
             self._opened.set_result(None)
         self.events.emit("open")
 
-    def _on_message(self, event: Any) -> None:
-        data = event.data
+    def _on_message(self, data: Any) -> None:
         message: bytes | str = data if isinstance(data, str) else data.to_bytes()
         self.messages_received += 1
         self.bytes_received += len(message)
@@ -190,8 +199,11 @@ class DataChannel:
         return self._closed.done()
 
     def _check_sendable(self, size: int) -> None:
-        if self._closed.done() or self.ready_state in ("closing", "closed"):
-            raise ConnectionClosedError(f"channel {self.label!r} is {self.ready_state}")
+        # No readyState read here (an FFI call per message): a "closing" channel
+        # makes send() throw InvalidStateError, which call_js turns into
+        # ConnectionClosedError all the same.
+        if self._closed.done():
+            raise ConnectionClosedError(f"channel {self.label!r} is closed ({self.close_reason})")
         limit = self.max_message_size
         if size > limit:
             raise MessageTooLargeError(size, limit)
@@ -206,11 +218,14 @@ class DataChannel:
             await self.wait_open()
         size = len(data.encode()) if isinstance(data, str) else len(data)
         self._check_sendable(size)
-        while self.js_channel.bufferedAmount > self.high_water:
-            self._drain.clear()
-            await self._drain.wait()
-            if self._closed.done():
-                raise ConnectionClosedError(f"channel {self.label!r} closed while waiting to send")
+        if self._buffered_bound + size > self.high_water:
+            self._buffered_bound = self.js_channel.bufferedAmount
+            while self._buffered_bound > self.high_water:
+                self._drain.clear()
+                await self._drain.wait()
+                if self._closed.done():
+                    raise ConnectionClosedError(f"channel {self.label!r} closed while waiting to send")
+                self._buffered_bound = self.js_channel.bufferedAmount
         self.send_nowait(data, size)
 
     def send_nowait(self, data: bytes | bytearray | memoryview | str, size: int | None = None) -> None:
@@ -218,10 +233,11 @@ class DataChannel:
         if size is None:
             size = len(data.encode()) if isinstance(data, str) else len(data)
             self._check_sendable(size)
-        if isinstance(data, str):
-            call_js(self.js_channel.send, data)
-        else:
-            call_js(self.js_channel.send, to_js(data))
+        try:
+            self._js_send(data if isinstance(data, str) else to_js(data))
+        except JsException as exc:
+            raise translate_js_error(exc) from None
+        self._buffered_bound += size
         self.messages_sent += 1
         self.bytes_sent += size
 

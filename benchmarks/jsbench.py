@@ -1,0 +1,33 @@
+"""Raw-JS baselines run in the same page as the Python code they are compared with."""
+
+from __future__ import annotations
+
+# Two RTCPeerConnections in one page; sends `count` messages of `size` bytes with the
+# same backpressure pyapp uses (wait above 1 MiB buffered, resume below 256 KiB);
+# resolves with the milliseconds from the first send to the last byte received.
+RAW_TRANSFER = """async ({count, size, high, low, ordered}) => {
+  const a = new RTCPeerConnection(), b = new RTCPeerConnection();
+  a.onicecandidate = (e) => e.candidate && b.addIceCandidate(e.candidate);
+  b.onicecandidate = (e) => e.candidate && a.addIceCandidate(e.candidate);
+  const ch = a.createDataChannel("raw", {ordered});
+  const remote = new Promise((r) => (b.ondatachannel = (e) => r(e.channel)));
+  await a.setLocalDescription(); await b.setRemoteDescription(a.localDescription);
+  await b.setLocalDescription(); await a.setRemoteDescription(b.localDescription);
+  const rc = await remote;
+  rc.binaryType = "arraybuffer";
+  if (ch.readyState !== "open") await new Promise((r) => (ch.onopen = r));
+  const total = count * size;
+  let got = 0;
+  const done = new Promise((r) => (rc.onmessage = (e) => { got += e.data.byteLength; if (got >= total) r(); }));
+  const buf = new Uint8Array(size);
+  ch.bufferedAmountLowThreshold = low;
+  const t0 = performance.now();
+  for (let i = 0; i < count; i++) {
+    if (ch.bufferedAmount > high) await new Promise((r) => (ch.onbufferedamountlow = r));
+    ch.send(buf);
+  }
+  await done;
+  const ms = performance.now() - t0;
+  a.close(); b.close();
+  return ms;
+}"""
