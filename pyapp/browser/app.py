@@ -256,6 +256,7 @@ APP = App()
 async def start(auto: bool = True) -> App:
     """Bind the page and, with ``?room=`` in the URL and ``auto``, join that room."""
     APP.bind_dom()
+    # ---- page features (one line each; every feature module binds its own DOM)
     if APP._dom:
         params = js.URLSearchParams.new(js.location.search)
         room = params.get("room")

@@ -279,6 +279,12 @@ class PeerConnection:
         return [value.to_py() if hasattr(value, "to_py") else dict(value)
                 for value in report.values()]
 
+    # ------------------------------------------------------------------ mobile & power (issue 6)
+
+    # ------------------------------------------------------------------ statistics & quality (issue 7)
+
+    # ------------------------------------------------------------------ security (issue 4)
+
     # ------------------------------------------------------------------ lifetime
 
     def close(self) -> None:
