@@ -281,6 +281,49 @@ class PeerConnection:
 
     # ------------------------------------------------------------------ mobile & power (issue 6)
 
+    @property
+    def media_tuner(self) -> Any:
+        """This connection's :class:`pyapp.browser.media.MediaTuner` (created on first use)."""
+        tuner = getattr(self, "_media_tuner", None)
+        if tuner is None:
+            from pyapp.browser.media import MediaTuner
+
+            tuner = self._media_tuner = MediaTuner(self)
+        return tuner
+
+    async def set_mobile_options(self, is_mobile: bool) -> None:
+        """Mobile video caps on every video sender and track (seed 4.1); False restores desktop.
+
+        Mobile: ``maxBitrate`` 128 kbit/s and ``maxFramerate`` 15 on every encoding,
+        ``applyConstraints({width: 320, height: 240, frameRate: 15})`` on the video
+        tracks. Tracks added later get the current settings. Example::
+
+            await pc.set_mobile_options(read_device_profile().is_mobile)
+        """
+        from pyapp.browser.media import MOBILE_CAPS
+
+        if is_mobile:
+            await self.media_tuner.apply(MOBILE_CAPS)
+        else:
+            await self.media_tuner.restore()
+
+    async def set_battery_aware_options(self, power: Any = None) -> Any:
+        """Let the battery policy cap this connection's video (seed 4.2); returns the manager.
+
+        ``power`` is a :class:`pyapp.browser.power.PowerManager`; without one a new
+        manager is opened (Battery API, visibility, network). Example::
+
+            power = await PowerManager.open()
+            await pc.set_battery_aware_options(power)   # 64 kbit/s @ 10 fps below 20 %
+        """
+        from pyapp.browser.power import PowerManager
+
+        if power is None:
+            power = await PowerManager.open()
+        power.add_video(self.media_tuner)
+        await power.settled()
+        return power
+
     # ------------------------------------------------------------------ statistics & quality (issue 7)
 
     # ------------------------------------------------------------------ security (issue 4)
