@@ -74,6 +74,7 @@ class DataChannel:
         self.bytes_received = 0
         js_channel.binaryType = "arraybuffer"
         js_channel.bufferedAmountLowThreshold = low_water
+        self.peer_connection: Any = None  # set by PeerConnection for channels it owns
         self._js_send = js_channel.send
         # An upper bound of bufferedAmount, so send() reads the real value (an FFI
         # call) only when the bound passes the high-water mark.
@@ -159,6 +160,7 @@ class DataChannel:
 
     def _on_low(self, _event: Any) -> None:
         self._drain.set()
+        self.events.emit("bufferedamountlow")
 
     def _on_error(self, event: Any) -> None:
         error = getattr(event, "error", None)
@@ -207,6 +209,17 @@ class DataChannel:
         limit = self.max_message_size
         if size > limit:
             raise MessageTooLargeError(size, limit)
+
+    def has_room(self, size: int) -> bool:
+        """Whether ``size`` more bytes fit under the high-water mark right now.
+
+        Used by the multiplexer's pump, which sends without awaiting and resumes
+        on the ``bufferedamountlow`` event.
+        """
+        if self._buffered_bound + size <= self.high_water:
+            return True
+        self._buffered_bound = self.js_channel.bufferedAmount
+        return self._buffered_bound + size <= self.high_water
 
     async def send(self, data: bytes | bytearray | memoryview | str) -> None:
         """Send one message, waiting first while the browser's buffer is above high water.
@@ -265,6 +278,23 @@ class DataChannel:
                 yield await self.receive()
             except ConnectionClosedError:
                 return
+
+    def create_multiplexed_channel(self, channel_id: int | None = None, label: str = "",
+                                   reliability: Any = None, priority: Any = None) -> Any:
+        """Open a logical channel multiplexed over this channel's connection (seed API).
+
+        The logical channels of a connection share its :class:`~pyapp.browser.mux.MuxSession`
+        (two underlying RTCDataChannels); see :meth:`MuxSession.create_multiplexed_channel`.
+
+        Example::
+
+            chan = raw.create_multiplexed_channel(4, label="orders")
+            await chan.send(b"...")
+        """
+        if self.peer_connection is None:
+            raise LocalProtocolError("this DataChannel is not attached to a PeerConnection")
+        return self.peer_connection.multiplexer().create_multiplexed_channel(
+            channel_id, label=label, reliability=reliability, priority=priority)
 
     def close(self) -> None:
         """Close the channel and release its listeners. Messages already received stay readable."""

@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import js
 from pyodide.ffi import JsException
@@ -29,8 +29,13 @@ from pyodide.ffi import JsException
 from pyapp._events import Emitter
 from pyapp.browser._ffi import ProxyOwner, await_js, call_js, is_null, js_object, spawn
 from pyapp.browser.datachannel import DataChannel
+from pyapp.core.framing import Reliability
 from pyapp.core.negotiation import NegotiationState
+from pyapp.core.scheduler import Priority
 from pyapp.exceptions import BrowserError, ConnectionClosedError, LocalProtocolError
+
+if TYPE_CHECKING:
+    from pyapp.browser.mux import MultiplexedChannel, MuxSession
 
 __all__ = ["PeerConnection", "WebRtcConnection", "IceServer", "SignalFn"]
 
@@ -67,6 +72,7 @@ class PeerConnection:
             raise BrowserError(str(getattr(exc, "name", "Error")), str(exc)) from None
         self.events = Emitter()
         self.channels: list[DataChannel] = []
+        self._mux: MuxSession | None = None
         self._owner = ProxyOwner("peer connection")
         self._signal_lock = asyncio.Lock()
         self._state_changed = asyncio.Event()
@@ -232,6 +238,7 @@ class PeerConnection:
 
     def _wrap_channel(self, js_channel: Any) -> DataChannel:
         channel = DataChannel(js_channel, get_max_message_size=lambda: self.max_message_size)
+        channel.peer_connection = self
         self.channels.append(channel)
         channel.events.on("close", lambda: self.channels.remove(channel) if channel in self.channels else None)
         return channel
@@ -263,6 +270,66 @@ class PeerConnection:
             init["priority"] = priority
         js_channel = call_js(self.js_pc.createDataChannel, label, js_object(init))
         return self._wrap_channel(js_channel)
+
+    # ------------------------------------------------------------------ multiplexing (issue 3)
+
+    def multiplexer(self, **options: Any) -> MuxSession:
+        """This connection's :class:`~pyapp.browser.mux.MuxSession` (created on first use).
+
+        Both peers must call it (it creates two negotiated data channels). Options
+        (first call only) go to MuxSession, e.g. ``high_water``, ``inbox_limit``,
+        ``max_message_bytes``.
+        """
+        if self._mux is None:
+            if self._closed:
+                raise ConnectionClosedError("peer connection is closed")
+            from pyapp.browser.mux import MuxSession
+
+            self._mux = MuxSession(self, **options)
+        elif options:
+            raise LocalProtocolError("the multiplexer already exists; options apply on first use")
+        return self._mux
+
+    def detach_multiplexer(self) -> MuxSession | None:
+        """Take the MuxSession off this connection (to resume it on another one) so that
+        closing this connection does not fail its channels."""
+        session, self._mux = self._mux, None
+        if session is not None:
+            session.transport_lost()
+        return session
+
+    def create_multiplexed_channel(self, channel_id: int | None = None, *, label: str = "",
+                                   reliability: Reliability | None = None,
+                                   priority: Priority | None = None) -> MultiplexedChannel:
+        """Open a logical channel over this connection's multiplexer (seed API).
+
+        Example::
+
+            orders = pc.create_multiplexed_channel(label="orders")
+            await orders.send(b"bid 42")
+        """
+        return self.multiplexer().create_multiplexed_channel(
+            channel_id, label=label, reliability=reliability, priority=priority)
+
+    def create_data_channel_with_reliability(self, label: str,
+                                             reliability: Reliability) -> MultiplexedChannel:
+        """A logical channel with a reliability (seed API).
+
+        Example::
+
+            ticks = pc.create_data_channel_with_reliability("ticks", DataChannelReliability.UNRELIABLE)
+        """
+        return self.multiplexer().create_data_channel_with_reliability(label, reliability)
+
+    def create_data_channel_with_priority(self, label: str, priority: Priority,
+                                          reliability: Reliability | None = None) -> MultiplexedChannel:
+        """A logical channel with a priority, and optionally a reliability (seed API).
+
+        Example::
+
+            urgent = pc.create_data_channel_with_priority("cancel", DataChannelPriority.HIGH)
+        """
+        return self.multiplexer().create_data_channel_with_priority(label, priority, reliability)
 
     def add_track(self, track: Any, *streams: Any) -> Any:
         """``pc.addTrack(track, ...streams)``; returns the JS RTCRtpSender."""
@@ -335,6 +402,8 @@ class PeerConnection:
         if self._closed:
             return
         self._closed = True
+        if self._mux is not None:
+            self._mux.fail("connection closed")
         for channel in list(self.channels):
             channel.close()
         try:

@@ -594,13 +594,29 @@ class Multiplexer:
 
     def open_channel(
         self, label: str, reliability: Reliability = Reliability.RELIABLE,
-        priority: Priority = Priority.MEDIUM,
+        priority: Priority = Priority.MEDIUM, channel_id: int | None = None,
     ) -> int:
-        """Open a channel and return its id; data may be sent on it right away."""
+        """Open a channel and return its id; data may be sent on it right away.
+
+        ``channel_id`` picks the id (it must have this side's parity: even for the
+        INITIATOR, odd for the RESPONDER, and be free); by default one is allocated.
+        """
         self._check_usable()
         if not isinstance(reliability, Reliability) or not isinstance(priority, Priority):
             raise LocalProtocolError("reliability must be a Reliability, priority a Priority")
-        cid = self._allocate_id()
+        if channel_id is None:
+            cid = self._allocate_id()
+        else:
+            if not isinstance(channel_id, int) or not 0 <= channel_id <= 0xFFFF:
+                raise LocalProtocolError(f"channel id must be a u16, got {channel_id!r}")
+            if channel_id % 2 != self._parity:
+                side = "even" if self._parity == 0 else "odd"
+                raise LocalProtocolError(
+                    f"channel id {channel_id} has the peer's parity; this side ({self.role.name}) "
+                    f"opens {side} ids, so both peers can open channels at once without clashes")
+            if channel_id in self._channels or channel_id in self._tombstones:
+                raise LocalProtocolError(f"channel id {channel_id} is in use or recently closed")
+            cid = channel_id
         frame = encode_open(cid, label, reliability, priority)
         if len(frame) > self._max_message_size:
             raise MessageTooLargeError(len(frame), self._max_message_size)

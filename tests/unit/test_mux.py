@@ -734,3 +734,19 @@ def test_stats_counters() -> None:
     total = a.stats()
     assert total.frames_sent == 4 and total.bytes_sent == sum(len(f.data) for f in frames)
     assert b.stats().frames_received == 4 and b.stats().channels == 1
+
+
+def test_open_channel_with_explicit_id_checks_parity_and_reuse():
+    from pyapp.core.mux import Multiplexer, Role
+    from pyapp.exceptions import LocalProtocolError
+
+    a = Multiplexer(Role.INITIATOR)
+    assert a.open_channel("x", channel_id=42) == 42
+    with pytest.raises(LocalProtocolError, match="parity"):
+        a.open_channel("y", channel_id=43)
+    with pytest.raises(LocalProtocolError, match="in use"):
+        a.open_channel("z", channel_id=42)
+    with pytest.raises(LocalProtocolError, match="u16"):
+        a.open_channel("w", channel_id=70000)
+    b = Multiplexer(Role.RESPONDER)
+    assert b.open_channel("x", channel_id=7) == 7

@@ -1,0 +1,632 @@
+"""Multiplexed logical channels over one PeerConnection (the browser side of :mod:`pyapp.core.mux`).
+
+A :class:`MuxSession` owns two negotiated RTCDataChannels on a PeerConnection —
+``pyapp-mux`` (reliable, ordered) and ``pyapp-mux-u`` (``ordered: false``,
+``maxRetransmits: 0``) — and runs the sans-I/O :class:`~pyapp.core.mux.Multiplexer`
+over them. Every logical channel (:class:`MultiplexedChannel`) gets a u16 id
+(even ids for the impolite/initiating side, odd for the polite side), a
+reliability, a priority, and its own counters.
+
+The pump follows aioquic's adapter shape: on any input (a frame from either
+data channel, a local send, ``bufferedamountlow``), feed the core, dispatch its
+events, then transmit frames until the core has none or the data channel that
+a frame needs is above its high-water mark; a frame that does not fit waits
+for that channel's ``bufferedamountlow``. So the browser's ``bufferedAmount``
+stays bounded however much is queued, and the scheduler (not the SCTP buffer)
+decides what goes next: a HIGH message overtakes a 64 MiB VERY_LOW one within
+a few 16 KiB fragments.
+
+Receive side: each logical channel has an inbox bounded by ``inbox_limit``
+bytes. A consumer that falls that far behind gets its channel reset with the
+reason ``"receive queue overflow"`` (the sender sees ChannelResetError); the
+other channels are not affected. This is the documented per-channel queue
+limit (no credit window; see docs/wire-format.md).
+
+Example (in the page)::
+
+    from pyapp.browser.loopback import connected_pair
+    from pyapp.browser.mux import DataChannelPriority, DataChannelReliability
+    a, b = await connected_pair()
+    orders = a.create_data_channel_with_priority("orders", DataChannelPriority.HIGH)
+    await orders.send(b"buy 1 BTC")
+    incoming = await b.multiplexer().accept()     # the peer's side of "orders"
+    print(await incoming.receive())
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
+
+import js
+
+from pyapp._events import Emitter
+from pyapp.browser.datachannel import DataChannel
+from pyapp.core.framing import Transport
+from pyapp.core.mux import (
+    ChannelAccepted,
+    ChannelClosed,
+    ChannelOpened,
+    ChannelReset,
+    ChannelStats,
+    DeliveryFailed,
+    Event,
+    MessageDropped,
+    MessageReceived,
+    Multiplexer,
+    MuxStats,
+    OutgoingFrame,
+    Priority,
+    ProtocolErrorEvent,
+    Reliability,
+    Role,
+    SendQueueFull,
+    SendWindowOpened,
+)
+from pyapp.exceptions import (
+    ChannelResetError,
+    ConnectionClosedError,
+    DeliveryError,
+    LocalProtocolError,
+    RemoteProtocolError,
+)
+
+if TYPE_CHECKING:
+    from pyapp.browser.peer import PeerConnection
+
+__all__ = [
+    "MuxSession",
+    "MultiplexedChannel",
+    "DataChannelReliability",
+    "DataChannelPriority",
+    "RELIABLE_TRANSPORT_ID",
+    "UNRELIABLE_TRANSPORT_ID",
+    "supports_priority_hint",
+]
+
+DataChannelReliability = Reliability
+"""The seed's name: ``DataChannelReliability.RELIABLE`` / ``.UNRELIABLE``, or
+``DataChannelReliability(ordered=..., max_retransmits=..., max_packet_life_time=...)``."""
+DataChannelPriority = Priority
+"""The seed's name: ``VERY_LOW``, ``LOW``, ``MEDIUM``, ``HIGH``."""
+
+RELIABLE_TRANSPORT_ID = 1000
+"""SCTP stream id of the negotiated reliable transport (both sides create it)."""
+UNRELIABLE_TRANSPORT_ID = 1001
+"""SCTP stream id of the negotiated unreliable transport."""
+RELIABLE_LABEL = "pyapp-mux"
+UNRELIABLE_LABEL = "pyapp-mux-u"
+
+_PRIORITY_HINT = {Priority.VERY_LOW: "very-low", Priority.LOW: "low",
+                  Priority.MEDIUM: "medium", Priority.HIGH: "high"}
+
+
+def supports_priority_hint() -> bool:
+    """Whether this browser implements ``priority`` in RTCDataChannelInit (webrtc-priority)."""
+    return bool(js.Reflect.has(js.RTCDataChannel.prototype, "priority"))
+
+
+def _now() -> float:
+    return time.monotonic()
+
+
+class MultiplexedChannel:
+    """One logical channel of a :class:`MuxSession`.
+
+    ``await send(data)`` (bytes → binary, str → text) waits while this channel's
+    send queue is full; ``await receive()`` / ``async for`` yield messages;
+    ``close()`` closes gracefully (queued data is still delivered).
+    Events (``channel.events.on``): ``message`` (when a callback is registered,
+    messages go to it instead of the inbox), ``open``, ``close``, ``reset`` (reason).
+    """
+
+    def __init__(self, session: MuxSession, channel_id: int, label: str,
+                 reliability: Reliability, priority: Priority, local: bool) -> None:
+        self.session = session
+        self.channel_id = channel_id
+        self.label = label
+        self.reliability = reliability
+        self.priority = priority
+        self.local = local
+        self.events = Emitter()
+        self._inbox: deque[bytes | str] = deque()
+        self._inbox_bytes = 0
+        self._waiter: asyncio.Future[None] | None = None
+        self._window: asyncio.Event = asyncio.Event()
+        self._window.set()
+        self._accepted: asyncio.Future[None] = asyncio.get_event_loop().create_future()
+        self._done = False
+        self.error: BaseException | None = None
+        self.dropped_inbound = 0
+        self.last_stats: ChannelStats | None = None
+
+    # ------------------------------------------------------------------ properties
+
+    @property
+    def state(self) -> str:
+        """``opening``, ``open``, ``closing``, ``closed`` or ``reset``."""
+        if self._done:
+            return "reset" if isinstance(self.error, ChannelResetError) else "closed"
+        try:
+            return self.session.mux.channel_state(self.channel_id).value
+        except (LocalProtocolError, ConnectionClosedError):
+            return "closed"
+
+    @property
+    def stats(self) -> ChannelStats | None:
+        """The multiplexer's counters for this channel (last known after it ended)."""
+        if not self._done:
+            try:
+                self.last_stats = self.session.mux.channel_stats(self.channel_id)
+            except (LocalProtocolError, ConnectionClosedError):
+                pass
+        return self.last_stats
+
+    @property
+    def queued_inbound(self) -> int:
+        """Bytes received and not yet consumed by ``receive``."""
+        return self._inbox_bytes
+
+    # ------------------------------------------------------------------ sending
+
+    async def send(self, data: bytes | bytearray | memoryview | str) -> None:
+        """Queue one message; waits while this channel's send queue is full.
+
+        Raises ChannelResetError / ConnectionClosedError once the channel ended,
+        MessageTooLargeError, or DeliveryError if the session failed with this
+        message unacknowledged. On an UNRELIABLE channel a full queue drops the
+        oldest messages instead (counted in ``stats.messages_dropped``).
+        """
+        session = self.session
+        size = len(data) if not isinstance(data, str) else len(data.encode())
+        while True:
+            self._raise_if_done()
+            if session._paused and not await session._wait_unpaused(self):
+                return
+            if session.mux.can_send(self.channel_id, size):
+                try:
+                    session.mux.send(self.channel_id, data, _now())
+                except (SendQueueFull, DeliveryError):
+                    pass  # raced with another sender on this channel: wait for the window
+                else:
+                    session._after_local_action()
+                    return
+            self._window.clear()
+            await self._window.wait()
+
+    def _raise_if_done(self) -> None:
+        if self._done:
+            raise self.error or ConnectionClosedError(f"channel {self.label!r} is closed")
+
+    # ------------------------------------------------------------------ receiving
+
+    def _deliver(self, data: bytes | str) -> None:
+        if self.events._handlers.get("message"):
+            self.events.emit("message", data)
+            return
+        size = len(data)
+        if self._inbox_bytes + size > self.session.inbox_limit and self._inbox:
+            self.dropped_inbound += 1
+            self.session._reset_local(self, "receive queue overflow (consumer too slow)")
+            return
+        self._inbox.append(data)
+        self._inbox_bytes += size
+        self._wake_reader()
+
+    def _wake_reader(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def receive(self) -> bytes | str:
+        """The next message. After the channel ends, the remaining messages are
+        still returned; then ChannelResetError (reset) or ConnectionClosedError."""
+        while not self._inbox:
+            self._raise_if_done()
+            self._waiter = asyncio.get_event_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        data = self._inbox.popleft()
+        self._inbox_bytes -= len(data)
+        return data
+
+    async def __aiter__(self) -> AsyncIterator[bytes | str]:
+        while True:
+            try:
+                yield await self.receive()
+            except ConnectionClosedError:
+                return
+
+    async def wait_accepted(self, timeout: float | None = None) -> None:
+        """Wait until the peer has accepted the channel (ACCEPT frame)."""
+        await asyncio.wait_for(asyncio.shield(self._accepted), timeout)
+
+    # ------------------------------------------------------------------ end
+
+    def close(self) -> None:
+        """Close gracefully: what is queued is still sent, then the peer is told."""
+        if self._done:
+            return
+        try:
+            self.session.mux.close_channel(self.channel_id)
+        except (LocalProtocolError, ConnectionClosedError):
+            return
+        self.session._after_local_action()
+
+    def reset(self, reason: str = "reset by application") -> None:
+        """Abort the channel at once; the peer gets a RESET with ``reason``."""
+        if not self._done:
+            self.session._reset_local(self, reason)
+
+    def _finish(self, error: BaseException | None, stats: ChannelStats | None) -> None:
+        if self._done:
+            return
+        self._done = True
+        self.error = error
+        if stats is not None:
+            self.last_stats = stats
+        if not self._accepted.done():
+            self._accepted.set_exception(error or ConnectionClosedError("channel closed"))
+            self._accepted.exception()
+        self._window.set()
+        self._wake_reader()
+        if isinstance(error, ChannelResetError):
+            self.events.emit("reset", error.reason)
+        self.events.emit("close")
+
+    # ------------------------------------------------------------------ encryption (issue 4)
+
+    def __repr__(self) -> str:
+        return (f"<MultiplexedChannel {self.channel_id} {self.label!r} {self.priority.name} "
+                f"{'reliable' if self.reliability.reliable else 'unreliable'} {self.state}>")
+
+
+class MuxSession:
+    """The multiplexer of one connection: two data channels, many logical channels.
+
+    Create it with :meth:`PeerConnection.multiplexer` (both peers must), which
+    picks the role from the perfect-negotiation role so ids never clash.
+    Events (``session.events.on``): ``channel`` (a MultiplexedChannel the peer
+    opened), ``protocol-error`` (RemoteProtocolError), ``dropped``
+    (MessageDropped), ``delivery-failed`` (DeliveryFailed), ``transport`` ("up"/"down").
+    """
+
+    def __init__(self, pc: PeerConnection, role: Role | None = None, *,
+                 high_water: int = 1024 * 1024, low_water: int = 256 * 1024,
+                 inbox_limit: int = 64 * 1024 * 1024, unreliable_max_retransmits: int = 0,
+                 **mux_options: Any) -> None:
+        self.role = role if role is not None else (Role.RESPONDER if pc.polite else Role.INITIATOR)
+        self.mux = Multiplexer(self.role, **mux_options)
+        self.events = Emitter()
+        self.inbox_limit = inbox_limit
+        self.high_water = high_water
+        self.low_water = low_water
+        self.unreliable_max_retransmits = unreliable_max_retransmits
+        self.channels: dict[int, MultiplexedChannel] = {}
+        self.protocol_errors: list[RemoteProtocolError] = []
+        self.delivery_failures: list[DeliveryFailed] = []
+        self.dropped: list[MessageDropped] = []
+        self.paused_drops = 0
+        self._incoming: deque[MultiplexedChannel] = deque()
+        self._incoming_waiter: asyncio.Future[None] | None = None
+        self._held: OutgoingFrame | None = None
+        self._lost = False
+        self._pumping = False
+        self._failed: BaseException | None = None
+        self._paused: set[Priority] = set()
+        self._unpaused: asyncio.Event = asyncio.Event()
+        self._unpaused.set()
+        self._hold_delivery = False
+        self._held_events: list[Event] = []
+        self._transports_open: asyncio.Future[None] = asyncio.get_event_loop().create_future()
+        self.pc: PeerConnection = pc
+        self.reliable: DataChannel
+        self.unreliable: DataChannel
+        self._attach(pc)
+
+    # ------------------------------------------------------------------ transports
+
+    def _attach(self, pc: PeerConnection) -> None:
+        self.pc = pc
+        self.reliable = pc.create_data_channel(RELIABLE_LABEL, negotiated=True, id=RELIABLE_TRANSPORT_ID)
+        self.unreliable = pc.create_data_channel(
+            UNRELIABLE_LABEL, negotiated=True, id=UNRELIABLE_TRANSPORT_ID, ordered=False,
+            max_retransmits=self.unreliable_max_retransmits)
+        for channel in (self.reliable, self.unreliable):
+            channel.high_water = self.high_water
+            channel.low_water = self.low_water
+            channel.js_channel.bufferedAmountLowThreshold = self.low_water
+            channel.events.on("message", self._on_frame)
+            channel.events.on("bufferedamountlow", self._pump)
+            channel.events.on("open", self._on_transport_open)
+            channel.events.on("close", self._on_transport_close)
+        self._on_transport_open()
+
+    @property
+    def transports_open(self) -> bool:
+        return self.reliable.ready_state == "open" and self.unreliable.ready_state == "open"
+
+    async def wait_open(self, timeout: float | None = None) -> None:
+        """Wait until both underlying data channels are open."""
+        await asyncio.wait_for(asyncio.shield(self._transports_open), timeout)
+
+    def _on_transport_open(self) -> None:
+        if not self.transports_open:
+            return
+        size = self.pc.max_message_size
+        if size:
+            self.mux.set_max_message_size(size)
+        if not self._transports_open.done():
+            self._transports_open.set_result(None)
+        self.events.emit("transport", "up")
+        self._pump()
+
+    def _on_transport_close(self) -> None:
+        if self._failed is not None:
+            return
+        if not self._transports_open.done():
+            self._transports_open.set_exception(ConnectionClosedError("mux transports closed"))
+            self._transports_open.exception()
+        self.transport_lost()
+
+    def transport_lost(self) -> None:
+        """The data channels died: keep every unacknowledged message for a resume."""
+        if self._failed is not None or self._lost:
+            return
+        self._lost = True
+        self.mux.transport_lost()
+        self._held = None
+        self.events.emit("transport", "down")
+
+    def resume_on(self, pc: PeerConnection) -> None:
+        """Continue on a fresh connection to the same peer (after a redial).
+
+        Both peers must call it on their new PeerConnection; every reliable
+        message the other side has not acknowledged is sent again and duplicates
+        are dropped, so nothing is lost or delivered twice.
+        """
+        if self._failed is not None:
+            raise ConnectionClosedError(f"mux session failed: {self._failed}")
+        self.transport_lost()
+        for channel in (self.reliable, self.unreliable):
+            channel.events.clear()
+            channel.close()
+        self._transports_open = asyncio.get_event_loop().create_future()
+        self.mux.transport_restored()
+        self._lost = False
+        self._attach(pc)
+
+    # ------------------------------------------------------------------ pump
+
+    def _on_frame(self, data: bytes | str) -> None:
+        if isinstance(data, str):
+            self._record_error(RemoteProtocolError("text message on a mux transport"))
+            return
+        self._dispatch(self.mux.receive_frame(data, _now()))
+        self._pump()
+
+    def _after_local_action(self) -> None:
+        events = self.mux.pop_events()
+        if events:
+            self._dispatch(events)
+        self._pump()
+
+    def _pump(self) -> None:
+        """Send frames until the core has none or a transport is above high water."""
+        if self._pumping or self._failed is not None or not self.transports_open:
+            return
+        self._pumping = True
+        try:
+            mux = self.mux
+            reliable, unreliable = self.reliable, self.unreliable
+            while True:
+                frame = self._held
+                if frame is None:
+                    frame = mux.next_frame(_now())
+                    if frame is None:
+                        break
+                channel = reliable if frame.transport is Transport.RELIABLE else unreliable
+                size = len(frame.data)
+                if not channel.has_room(size):
+                    self._held = frame  # resumes on that channel's bufferedamountlow
+                    break
+                self._held = None
+                channel.send_nowait(frame.data, size)
+        except ConnectionClosedError:
+            self.transport_lost()
+        finally:
+            self._pumping = False
+        events = self.mux.pop_events()
+        if events:
+            self._dispatch(events)
+
+    # ------------------------------------------------------------------ events
+
+    def _dispatch(self, events: list[Event]) -> None:
+        if self._hold_delivery:
+            # Hold everything the peer caused (in order) except flow-control news.
+            local = (SendWindowOpened, ChannelAccepted, MessageDropped)
+            self._held_events.extend(e for e in events if not isinstance(e, local))
+            events = [e for e in events if isinstance(e, local)]
+        for event in events:
+            if isinstance(event, MessageReceived):
+                channel = self.channels.get(event.channel_id)
+                if channel is not None:
+                    channel._deliver(event.data)
+            elif isinstance(event, SendWindowOpened):
+                channel = self.channels.get(event.channel_id)
+                if channel is not None:
+                    channel._window.set()
+            elif isinstance(event, ChannelOpened):
+                channel = MultiplexedChannel(self, event.channel_id, event.label,
+                                             event.reliability, event.priority, local=False)
+                channel._accepted.set_result(None)
+                self.channels[event.channel_id] = channel
+                self._incoming.append(channel)
+                if self._incoming_waiter is not None and not self._incoming_waiter.done():
+                    self._incoming_waiter.set_result(None)
+                self.events.emit("channel", channel)
+            elif isinstance(event, ChannelAccepted):
+                channel = self.channels.get(event.channel_id)
+                if channel is not None and not channel._accepted.done():
+                    channel._accepted.set_result(None)
+                    channel.events.emit("open")
+            elif isinstance(event, ChannelClosed):
+                channel = self.channels.pop(event.channel_id, None)
+                if channel is not None:
+                    channel._finish(None, event.stats)
+            elif isinstance(event, ChannelReset):
+                channel = self.channels.pop(event.channel_id, None)
+                if channel is not None:
+                    channel._finish(ChannelResetError(event.channel_id, event.reason), event.stats)
+            elif isinstance(event, ProtocolErrorEvent):
+                self._record_error(event.error)
+            elif isinstance(event, MessageDropped):
+                self.dropped.append(event)
+                del self.dropped[:-1000]
+                self.events.emit("dropped", event)
+            elif isinstance(event, DeliveryFailed):
+                self.delivery_failures.append(event)
+                self.events.emit("delivery-failed", event)
+
+    def _record_error(self, error: RemoteProtocolError) -> None:
+        self.protocol_errors.append(error)
+        del self.protocol_errors[:-1000]
+        self.events.emit("protocol-error", error)
+
+    def _reset_local(self, channel: MultiplexedChannel, reason: str) -> None:
+        try:
+            self.mux.reset_channel(channel.channel_id, reason)
+        except (LocalProtocolError, ConnectionClosedError):
+            pass  # already gone in the core; finish our side below
+        self.channels.pop(channel.channel_id, None)
+        channel._finish(ChannelResetError(channel.channel_id, reason), channel.last_stats)
+        self._after_local_action()
+
+    # ------------------------------------------------------------------ channels
+
+    def create_multiplexed_channel(self, channel_id: int | None = None, *, label: str = "",
+                                   reliability: Reliability | None = None,
+                                   priority: Priority | None = None) -> MultiplexedChannel:
+        """Open a logical channel (seed API). ``channel_id`` (u16) must have this side's
+        parity (even for the impolite peer, odd for the polite one); default: allocated."""
+        reliability = reliability if reliability is not None else Reliability.RELIABLE
+        priority = priority if priority is not None else Priority.MEDIUM
+        if self._failed is not None:
+            raise ConnectionClosedError(f"mux session failed: {self._failed}")
+        cid = self.mux.open_channel(label, reliability, priority, channel_id)
+        channel = MultiplexedChannel(self, cid, label, reliability, priority, local=True)
+        self.channels[cid] = channel
+        self._after_local_action()
+        return channel
+
+    def create_data_channel_with_reliability(self, label: str,
+                                             reliability: Reliability) -> MultiplexedChannel:
+        """A logical channel with the given reliability (seed API)."""
+        return self.create_multiplexed_channel(label=label, reliability=reliability)
+
+    def create_data_channel_with_priority(self, label: str, priority: Priority,
+                                          reliability: Reliability | None = None) -> MultiplexedChannel:
+        """A logical channel with the given priority (and optionally reliability) (seed API)."""
+        return self.create_multiplexed_channel(label=label, priority=priority, reliability=reliability)
+
+    async def accept(self, timeout: float | None = None) -> MultiplexedChannel:
+        """The next logical channel the peer opened."""
+        async def wait() -> MultiplexedChannel:
+            while not self._incoming:
+                if self._failed is not None:
+                    raise ConnectionClosedError(f"mux session failed: {self._failed}")
+                self._incoming_waiter = asyncio.get_event_loop().create_future()
+                await self._incoming_waiter
+            return self._incoming.popleft()
+        return await asyncio.wait_for(wait(), timeout)
+
+    # ------------------------------------------------------------------ power saving & auth gating
+
+    def set_paused_priorities(self, priorities: set[Priority] | frozenset[Priority]) -> None:
+        """Pause sending on channels of these priorities (power saving).
+
+        Reliable channels' ``send`` waits until resumed (nothing is lost);
+        unreliable channels' messages are dropped while paused and counted in
+        ``paused_drops`` (unreliable traffic is loss-tolerant by contract).
+        """
+        self._paused = set(priorities)
+        if self._paused:
+            self._unpaused.clear()
+        else:
+            self._unpaused.set()
+
+    @property
+    def paused_priorities(self) -> frozenset[Priority]:
+        return frozenset(self._paused)
+
+    async def _wait_unpaused(self, channel: MultiplexedChannel) -> bool:
+        """Wait while the channel's priority is paused; False means: drop this message."""
+        while channel.priority in self._paused:
+            if not channel.reliability.reliable:
+                self.paused_drops += 1
+                return False
+            self._unpaused.clear()
+            await self._unpaused.wait()
+        return True
+
+    def hold_delivery(self) -> None:
+        """Hold inbound application messages and channels (until authentication succeeds)."""
+        self._hold_delivery = True
+
+    def release_delivery(self) -> None:
+        """Deliver what was held, in order, and stop holding."""
+        self._hold_delivery = False
+        held, self._held_events = self._held_events, []
+        self._dispatch(held)
+
+    # ------------------------------------------------------------------ stats & end
+
+    def stats(self) -> MuxStats:
+        return self.mux.stats()
+
+    def channel_stats(self) -> list[tuple[str, ChannelStats]]:
+        """(label, counters) for every live logical channel."""
+        out = []
+        for channel in list(self.channels.values()):
+            stats = channel.stats
+            if stats is not None:
+                out.append((channel.label, stats))
+        return out
+
+    def fail(self, reason: str) -> list[DeliveryFailed]:
+        """The peer is gone for good: end every channel; undelivered messages are reported.
+
+        Pending and future ``send`` calls raise DeliveryError/ChannelResetError;
+        the returned DeliveryFailed events list the messages that never arrived.
+        """
+        if self._failed is not None:
+            return []
+        events = self.mux.fail_all(reason)
+        self._failed = DeliveryError(reason, sum(len(e.messages) for e in events
+                                                 if isinstance(e, DeliveryFailed)))
+        failures = [e for e in events if isinstance(e, DeliveryFailed)]
+        for failure in failures:
+            channel = self.channels.get(failure.channel_id)
+            if channel is not None:
+                channel._finish(failure.error, channel.last_stats)
+        self._dispatch(events)
+        for channel in list(self.channels.values()):
+            channel._finish(ConnectionClosedError(reason), channel.last_stats)
+        self.channels.clear()
+        self._unpaused.set()
+        if self._incoming_waiter is not None and not self._incoming_waiter.done():
+            self._incoming_waiter.set_result(None)
+        return failures
+
+    def close(self) -> None:
+        """Close every logical channel gracefully and stop (the PeerConnection stays)."""
+        for channel in list(self.channels.values()):
+            channel.close()
+        self._pump()
+
