@@ -1,0 +1,225 @@
+"""``ReconnectSupervisor``: applies :class:`~pyapp.core.reconnect.ReconnectPolicy` to a connection.
+
+It watches the current PeerConnection's ``iceConnectionState``, feeds it to the
+sans-I/O policy together with the loop's clock, and carries out the policy's
+commands: ``RestartIce`` calls :meth:`PeerConnection.restart_ice` (perfect
+negotiation sends the new offer), ``Redial`` hangs the old connection up and
+asks ``redial()`` for a fresh one, ``GiveUp`` closes it for good. Every step is
+reported as a ``reconnect`` event (the core's :class:`ReconnectEvent` objects),
+so the UI and the log can show it. One asyncio timer handle, re-armed from
+``policy.get_timer()``, drives the policy's timers.
+
+Example (in the page)::
+
+    from pyapp.browser.loopback import connected_pair
+    from pyapp.browser.reconnect import ReconnectSupervisor
+
+    a, b = await connected_pair()
+    sup = ReconnectSupervisor(a, redial=my_dialer_coroutine_fn, grace=1.0)
+    sup.events.on("reconnect", lambda event: print("reconnect:", event))
+    sup.events.on("connection", lambda pc: print("redialled, new connection", pc))
+    sup.events.on("closed", lambda reason: print("gone for good:", reason))
+    ...
+    sup.close()            # stops supervising and closes the current connection
+
+Events (``sup.events.on(name, callback)``): ``reconnect`` (a
+:class:`~pyapp.core.reconnect.ReconnectEvent`), ``connection`` (the new
+:class:`PeerConnection` after a successful redial), ``closed`` (a reason
+string: the connection closed by itself, or the policy gave up, or
+:meth:`close` was called).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from pyapp._events import Emitter
+from pyapp.browser._ffi import spawn
+from pyapp.browser.peer import PeerConnection
+from pyapp.core.reconnect import (
+    GiveUp,
+    RandomSource,
+    ReconnectEvent,
+    ReconnectPolicy,
+    Redial,
+    RestartIce,
+)
+from pyapp.exceptions import ConnectionClosedError, PyAppError
+
+__all__ = ["ReconnectSupervisor", "RedialFn", "HangUpFn"]
+
+RedialFn = Callable[[], Awaitable[PeerConnection]]
+"""Dial a fresh connection to the same peer; returns it once connected."""
+HangUpFn = Callable[[PeerConnection], None]
+"""Close a connection that is being replaced (and tell the remote, if the dialer can)."""
+
+
+class ReconnectSupervisor:
+    """Keeps one logical connection alive across ICE blips, restarts and redials.
+
+    ``redial=None`` means this side never redials (e.g. the answering side of
+    a connection: the dialling side will call again); a ``Redial`` command then
+    counts as a failed attempt at once, so the policy backs off and finally
+    gives up. Extra keyword arguments configure the :class:`ReconnectPolicy`
+    (``grace``, ``restart_timeout``, ``redial_timeout``, ``base_delay``,
+    ``max_delay``, ``max_attempts``) unless ``policy`` is given.
+    """
+
+    def __init__(self, pc: PeerConnection, redial: RedialFn | None = None, *,
+                 hang_up: HangUpFn | None = None, policy: ReconnectPolicy | None = None,
+                 rng: RandomSource | None = None, **policy_args: Any) -> None:
+        self.policy = policy or ReconnectPolicy(rng or random.Random(), **policy_args)
+        self.events = Emitter()
+        self.history: list[ReconnectEvent] = []
+        self.restarts = 0
+        self.redials = 0
+        self.closed = False
+        self.close_reason: str | None = None
+        self._redial = redial
+        self._hang_up: HangUpFn = hang_up or (lambda old: old.close())
+        self._loop = asyncio.get_event_loop()
+        self._timer: asyncio.TimerHandle | None = None
+        self._redial_task: asyncio.Task[Any] | None = None
+        self.pc = pc
+        self._attach(pc)
+
+    # ------------------------------------------------------------------ wiring
+
+    def _attach(self, pc: PeerConnection) -> None:
+        self.pc = pc
+        pc.events.on("iceconnectionstatechange", self._on_ice_state)
+        pc.events.on("connectionstatechange", self._on_connection_state)
+        pc.events.on("signalingstatechange", self._on_signaling_state)
+        # A connection handed over already connected: tell the policy, or it
+        # would ignore the first "disconnected" (it waits for "connected" first).
+        self._feed(pc.ice_connection_state)
+
+    def _detach(self, pc: PeerConnection) -> None:
+        pc.events.off("iceconnectionstatechange", self._on_ice_state)
+        pc.events.off("connectionstatechange", self._on_connection_state)
+        pc.events.off("signalingstatechange", self._on_signaling_state)
+
+    def _now(self) -> float:
+        return self._loop.time()
+
+    def _on_ice_state(self, state: str) -> None:
+        self._feed(state)
+
+    def _on_signaling_state(self, state: str) -> None:
+        # An ICE restart on a path that still works may leave iceConnectionState
+        # at "connected" (no event); once the restart's offer/answer completes,
+        # report the current state so the policy sees the recovery.
+        if state == "stable":
+            self._feed(self.pc.ice_connection_state)
+
+    def _on_connection_state(self, state: str) -> None:
+        # "closed" is ours to see only when someone else closed the connection
+        # (we detach before hanging up on a redial): the logical connection is over.
+        if state == "closed" and not self.closed:
+            self._finish("connection closed")
+
+    def _feed(self, state: str) -> None:
+        if self.closed:
+            return
+        self._apply(self.policy.state_changed(state, self._now()))
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        if not self.closed:
+            self._apply(self.policy.handle_timer(self._now()))
+
+    def _rearm(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        when = self.policy.get_timer()
+        if when is not None and not self.closed:
+            self._timer = self._loop.call_at(when, self._on_timer)
+
+    # ------------------------------------------------------------------ commands
+
+    def _apply(self, events: list[ReconnectEvent]) -> None:
+        for event in events:
+            self.history.append(event)
+            self.events.emit("reconnect", event)
+            if isinstance(event, RestartIce):
+                self._restart_ice()
+            elif isinstance(event, Redial):
+                self._start_redial(event)
+            elif isinstance(event, GiveUp):
+                self._finish(f"gave up: {event.reason}")
+                return
+        self._rearm()
+
+    def _restart_ice(self) -> None:
+        self.restarts += 1
+        try:
+            self.pc.restart_ice()
+        except PyAppError:
+            # The connection is closed or the browser refused: the restart failed.
+            self._apply(self.policy.state_changed("failed", self._now()))
+
+    def _start_redial(self, event: Redial) -> None:
+        if self._redial is None:
+            # This side does not dial; the attempt fails at once (backoff, then give up).
+            self._loop.call_soon(self._feed, "failed")
+            return
+        old = self.pc
+        self._detach(old)
+        self._hang_up(old)
+        self.redials += 1
+        self._redial_task = spawn(self._do_redial(event), "reconnect: redial")
+
+    async def _do_redial(self, event: Redial) -> None:
+        assert self._redial is not None
+        try:
+            timeout = max(0.0, event.deadline - self._now())
+            pc = await asyncio.wait_for(self._redial(), timeout)
+        except asyncio.CancelledError:
+            raise
+        except (PyAppError, TimeoutError) as exc:
+            if not self.closed:
+                self.events.emit("redial-failed", exc)
+                self._feed("failed")
+            return
+        if self.closed:
+            self._hang_up(pc)
+            return
+        self._attach(pc)
+        self.events.emit("connection", pc)
+        self._rearm()
+
+    # ------------------------------------------------------------------ lifetime
+
+    def _finish(self, reason: str) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self.close_reason = reason
+        self.policy.close(self._now())
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._redial_task is not None and not self._redial_task.done():
+            self._redial_task.cancel()
+        self._detach(self.pc)
+        if not self.pc.closed:
+            self._hang_up(self.pc)
+        self.events.emit("closed", reason)
+        self.events.clear()
+
+    def close(self, reason: str = "closed locally") -> None:
+        """Stop supervising and close the current connection. Safe to call twice."""
+        self._finish(reason)
+
+    def check_open(self) -> PeerConnection:
+        """The current connection; raises ConnectionClosedError once the supervisor is closed."""
+        if self.closed:
+            raise ConnectionClosedError(f"connection is gone: {self.close_reason}")
+        return self.pc
+
+    def __repr__(self) -> str:
+        return f"<ReconnectSupervisor {self.policy.state.value} restarts={self.restarts} redials={self.redials}>"
