@@ -134,11 +134,14 @@ class MediaTuner:
             return
         async with self._lock:
             caps = self.caps
-            for sender in self.pc.get_senders():
-                track = sender.track
-                if is_null(track) or str(track.kind) != "video":
-                    continue
-                await self._tune_track(track, caps)
+            pairs = [(s, s.track) for s in self.pc.get_senders()
+                     if not is_null(s.track) and str(s.track.kind) == "video"]
+            # Two passes: tracks of one camera share a source, which cannot grow back
+            # while a sibling still asks for the small size; the second pass catches those.
+            for _ in range(2):
+                for _sender, track in pairs:
+                    await self._tune_track(track, caps)
+            for sender, _track in pairs:
                 await self._tune_sender(sender, caps)
 
     def sender_parameters(self) -> list[dict[str, Any]]:
