@@ -1,0 +1,304 @@
+"""Mutual peer authentication over a dedicated control data channel.
+
+The adapter between a :class:`~pyapp.browser.peer.PeerConnection` and the
+sans-I/O :class:`~pyapp.core.security.handshake.Handshake`: it reads both DTLS
+fingerprints from the local and remote SDP (``a=fingerprint:sha-256``), runs
+HELLO/AUTH on the control channel, re-arms the handshake's one timer, and on
+any failure closes the connection and raises
+:class:`~pyapp.exceptions.AuthenticationError` whose ``reason`` is one of
+:data:`pyapp.core.security.handshake.REASONS` (``"bad signature"``,
+``"fingerprint mismatch"``, ``"unexpected peer id"``, ``"timeout"``,
+``"malformed message"`` ...) or ``"connection closed"`` (the peer hung up
+first).
+
+**Control channel.** The side playing *offerer* (the impolite side of perfect
+negotiation -- both peers agree on it by construction) creates an in-band
+RTCDataChannel labelled :data:`AUTH_LABEL` (``"pyapp-auth"``, sub-protocol
+``"pyapp-auth/1"``); the other side adopts the first unused channel with that
+label (it may have arrived before ``authenticate`` was called; the wrapper
+queues its messages). In-band (DCEP) rather than negotiated so that its
+stream id is picked by the browser and can never clash with a negotiated id
+another layer (the multiplexer) reserves; the label is reserved instead --
+application code must not use ``"pyapp-auth"``.
+
+**Ordering.** Call ``authenticate`` right after the connection is up and
+before reading any application channel: data channels queue what arrives, so
+nothing is delivered to the application before the peer is verified (and if
+authentication fails the connection -- and every channel -- is closed).
+
+Example (in the page)::
+
+    from pyapp.browser.identity import load_identity
+    me = await load_identity()
+    result = await pc.authenticate(me, expected_peer_id=PeerId.parse(pinned), timeout=10)
+    print("verified", result.peer_id)
+    chan = EncryptedChannel.from_session(pc.create_data_channel("orders"), result)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import weakref
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import js
+
+from pyapp.browser.crypto import WebCrypto, default_crypto, detect_algorithms
+from pyapp.browser.datachannel import DataChannel
+from pyapp.browser.identity import Identity, TrustStore
+from pyapp.core.security.handshake import (
+    IDENTITY_CHANGED,
+    MALFORMED,
+    TIMEOUT,
+    Handshake,
+    HandshakeComplete,
+    HandshakeFailed,
+)
+from pyapp.core.security.identity import KnownPeers, PeerId, TrustResult
+from pyapp.core.security.interface import KeyAgreementAlgorithm, SignatureAlgorithm, SigningKey
+from pyapp.core.security.keys import Role, SessionKeys
+from pyapp.core.security.transcript import parse_sdp_fingerprint
+from pyapp.exceptions import (
+    AuthenticationError,
+    ConnectionClosedError,
+    LocalProtocolError,
+    RemoteProtocolError,
+)
+
+if TYPE_CHECKING:
+    from pyapp.browser.peer import PeerConnection
+
+__all__ = [
+    "AUTH_LABEL",
+    "AUTH_PROTOCOL",
+    "CONNECTION_CLOSED",
+    "FAILURES",
+    "AuthResult",
+    "IdentityChangedError",
+    "authenticate",
+    "role_of",
+    "session_of",
+]
+
+AUTH_LABEL = "pyapp-auth"
+AUTH_PROTOCOL = "pyapp-auth/1"
+CONNECTION_CLOSED = "connection closed"
+
+FAILURES: Counter[str] = Counter()
+"""Authentication failures in this page, by reason."""
+
+_SESSIONS: weakref.WeakKeyDictionary[Any, AuthResult] = weakref.WeakKeyDictionary()
+_USED: weakref.WeakSet[DataChannel] = weakref.WeakSet()
+
+
+class IdentityChangedError(AuthenticationError):
+    """A known contact (or PeerId) presented a different key: possibly an impostor.
+
+    ``previous`` is the PeerId on record, ``presented`` the one the peer proved.
+    """
+
+    def __init__(self, reason: str, trust: TrustResult) -> None:
+        super().__init__(reason)
+        self.trust = trust
+        self.presented = trust.peer_id
+        self.previous = trust.previous
+
+
+@dataclass(frozen=True)
+class AuthResult:
+    """A verified peer, and the session secrets for end-to-end encryption."""
+
+    peer_id: PeerId
+    """The peer's PeerId (its key proved possession for this very DTLS session)."""
+    peer_alg: SignatureAlgorithm
+    """The peer's identity algorithm."""
+    peer_public_key: bytes
+    """The peer's raw identity public key."""
+    role: Role
+    """Our role in the handshake (offerer = the impolite side)."""
+    transcript_hash: bytes
+    """SHA-256 of the signed transcript; equal on both sides (a channel binding)."""
+    keys: SessionKeys = field(repr=False)
+    """Per-direction secrets (use with :class:`~pyapp.browser.secure.EncryptedChannel`)."""
+    trust: TrustResult | None
+    """The known-peers verdict (``FIRST_SEEN`` / ``KNOWN``) when a store was given."""
+    local_peer_id: PeerId
+    """Our own PeerId."""
+    control: DataChannel = field(repr=False)
+    """The control channel the handshake ran on (left open)."""
+    elapsed: float
+    """Seconds from the call to completion."""
+
+
+def role_of(pc: PeerConnection) -> Role:
+    """The handshake role of our side of ``pc``: the impolite peer is the offerer."""
+    return Role.ANSWERER if pc.polite else Role.OFFERER
+
+
+def session_of(pc: PeerConnection) -> AuthResult | None:
+    """The latest successful :func:`authenticate` result for ``pc``, if any."""
+    return _SESSIONS.get(pc)
+
+
+def _now() -> float:
+    return asyncio.get_event_loop().time()
+
+
+async def _until(deadline: float, awaitable: Any) -> Any:
+    remaining = deadline - _now()
+    if remaining <= 0:
+        if asyncio.iscoroutine(awaitable):
+            awaitable.close()
+        raise TimeoutError
+    return await asyncio.wait_for(awaitable, remaining)
+
+
+async def _control_channel(pc: PeerConnection, role: Role, deadline: float) -> DataChannel:
+    if role is Role.OFFERER:
+        channel = pc.create_data_channel(AUTH_LABEL, protocol=AUTH_PROTOCOL)
+        _USED.add(channel)
+        return channel
+    found: asyncio.Future[DataChannel] = asyncio.get_event_loop().create_future()
+
+    def adopt(ch: DataChannel) -> None:
+        if ch.label == AUTH_LABEL and ch not in _USED and not found.done():
+            _USED.add(ch)
+            found.set_result(ch)
+
+    for ch in list(pc.channels):
+        adopt(ch)
+    if found.done():
+        return found.result()
+    pc.events.on("datachannel", adopt)
+    try:
+        return await _until(deadline, asyncio.shield(found))
+    finally:
+        pc.events.off("datachannel", adopt)
+
+
+def _fingerprints(pc: PeerConnection) -> tuple[bytes, bytes]:
+    local, remote = pc.local_description, pc.remote_description
+    if local is None or remote is None:
+        raise LocalProtocolError("authenticate() needs a negotiated connection (no SDP yet)")
+    try:
+        local_fp = parse_sdp_fingerprint(local["sdp"])
+    except RemoteProtocolError as exc:
+        raise LocalProtocolError(f"local SDP: {exc.reason}") from None
+    try:
+        remote_fp = parse_sdp_fingerprint(remote["sdp"])
+    except RemoteProtocolError:
+        raise AuthenticationError(MALFORMED) from None
+    return local_fp, remote_fp
+
+
+def _warn_identity_changed(trust: TrustResult) -> None:
+    text = (f"SECURITY WARNING: the peer presented PeerId {trust.peer_id} but "
+            f"{trust.previous} was on record for it. Someone may be impersonating "
+            "your contact; the connection was closed.")
+    js.console.warn(f"pyapp: {text}")
+    handler: Any = getattr(js.globalThis, "pyappShowError", None)
+    if handler is not None and callable(handler):
+        handler(text)
+
+
+async def authenticate(
+    pc: PeerConnection,
+    identity: Identity | SigningKey,
+    *,
+    expected_peer_id: PeerId | str | None = None,
+    known_peers: TrustStore | KnownPeers | None = None,
+    contact: str | None = None,
+    timeout: float = 10.0,
+    role: Role | None = None,
+    crypto: WebCrypto | None = None,
+    ephemeral_alg: KeyAgreementAlgorithm | None = None,
+) -> AuthResult:
+    """Mutually authenticate the peer on ``pc``; close ``pc`` and raise on any failure.
+
+    * ``expected_peer_id`` pins the peer (a PeerId or its printed form).
+    * ``known_peers``: trust-on-first-use store (a persistent :class:`TrustStore`
+      is saved after a successful check); ``contact`` names the peer in it.
+      A changed key raises :class:`IdentityChangedError` (and warns loudly);
+      a peer outside the allow-list fails with ``"not allowed"``.
+    * ``timeout`` bounds the whole exchange (including waiting for the
+      connection and the control channel): ``"timeout"``.
+    """
+    start = _now()
+    deadline = start + timeout
+    crypto = crypto or default_crypto()
+    key = identity.key if isinstance(identity, Identity) else identity
+    if isinstance(expected_peer_id, str):
+        expected_peer_id = PeerId.parse(expected_peer_id)
+    store = known_peers.peers if isinstance(known_peers, TrustStore) else known_peers
+    if role is None:
+        role = role_of(pc)
+    if ephemeral_alg is None:
+        _, ephemeral_alg = await detect_algorithms()
+    channel: DataChannel | None = None
+    try:
+        try:
+            if pc.connection_state != "connected":
+                await _until(deadline, pc.wait_connected())
+            local_fp, remote_fp = _fingerprints(pc)
+            channel = await _control_channel(pc, role, deadline)
+        except TimeoutError:
+            raise AuthenticationError(TIMEOUT) from None
+        except ConnectionClosedError:
+            raise AuthenticationError(CONNECTION_CLOSED) from None
+        hs = Handshake(
+            crypto, role, key, local_fp, remote_fp, now=_now(), timeout=deadline - _now(),
+            ephemeral_alg=ephemeral_alg, expected_peer_id=expected_peer_id,
+            known_peers=store, contact=contact,
+        )
+        done = await _drive(hs, channel)
+    except AuthenticationError as exc:
+        FAILURES[exc.reason] += 1
+        pc.close()
+        raise
+    if isinstance(known_peers, TrustStore):
+        await known_peers.save()
+    result = AuthResult(
+        done.peer_id, done.peer_alg, done.peer_public_key, role, done.transcript_hash,
+        done.keys, done.trust, PeerId.from_public_key(key.alg, key.public_key), channel,
+        _now() - start,
+    )
+    _SESSIONS[pc] = result
+    return result
+
+
+async def _drive(hs: Handshake, channel: DataChannel) -> HandshakeComplete:
+    """Feed the handshake from the channel until it completes or fails (one timer)."""
+
+    async def transmit() -> None:
+        for message in hs.data_to_send():
+            await _until(hs.deadline, channel.send(message))
+
+    try:
+        await hs.start()
+        await transmit()
+        while True:
+            event = hs.next_event()
+            if isinstance(event, HandshakeComplete):
+                return event
+            if isinstance(event, HandshakeFailed):
+                if event.error.reason == IDENTITY_CHANGED and event.trust is not None:
+                    _warn_identity_changed(event.trust)
+                    raise IdentityChangedError(event.error.reason, event.trust)
+                raise event.error
+            timer = hs.get_timer()
+            try:
+                if timer is None:
+                    raise TimeoutError
+                message = await _until(timer, channel.receive())
+            except TimeoutError:
+                hs.handle_timer(_now())
+                continue
+            data = message.encode() if isinstance(message, str) else message
+            await hs.receive_message(data, _now())
+            await transmit()
+    except TimeoutError:
+        raise AuthenticationError(TIMEOUT) from None
+    except ConnectionClosedError:
+        raise AuthenticationError(CONNECTION_CLOSED) from None
