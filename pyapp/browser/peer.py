@@ -35,6 +35,8 @@ from pyapp.core.scheduler import Priority
 from pyapp.exceptions import BrowserError, ConnectionClosedError, LocalProtocolError
 
 if TYPE_CHECKING:
+    from pyapp.browser.auth import AuthResult
+    from pyapp.browser.identity import Identity
     from pyapp.browser.mux import MultiplexedChannel, MuxSession
 
 __all__ = ["PeerConnection", "WebRtcConnection", "IceServer", "SignalFn"]
@@ -394,6 +396,23 @@ class PeerConnection:
     # ------------------------------------------------------------------ statistics & quality (issue 7)
 
     # ------------------------------------------------------------------ security (issue 4)
+
+    async def authenticate(self, identity: Identity, **options: Any) -> AuthResult:
+        """Mutually authenticate the peer (see :func:`pyapp.browser.auth.authenticate`).
+
+        Returns an :class:`~pyapp.browser.auth.AuthResult`; on any failure closes
+        this connection and raises AuthenticationError with a ``reason``.
+        Options: ``expected_peer_id``, ``known_peers``, ``contact``, ``timeout``.
+
+        Example::
+
+            me = await load_identity()
+            result = await pc.authenticate(me, expected_peer_id="abcd-efgh-...", timeout=10)
+            print(result.peer_id)
+        """
+        from pyapp.browser.auth import authenticate
+
+        return await authenticate(self, identity, **options)
 
     # ------------------------------------------------------------------ lifetime
 
