@@ -197,6 +197,16 @@ class MultiplexedChannel:
             self._window.clear()
             await self._window.wait()
 
+    def send_nowait(self, data: bytes | bytearray | memoryview | str) -> None:
+        """Queue one message without waiting (for callbacks, e.g. an echo).
+
+        Raises SendQueueFull (a LocalProtocolError) when this channel's queue is
+        full instead of waiting; otherwise like :meth:`send`.
+        """
+        self._raise_if_done()
+        self.session.mux.send(self.channel_id, data, _now())
+        self.session._after_local_action()
+
     def _raise_if_done(self) -> None:
         if self._done:
             raise self.error or ConnectionClosedError(f"channel {self.label!r} is closed")
@@ -299,6 +309,7 @@ class MuxSession:
     def __init__(self, pc: PeerConnection, role: Role | None = None, *,
                  high_water: int = 1024 * 1024, low_water: int = 256 * 1024,
                  inbox_limit: int = 64 * 1024 * 1024, unreliable_max_retransmits: int = 0,
+                 batch_bytes: int = 64 * 1024,
                  **mux_options: Any) -> None:
         self.role = role if role is not None else (Role.RESPONDER if pc.polite else Role.INITIATOR)
         self.mux = Multiplexer(self.role, **mux_options)
@@ -316,6 +327,8 @@ class MuxSession:
         self._incoming_waiter: asyncio.Future[None] | None = None
         self._held: OutgoingFrame | None = None
         self._lost = False
+        self._open = False
+        self.batch_bytes = batch_bytes
         self._pumping = False
         self._failed: BaseException | None = None
         self._paused: set[Priority] = set()
@@ -349,14 +362,20 @@ class MuxSession:
 
     @property
     def transports_open(self) -> bool:
-        return self.reliable.ready_state == "open" and self.unreliable.ready_state == "open"
+        """Both underlying data channels are open."""
+        return self._open
+
+    def _check_open(self) -> bool:
+        self._open = (not self._lost and self.reliable.ready_state == "open"
+                      and self.unreliable.ready_state == "open")
+        return self._open
 
     async def wait_open(self, timeout: float | None = None) -> None:
         """Wait until both underlying data channels are open."""
         await asyncio.wait_for(asyncio.shield(self._transports_open), timeout)
 
     def _on_transport_open(self) -> None:
-        if not self.transports_open:
+        if not self._check_open():
             return
         size = self.pc.max_message_size
         if size:
@@ -379,6 +398,7 @@ class MuxSession:
         if self._failed is not None or self._lost:
             return
         self._lost = True
+        self._open = False
         self.mux.transport_lost()
         self._held = None
         self.events.emit("transport", "down")
@@ -407,7 +427,7 @@ class MuxSession:
         if isinstance(data, str):
             self._record_error(RemoteProtocolError("text message on a mux transport"))
             return
-        self._dispatch(self.mux.receive_frame(data, _now()))
+        self._dispatch(self.mux.receive_datagram(data, _now()))
         self._pump()
 
     def _after_local_action(self) -> None:
@@ -417,26 +437,42 @@ class MuxSession:
         self._pump()
 
     def _pump(self) -> None:
-        """Send frames until the core has none or a transport is above high water."""
-        if self._pumping or self._failed is not None or not self.transports_open:
+        """Send frames until the core has none or a transport is above high water.
+
+        Consecutive frames for the same transport are packed into one message of
+        at most ``batch_bytes`` (see :mod:`pyapp.core.framing`).
+        """
+        if self._pumping or self._failed is not None or not self._open:
             return
         self._pumping = True
+        mux = self.mux
+        reliable, unreliable = self.reliable, self.unreliable
+        limit = min(self.batch_bytes, self.pc.max_message_size or 65536)
+        batch: list[bytes] = []
+        batch_size = 0
+        batch_channel: DataChannel = reliable
+        now = _now()
         try:
-            mux = self.mux
-            reliable, unreliable = self.reliable, self.unreliable
             while True:
                 frame = self._held
                 if frame is None:
-                    frame = mux.next_frame(_now())
+                    frame = mux.next_frame(now)
                     if frame is None:
                         break
                 channel = reliable if frame.transport is Transport.RELIABLE else unreliable
                 size = len(frame.data)
-                if not channel.has_room(size):
+                if batch and (channel is not batch_channel or batch_size + size > limit):
+                    self._send_batch(batch_channel, batch, batch_size)
+                    batch, batch_size = [], 0
+                if not channel.has_room(batch_size + size):
                     self._held = frame  # resumes on that channel's bufferedamountlow
                     break
                 self._held = None
-                channel.send_nowait(frame.data, size)
+                batch.append(frame.data)
+                batch_size += size
+                batch_channel = channel
+            if batch:
+                self._send_batch(batch_channel, batch, batch_size)
         except ConnectionClosedError:
             self.transport_lost()
         finally:
@@ -444,6 +480,10 @@ class MuxSession:
         events = self.mux.pop_events()
         if events:
             self._dispatch(events)
+
+    @staticmethod
+    def _send_batch(channel: DataChannel, batch: list[bytes], size: int) -> None:
+        channel.send_nowait(batch[0] if len(batch) == 1 else b"".join(batch), size)
 
     # ------------------------------------------------------------------ events
 

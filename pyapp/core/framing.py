@@ -1,9 +1,11 @@
-"""Wire format of the channel multiplexer: one frame per SCTP message.
+"""Wire format of the channel multiplexer: frames packed into SCTP messages.
 
-Every underlying RTCDataChannel message is exactly one frame: a fixed 16-byte
-header followed by the payload. SCTP preserves message boundaries, so there is
-no length-prefixed byte stream to resynchronise; the header's ``length`` field
-is a consistency check. The full byte-by-byte layout, with a golden example
+A frame is a fixed 16-byte header followed by the payload (at most 16 KiB for
+DATA). An underlying RTCDataChannel message carries one frame, or several
+consecutive frames for the same transport packed back to back (each header's
+``length`` field delimits its frame). Packing cuts the number of browser
+``send()`` calls — each one is a blocking hop to the WebRTC thread — without
+changing the 16 KiB scheduling quantum. The full byte-by-byte layout, with a golden example
 per frame type, is in ``docs/wire-format.md``.
 
 Example::

@@ -859,6 +859,38 @@ class Multiplexer:
             self._protocol_error(exc)
         return self.pop_events()
 
+    def receive_datagram(self, data: bytes | bytearray | memoryview, now: float) -> list[Event]:
+        """Process one data-channel message holding one or more whole frames.
+
+        Senders may pack consecutive frames for the same transport into one
+        message (each frame is self-delimiting through its header's length
+        field; fragments stay at most 16 KiB). A frame whose declared length
+        runs past the end of the message makes the rest of the message
+        untrustworthy: it is one protocol error (resetting that frame's channel
+        when the header names one) and the rest of the message is dropped.
+        """
+        view = data if type(data) is memoryview else memoryview(data)
+        size = len(view)
+        if size <= HEADER_SIZE + MAX_FRAGMENT_PAYLOAD and (
+            size < HEADER_SIZE or HEADER_SIZE + ((view[14] << 8) | view[15]) == size
+        ):
+            return self.receive_frame(view, now)  # the common case: one frame
+        events: list[Event] = []
+        offset = 0
+        while offset < size:
+            if size - offset < HEADER_SIZE:
+                end = size  # truncated header: let decode_frame report it
+            else:
+                end = offset + HEADER_SIZE + ((view[offset + 14] << 8) | view[offset + 15])
+                if end > size:
+                    # decode_frame reports the bad length (attributed to the frame's
+                    # channel when the header is otherwise valid); the rest is dropped.
+                    events += self.receive_frame(view[offset:], now)
+                    break
+            events += self.receive_frame(view[offset:end], now)
+            offset = end
+        return events
+
     def transport_lost(self) -> None:
         """Both data channels died. Stop sending; keep everything unacknowledged for replay."""
         self._up = False
