@@ -45,6 +45,7 @@ drives its core's timers with one asyncio timer handle re-armed from
 from __future__ import annotations
 
 import asyncio
+import gc
 import itertools
 import secrets
 from collections.abc import AsyncIterator, Callable, Hashable
@@ -53,7 +54,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from pyapp._events import Emitter
-from pyapp.browser._ffi import spawn
+from pyapp.browser._ffi import ProxyOwner, is_null, spawn
 from pyapp.browser.loopback import loopback_pair
 from pyapp.browser.peer import IceServer, PeerConnection
 from pyapp.browser.reconnect import ReconnectSupervisor
@@ -84,6 +85,22 @@ __all__ = [
 BOOTSTRAP_LABEL = "pyapp-pool"
 """Label of the data channel a dialer opens to force negotiation (closed once open)."""
 
+GC_EVERY = 32
+"""Run the cycle collector after this many hang-ups (see :func:`_count_hang_up`)."""
+_hang_ups = 0
+
+
+def _count_hang_up() -> None:
+    # A closed PeerConnection sits in reference cycles (its channels and
+    # callbacks point back at it) that only the cycle collector frees, and until
+    # its JsProxy is freed the RTCPeerConnection stays reachable from JS, where
+    # Chromium counts it against a per-page limit ("Cannot create so many
+    # PeerConnections", ~500 here). A pool that churns connections must collect.
+    global _hang_ups
+    _hang_ups += 1
+    if _hang_ups % GC_EVERY == 0:
+        gc.collect()
+
 
 class _CoreTimer:
     """One asyncio timer handle for a sans-I/O core, re-armed after every input."""
@@ -107,7 +124,9 @@ class _CoreTimer:
             self._handle = None
         self._when = when
         if when is not None:
-            self._handle = self._loop.call_at(when, self._on_timer)
+            # Not call_at: Pyodide's WebLoop refuses to schedule in the past
+            # (ValueError), and a due timer is routine here.
+            self._handle = self._loop.call_later(max(0.0, when - self.now()), self._on_timer)
 
     def _on_timer(self) -> None:
         self._handle = None
@@ -302,15 +321,26 @@ class LoopbackDialer:
             b.close()
             raise
         self.remotes[peer_id] = b
-        # The remote end goes with the local one, as a real peer would notice the hang-up.
-        a.events.on("connectionstatechange", lambda state: b.close() if state == "closed" else None)
+
+        def on_local_state(state: str) -> None:
+            # The remote end goes with the local one, as a real peer would notice the hang-up.
+            if state == "closed":
+                b.close()
+
+        def on_remote_state(state: str) -> None:
+            # Drop closed remotes: Chromium counts every RTCPeerConnection still
+            # reachable from JS against its per-page limit ("Cannot create so
+            # many PeerConnections"), closed or not.
+            if state == "closed" and self.remotes.get(peer_id) is b:
+                del self.remotes[peer_id]
+
+        a.events.on("connectionstatechange", on_local_state)
+        b.events.on("connectionstatechange", on_remote_state)
         return a
 
     def hang_up(self, peer_id: str, pc: PeerConnection) -> None:
-        remote = self.remotes.get(peer_id)
         pc.close()
-        if remote is not None and remote.closed:
-            del self.remotes[peer_id]
+        _count_hang_up()
 
 
 @dataclass
@@ -419,6 +449,7 @@ class SignalingDialer:
             if not self._closed:
                 spawn(self._send_quietly(peer_id, {"pool": remote.cid, "bye": True}), "pool: bye")
         pc.close()
+        _count_hang_up()
 
     async def _send_quietly(self, peer_id: str, data: dict[str, Any]) -> None:
         try:
@@ -583,6 +614,8 @@ class PooledConnection:
         self.closed = False
         self.close_reason: str | None = None
         self.supervisor: ReconnectSupervisor | None = None
+        self._sctp_owner: ProxyOwner | None = None
+        self._watch_sctp(pc)
         if pool.reconnect is not None:
             dialer = pool.dialer
             self.supervisor = ReconnectSupervisor(
@@ -594,8 +627,26 @@ class PooledConnection:
         else:
             pc.events.on("connectionstatechange", self._on_state)
 
+    def _watch_sctp(self, pc: PeerConnection) -> None:
+        # The remote closing its RTCPeerConnection aborts the SCTP association
+        # at once, while ICE only notices after consent freshness fails (~15-30 s).
+        if self._sctp_owner is not None:
+            self._sctp_owner.close()
+            self._sctp_owner = None
+        sctp = pc.js_pc.sctp
+        if is_null(sctp):
+            return
+        owner = self._sctp_owner = ProxyOwner(f"sctp transport to {self.peer_id}")
+
+        def on_state(_event: Any) -> None:
+            if str(sctp.state) == "closed" and not self.closed and self.pc is pc:
+                self._gone("peer closed the connection", failed=False)
+
+        owner.listen(sctp, "statechange", on_state)
+
     def _on_new_pc(self, pc: PeerConnection) -> None:
         self.pc = pc
+        self._watch_sctp(pc)
         self.events.emit("connection", pc)
 
     def _on_state(self, state: str) -> None:
@@ -613,6 +664,9 @@ class PooledConnection:
     def _shut(self, reason: str) -> None:
         self.closed = True
         self.close_reason = reason
+        if self._sctp_owner is not None:
+            self._sctp_owner.close()
+            self._sctp_owner = None
         if self.supervisor is not None:
             self.supervisor.close(reason)
         else:

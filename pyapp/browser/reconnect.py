@@ -137,7 +137,8 @@ class ReconnectSupervisor:
             self._timer = None
         when = self.policy.get_timer()
         if when is not None and not self.closed:
-            self._timer = self._loop.call_at(when, self._on_timer)
+            # call_later, not call_at: Pyodide's WebLoop refuses times in the past.
+            self._timer = self._loop.call_later(max(0.0, when - self._now()), self._on_timer)
 
     # ------------------------------------------------------------------ commands
 
