@@ -23,6 +23,7 @@ from pyapp.browser._ffi import ProxyOwner, is_null, spawn
 from pyapp.browser.datachannel import DataChannel
 from pyapp.browser.peer import PeerConnection
 from pyapp.browser.signaling import SignalingClient, default_url
+from pyapp.browser.ui_power import bind_power_ui
 from pyapp.core.negotiation import is_polite
 from pyapp.core.signaling import ROOM_RE, ServerError
 from pyapp.exceptions import PyAppError
@@ -257,6 +258,7 @@ async def start(auto: bool = True) -> App:
     """Bind the page and, with ``?room=`` in the URL and ``auto``, join that room."""
     APP.bind_dom()
     # ---- page features (one line each; every feature module binds its own DOM)
+    await bind_power_ui(APP)
     if APP._dom:
         params = js.URLSearchParams.new(js.location.search)
         room = params.get("room")

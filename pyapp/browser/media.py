@@ -168,10 +168,15 @@ class MediaTuner:
         encodings = params.encodings
         if is_null(encodings) or encodings.length == 0:
             return  # not negotiated yet; the next stable signaling state re-applies
+        # A camera that cannot produce the wanted size (Firefox's fake camera ignores
+        # width/height) is scaled down by the encoder instead.
+        scale = _scale_down(sender.track, caps)
         changed = False
         for enc in encodings:
             changed |= _set_field(enc, "maxBitrate", caps.max_bitrate)
             changed |= _set_field(enc, "maxFramerate", caps.max_framerate)
+            if scale is not None or not is_null(getattr(enc, "scaleResolutionDownBy", None)):
+                changed |= _set_field(enc, "scaleResolutionDownBy", scale or 1.0)
         if not changed:
             return
         try:
@@ -237,6 +242,19 @@ def _set_field(enc: Any, name: str, value: float | None) -> bool:
         return False
     setattr(enc, name, value)
     return True
+
+
+def _scale_down(track: Any, caps: VideoCaps) -> float | None:
+    """``scaleResolutionDownBy`` that brings the track's size to the caps (None: not needed)."""
+    if is_null(track) or caps.width is None or caps.height is None:
+        return None
+    settings = track.getSettings()
+    width = _int_or_none(getattr(settings, "width", None))
+    height = _int_or_none(getattr(settings, "height", None))
+    if not width or not height:
+        return None
+    factor = max(width / caps.width, height / caps.height)
+    return round(factor, 3) if factor > 1.05 else None
 
 
 def _int_or_none(value: Any) -> int | None:

@@ -379,8 +379,8 @@ class PeerConnection:
     async def set_battery_aware_options(self, power: Any = None) -> Any:
         """Let the battery policy cap this connection's video (seed 4.2); returns the manager.
 
-        ``power`` is a :class:`pyapp.browser.power.PowerManager`; without one a new
-        manager is opened (Battery API, visibility, network). Example::
+        ``power`` is a :class:`pyapp.browser.power.PowerManager`; without one the
+        page-wide manager (``PowerManager.shared()``) is used. Example::
 
             power = await PowerManager.open()
             await pc.set_battery_aware_options(power)   # 64 kbit/s @ 10 fps below 20 %
@@ -388,7 +388,7 @@ class PeerConnection:
         from pyapp.browser.power import PowerManager
 
         if power is None:
-            power = await PowerManager.open()
+            power = await PowerManager.shared()
         power.add_video(self.media_tuner)
         await power.settled()
         return power

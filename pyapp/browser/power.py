@@ -154,6 +154,18 @@ class PowerManager:
         battery = await Battery.open()
         return cls(read_device_profile(), battery, visible=_page_visible())
 
+    @classmethod
+    async def shared(cls) -> PowerManager:
+        """The page-wide manager (opened on first use); what the app and its features share."""
+        global _SHARED
+        if _SHARED is None or _SHARED._closed:
+            manager = await cls.open()
+            if _SHARED is None or _SHARED._closed:  # another task may have opened one meanwhile
+                _SHARED = manager
+            else:
+                manager.close()
+        return _SHARED
+
     # ------------------------------------------------------------------ registration
 
     def register(self, target: Any) -> None:
@@ -186,16 +198,22 @@ class PowerManager:
 
     def add_poller(self, target: Poller) -> None:
         """``target.set_interval(settings.stats_interval)`` now and on every change."""
+        if target in self._pollers:
+            return  # registered already: it has the settings in force
         self._pollers.append(target)
         self._call(target.set_interval, self.settings.stats_interval)
 
     def add_pool(self, target: PoolTarget) -> None:
         """``target.reconfigure(max_size=..., idle_timeout=...)`` now and on every change."""
+        if target in self._pools:
+            return  # registered already: it has the settings in force
         self._pools.append(target)
         self._call(_reconfigure(target), self.settings)
 
     def add_pauser(self, target: PauseTarget | PauseCallback) -> None:
         """A multiplexer (``set_paused_priorities``) or a callback ``(bulk, unreliable_low)``."""
+        if target in self._pausers:
+            return  # registered already: it has the settings in force
         self._pausers.append(target)
         self._call(_pause(target), self.settings)
 
@@ -205,6 +223,8 @@ class PowerManager:
 
     def add_video(self, target: VideoTarget) -> None:
         """``await target.apply_caps(VideoCaps)`` now and on every change."""
+        if target in self._videos:
+            return  # registered already: it has the settings in force
         self._videos.append(target)
         self._apply_video(target, VideoCaps.from_settings(self.settings))
 
@@ -310,6 +330,9 @@ class PowerManager:
         self.battery.close()
         self._owner.close()
         self.events.clear()
+
+
+_SHARED: PowerManager | None = None
 
 
 def _reconfigure(pool: PoolTarget) -> Callable[[PowerSettings], Any]:

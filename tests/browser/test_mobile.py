@@ -20,8 +20,12 @@ pytestmark = pytest.mark.browser
 FAKE_BATTERY = """
 (() => {
   class FakeBattery extends EventTarget {
-    constructor() { super(); this.level = 1; this.charging = true;
-                    this.chargingTime = 0; this.dischargingTime = Infinity; }
+    constructor() {
+      super();
+      const [level, charging] = globalThis.fakeBatteryInit || [1, true];
+      this.level = level; this.charging = charging;
+      this.chargingTime = 0; this.dischargingTime = Infinity;
+    }
   }
   const battery = new FakeBattery();
   globalThis.fakeBattery = battery;
@@ -44,13 +48,22 @@ FAKE_BATTERY = """
 """
 
 
-def open_page(browser: Any, server: ServerProcess, init_script: str | None = FAKE_BATTERY,
-              path: str = "/?noapp=1", **context_args: Any) -> PyPage:
-    context_args.setdefault("permissions", ["camera", "microphone"])
+REMOVE_BATTERY = "delete Navigator.prototype.getBattery;"
+
+
+def open_page(browser: Any, server: ServerProcess, path: str = "/?noapp=1", *,
+              battery: tuple[float, bool] | None = (1.0, True), **context_args: Any) -> PyPage:
+    """A ready page whose Battery API is the fake at ``battery`` (None: no Battery API)."""
+    if browser.browser_type.name == "chromium":
+        context_args.setdefault("permissions", ["camera", "microphone"])
     context = browser.new_context(**context_args)
     context.set_default_timeout(30_000)
-    if init_script:
-        context.add_init_script(init_script)
+    if battery is None:
+        context.add_init_script(REMOVE_BATTERY)
+    else:
+        level, charging = battery
+        context.add_init_script(f"globalThis.fakeBatteryInit = [{level}, {str(charging).lower()}];"
+                                + FAKE_BATTERY)
     return PyPage(context.new_page(), server.url).open(path)
 
 
