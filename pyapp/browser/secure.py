@@ -58,13 +58,16 @@ from typing import Any, Protocol
 from pyapp.browser.auth import AuthResult, role_of, session_of
 from pyapp.browser.crypto import default_crypto
 from pyapp.core.security.envelope import (
+    AUTHENTICATION_FAILED,
     MALFORMED,
+    REPLAY,
     EnvelopeHeader,
     RekeyPolicy,
     SecureChannel,
-    seal_envelope,
+    envelope_aad,
+    parse_envelope,
 )
-from pyapp.core.security.interface import Crypto
+from pyapp.core.security.interface import AeadKey, Crypto
 from pyapp.core.security.keys import Role, derive_psk_secrets
 from pyapp.exceptions import DecryptionError, LocalProtocolError
 
@@ -97,14 +100,12 @@ def _channel_id(transport: Any) -> int:
 
 
 def _reliable(transport: Any) -> bool:
-    if hasattr(transport, "max_retransmits") and hasattr(transport, "ordered"):
-        return bool(transport.ordered) and transport.max_retransmits is None and (
-            getattr(transport, "max_packet_life_time", None) is None)
+    # The replay policy only needs to know whether messages arrive in send order
+    # (gaps are fine for the strict counter): ordered channels, reliable or not.
     reliability = getattr(transport, "reliability", None)
     if reliability is not None:
-        return bool(getattr(reliability, "reliable", True)) and bool(
-            getattr(reliability, "ordered", True))
-    return True
+        return bool(getattr(reliability, "ordered", True))
+    return bool(getattr(transport, "ordered", True))
 
 
 class EncryptedChannel:
@@ -118,10 +119,12 @@ class EncryptedChannel:
         self.secure = secure
         self.window = window
         self._crypto: Crypto = crypto or default_crypto()
-        # Sealing pipeline: (header, encryption task) in counter order.
-        self._pending: deque[asyncio.Future[bytes]] = deque()
+        # Messages with their counters taken, waiting to be sealed as one batch.
+        self._batch: list[tuple[AeadKey, bytes, bytes, bytes, bytes]] = []
         self._send_lock = asyncio.Lock()
-        self._epoch_lock = asyncio.Lock()
+        # Receive side: raw messages read ahead, and opened results (plaintext or error).
+        self._raw: deque[bytes | str] = deque()
+        self._ready: deque[bytes | DecryptionError] = deque()
         self._send_error: BaseException | None = None
         self.sent = 0
         """Envelopes handed to the transport."""
@@ -178,73 +181,66 @@ class EncryptedChannel:
 
     # ------------------------------------------------------------------ sending
 
-    async def _reserve(self, now: float) -> tuple[Any, EnvelopeHeader]:
-        """The epoch key and header for the next message: the core Sealer's rules, one counter at a time.
+    async def _reserve(self, now: float) -> tuple[AeadKey, EnvelopeHeader]:
+        """The epoch key and header for the next message, by the core Sealer's rules.
 
-        Running the core ``Sealer`` once for an empty message would also work,
-        but it awaits the encryption; here the counter is taken synchronously so
-        several encryptions can be in flight while the wire order stays the
-        counter order.
+        The core ``Sealer.seal`` awaits each encryption before the next counter
+        can be taken; here the counter is taken at once (in call order) so a
+        batch of messages can be encrypted by one WebCrypto call.
         """
         sealer = self.secure.sealer
-        async with self._epoch_lock:
-            epoch = sealer._epoch
-            if epoch is None or sealer._due(epoch, now):
-                epoch = sealer._epoch = await sealer._new_epoch(now)
-                sealer._rekey_requested = False
-            header = EnvelopeHeader(epoch.key_id, epoch.prefix, epoch.next_counter)
-            epoch.next_counter += 1  # burnt even if sealing fails: never reuse a nonce
-            sealer.sealed += 1
-            return epoch.key, header
-
-    async def _seal(self, data: bytes, aad: bytes) -> bytes:
-        now = asyncio.get_event_loop().time()
-        key, header = await self._reserve(now)
-        sealer = self.secure.sealer
-        return await seal_envelope(self._crypto, key, header, sealer.channel_id,
-                                   sealer.direction, data, aad)
+        epoch = sealer._epoch
+        if epoch is None or sealer._due(epoch, now):
+            epoch = sealer._epoch = await sealer._new_epoch(now)
+            sealer._rekey_requested = False
+        header = EnvelopeHeader(epoch.key_id, epoch.prefix, epoch.next_counter)
+        epoch.next_counter += 1  # burnt even if sealing fails: never reuse a nonce
+        sealer.sealed += 1
+        return epoch.key, header
 
     def _check(self) -> None:
         if self._send_error is not None:
             raise self._send_error
 
     async def submit(self, message: bytes | bytearray | memoryview | str,
-                          aad: bytes = b"") -> None:
-        """Queue ``message`` for sealing; returns once it has a place in the pipeline.
+                     aad: bytes = b"") -> None:
+        """Queue ``message``; every ``window`` messages the batch is sealed and sent.
 
-        Waits only while ``window`` encryptions are already in flight. Call
-        :meth:`flush` (or :meth:`send`) to push everything out.
+        Call :meth:`flush` (or :meth:`send`) to push out a partial batch.
         """
         self._check()
         data = message.encode() if isinstance(message, str) else bytes(message)
-        while len(self._pending) >= self.window:
-            await self._emit_one()
-        # Counters are taken in call order because _seal reaches _reserve
-        # before its first real await in the common case (the epoch exists);
-        # a new epoch is serialised by _epoch_lock, which is FIFO.
-        task = asyncio.ensure_future(self._seal(data, aad))
-        self._pending.append(task)
-
-    async def _emit_one(self) -> None:
         async with self._send_lock:
-            if not self._pending:
-                return
-            task = self._pending[0]
-            try:
-                envelope = await task
-            except BaseException as exc:
-                self._send_error = exc
-                self._pending.popleft()
-                raise
-            self._pending.popleft()
-            await self.transport.send(envelope)
-            self.sent += 1
+            key, header = await self._reserve(asyncio.get_event_loop().time())
+            sealer = self.secure.sealer
+            full_aad = envelope_aad(header, sealer.channel_id, sealer.direction, aad)
+            self._batch.append((key, header.nonce, data, full_aad, header.encode()))
+            if len(self._batch) >= self.window:
+                await self._emit()
+
+    async def _emit(self) -> None:
+        batch, self._batch = self._batch, []
+        if not batch:
+            return
+        try:
+            seal_many = getattr(self._crypto, "aead_seal_many", None)
+            if seal_many is not None:
+                envelopes = await seal_many(batch)
+            else:  # another Crypto (e.g. the CPython oracle): one call per message
+                envelopes = [prefix + await self._crypto.aead_seal(k, n, p, a)
+                             for k, n, p, a, prefix in batch]
+            for envelope in envelopes:
+                await self.transport.send(envelope)
+                self.sent += 1
+        except BaseException as exc:
+            self._send_error = exc  # the wire order is broken from here on
+            raise
 
     async def flush(self) -> None:
-        """Hand every queued envelope to the transport, in order."""
-        while self._pending:
-            await self._emit_one()
+        """Seal and hand every queued message to the transport, in order."""
         self._check()
+        async with self._send_lock:
+            await self._emit()
 
     async def send(self, message: bytes | bytearray | memoryview | str, aad: bytes = b"") -> None:
         """Seal and send one message (text is sent as UTF-8 bytes)."""
@@ -254,14 +250,87 @@ class EncryptedChannel:
     # ------------------------------------------------------------------ receiving
 
     async def receive(self, aad: bytes = b"") -> bytes:
-        """The next message, decrypted and verified; ``DecryptionError`` if it does not open."""
-        data = await self.transport.receive()
-        now = asyncio.get_event_loop().time()
-        if isinstance(data, str):  # a text frame cannot be an envelope
-            raise self.secure.opener._fail(MALFORMED)
-        plaintext = await self.secure.open(bytes(data), now, aad)
+        """The next message, decrypted and verified; ``DecryptionError`` if it does not open.
+
+        A failed message is dropped (and counted); the next call goes on with
+        the one after it. Messages already waiting in the transport are opened
+        together (one WebCrypto call for up to ``window`` of them).
+        """
+        while not self._ready:
+            await self._open_next_batch(aad)
+        item = self._ready.popleft()
+        if isinstance(item, DecryptionError):
+            raise item
         self.received += 1
-        return plaintext
+        return item
+
+    async def _read_batch(self) -> list[bytes | str]:
+        t = self.transport
+        batch = [self._raw.popleft() if self._raw else await t.receive()]
+        if hasattr(t, "queued_inbound"):  # a MultiplexedChannel: receive() will not block
+            while len(batch) < self.window and t.queued_inbound > 0:
+                batch.append(await t.receive())
+        elif hasattr(t, "receive_nowait"):  # a DataChannel
+            self._raw.extend(t.receive_nowait())
+        while len(batch) < self.window and self._raw:
+            batch.append(self._raw.popleft())
+        return batch
+
+    async def _open_next_batch(self, aad: bytes) -> None:
+        batch = await self._read_batch()
+        opener = self.secure.opener
+        now = asyncio.get_event_loop().time()
+        opener._expire(now)
+        parsed: list[tuple[EnvelopeHeader, bytes, Any] | None] = []
+        simple = len(batch) > 1
+        for data in batch:
+            if isinstance(data, str):  # a text frame cannot be an envelope
+                parsed.append(None)
+                continue
+            try:
+                header, sealed = parse_envelope(data)
+            except DecryptionError:
+                parsed.append(None)
+                continue
+            epoch = opener._known(header)
+            # Only the steady state (current or previous epoch) is batched; a new
+            # epoch's first message goes through the core Opener, which adopts it.
+            if epoch is None or epoch is opener._candidate:
+                simple = False
+            parsed.append((header, sealed, epoch))
+        if not simple:
+            for data in batch:
+                try:
+                    if isinstance(data, str):
+                        raise opener._fail(MALFORMED)
+                    self._ready.append(await opener.open(bytes(data), now, aad))
+                except DecryptionError as exc:
+                    self._ready.append(exc)
+            return
+        items = [(p[2].key, p[0].nonce, p[1],
+                  envelope_aad(p[0], opener.channel_id, opener.direction, aad))
+                 for p in parsed if p is not None]
+        open_many = getattr(self._crypto, "aead_open_many", None)
+        if open_many is not None:
+            plain = list(await open_many(items))
+        else:
+            plain = [await self._crypto.aead_open(*item) for item in items]
+        for p in parsed:
+            if p is None:
+                self._ready.append(opener._fail(MALFORMED))
+                continue
+            header, _sealed, epoch = p
+            pt = plain.pop(0)
+            # The core's order of checks: replay first, then the tag; commit only
+            # after both (a forged message never moves the window).
+            if not epoch.guard.check(header.counter):
+                self._ready.append(opener._fail(REPLAY))
+            elif pt is None:
+                self._ready.append(opener._fail(AUTHENTICATION_FAILED))
+            else:
+                epoch.guard.commit(header.counter)
+                opener.opened += 1
+                self._ready.append(pt)
 
     def __repr__(self) -> str:
         return f"<EncryptedChannel id={self.channel_id} sent={self.sent} received={self.received}>"

@@ -299,7 +299,21 @@ def test_tampering_replay_reflection_on_a_real_channel(page):
                 results.append((await rx.receive()).decode())
             except DecryptionError as exc:
                 results.append("error: " + exc.reason)
-        res = {"results": results, "rejected": rx.rejected, "received": rx.received}
+        # The same misbehaviour inside one read-ahead batch (all queued before reading).
+        for m in (b"m3", b"m4", b"m5"):
+            await tx.send(m)
+        e3, e4, e5 = cap.out[3:]
+        bad = bytearray(e4); bad[-1] ^= 0x80
+        for wire in (e3, e3, bytes(bad), e4, e5, e4):
+            await ca.send(wire)
+        await asyncio.sleep(0.05)
+        batched = []
+        for _ in range(6):
+            try:
+                batched.append((await rx.receive()).decode())
+            except DecryptionError as exc:
+                batched.append("error: " + exc.reason)
+        res = {"results": results, "rejected": rx.rejected, "received": rx.received, "batched": batched}
         a.close(); b.close()
         json.dumps(res)
     """)
@@ -314,8 +328,10 @@ def test_tampering_replay_reflection_on_a_real_channel(page):
         "m1",                              # the genuine message still arrives after all that
         "m2",
     ]
-    assert out["rejected"] == {"replay": 1, "authentication failed": 3, "malformed envelope": 2}
-    assert out["received"] == 3
+    assert out["batched"] == ["m3", "error: replay", "error: authentication failed", "m4", "m5",
+                              "error: replay"]
+    assert out["rejected"] == {"replay": 3, "authentication failed": 4, "malformed envelope": 2}
+    assert out["received"] == 6
 
 
 def test_wrong_pinned_peer_id_and_silent_peer_fail(page):
