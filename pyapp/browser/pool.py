@@ -589,6 +589,7 @@ class SignalingDialer:
         self._pending.clear()
         for peer_id, remote in list(self.connections.items()):
             self._forget(peer_id, remote.cid)
+            spawn(self._send_quietly(peer_id, {"pool": remote.cid, "bye": True}), "pool: bye")
             remote.pc.close()
 
 
