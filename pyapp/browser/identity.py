@@ -46,6 +46,7 @@ from pyapp.core.security.interface import SignatureAlgorithm, SigningKey
 from pyapp.exceptions import UnsupportedFeatureError
 
 __all__ = [
+    "CURRENT",
     "DB_NAME",
     "Identity",
     "TrustStore",
@@ -91,6 +92,9 @@ return {
 """
 
 _IDB: Any = None
+
+CURRENT: Identity | None = None
+"""The identity the page app loaded (set by :func:`load_and_show_identity`)."""
 
 
 def _idb() -> Any:
@@ -280,4 +284,6 @@ async def load_and_show_identity() -> Identity | None:
             el.textContent = "no identity (WebCrypto/IndexedDB unavailable)"
         return None
     show_identity(identity)
+    global CURRENT
+    CURRENT = identity
     return identity

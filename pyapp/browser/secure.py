@@ -26,12 +26,15 @@ never delivered -- counted in ``rejected``, and the next ``receive`` goes on
 with the following message. Rekeying follows the :class:`RekeyPolicy`
 (messages / seconds), or :meth:`EncryptedChannel.rekey` on demand.
 
-Sends are pipelined: ``send`` assigns the envelope's counter at once (in call
-order) and starts the WebCrypto encryption; up to ``window`` encryptions run
-concurrently and their results go out strictly in counter order. ``await
-send()`` returns once the message is handed to the transport, so awaiting
-each send keeps the simple semantics; :meth:`EncryptedChannel.submit`
-plus :meth:`EncryptedChannel.flush` give the pipelined speed.
+Batching: each WebCrypto call costs at least one event-loop turn in Pyodide,
+so the channel seals and opens in batches with one JS call per batch.
+:meth:`EncryptedChannel.submit` takes the next counter at once (wire order =
+call order) and seals every ``window`` messages; :meth:`EncryptedChannel.flush`
+pushes out the rest; :meth:`EncryptedChannel.send` is ``submit`` + ``flush``.
+``receive`` opens every message already waiting in the transport (up to
+``window``) together; replay and tag checks are still applied one message at
+a time, in order, exactly as the core :class:`~pyapp.core.security.envelope.Opener`
+does (which handles every epoch change itself).
 
 The seed's functions :func:`send_encrypted` / :func:`receive_encrypted` keep
 one EncryptedChannel per transport object.
