@@ -21,6 +21,7 @@ import js
 
 from pyapp.browser._ffi import ProxyOwner, is_null, spawn
 from pyapp.browser.datachannel import DataChannel
+from pyapp.browser.identity import load_and_show_identity
 from pyapp.browser.peer import PeerConnection
 from pyapp.browser.signaling import SignalingClient, default_url
 from pyapp.browser.ui_power import bind_power_ui
@@ -258,6 +259,7 @@ async def start(auto: bool = True) -> App:
     """Bind the page and, with ``?room=`` in the URL and ``auto``, join that room."""
     APP.bind_dom()
     # ---- page features (one line each; every feature module binds its own DOM)
+    spawn(load_and_show_identity(), "loading this profile's identity")
     await bind_power_ui(APP)
     if APP._dom:
         params = js.URLSearchParams.new(js.location.search)
