@@ -1,0 +1,144 @@
+"""``get_statistics``: one ``getStats()`` snapshot of a PeerConnection, parsed and typed.
+
+The browser side of :mod:`pyapp.core.stats`: it asks the RTCPeerConnection for
+its report, hands the stats to :func:`~pyapp.core.stats.parse_stats` with the
+current time, and fills ``channels`` from the connection's
+:class:`~pyapp.browser.mux.MuxSession` (when it has one) with the per-logical-
+channel counters.
+
+The report is a JS ``Map``. Converting every entry with ``to_py`` costs one FFI
+round trip per stat (and certificates carry kilobytes of base64), so a small JS
+helper keeps only the stat types the parser reads and turns them into one JSON
+string: one call, one ``json.loads``.
+
+Example (in the page)::
+
+    from pyapp.browser.loopback import connected_pair
+    from pyapp.browser.stats import get_statistics
+
+    a, b = await connected_pair()
+    chat = a.create_data_channel("chat")
+    await chat.wait_open()
+    await chat.send(b"x" * 1000)
+    stats = await get_statistics(a)          # or: await a.get_statistics()
+    print(stats.bytes_sent, stats.round_trip_time, stats.local_candidate_type)
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+
+import js
+
+from pyapp.browser._ffi import await_js, call_js
+from pyapp.core.stats import ChannelStatistics, ConnectionStatistics, parse_stats
+from pyapp.exceptions import ConnectionClosedError
+
+if TYPE_CHECKING:
+    from pyapp.browser.mux import MuxSession
+    from pyapp.browser.peer import PeerConnection
+    from pyapp.core.mux import ChannelStats
+
+__all__ = [
+    "STAT_TYPES",
+    "channel_statistics",
+    "get_statistics",
+    "mux_session",
+    "report_json",
+    "request_report",
+]
+
+#: The getStats entry types :func:`pyapp.core.stats.parse_stats` reads; the rest is skipped.
+STAT_TYPES = (
+    "transport", "candidate-pair", "local-candidate", "remote-candidate", "peer-connection",
+    "data-channel", "inbound-rtp", "outbound-rtp", "remote-inbound-rtp",
+)
+
+_TO_JSON: Any = None
+
+
+def _to_json_fn() -> Any:
+    global _TO_JSON
+    if _TO_JSON is None:
+        _TO_JSON = js.Function.new(
+            "report",
+            f"""const keep = new Set({json.dumps(list(STAT_TYPES))});
+            const out = [];
+            for (const s of report.values()) if (keep.has(s.type)) out.push(s);
+            return JSON.stringify(out);""",
+        )
+    return _TO_JSON
+
+
+def request_report(pc: PeerConnection) -> Any:
+    """Start ``getStats()`` on ``pc``: the JS Promise of the report (a JS Map).
+
+    Raises ConnectionClosedError when the connection is closed.
+    """
+    if pc.closed:
+        raise ConnectionClosedError("peer connection is closed")
+    return call_js(pc.js_pc.getStats)
+
+
+def report_json(report: Any) -> list[dict[str, Any]]:
+    """The stats of a getStats report (JS Map) that the parser reads, as plain dicts."""
+    data = json.loads(str(call_js(_to_json_fn(), report)))
+    return data if isinstance(data, list) else []
+
+
+def channel_statistics(session: MuxSession | None) -> tuple[ChannelStatistics, ...]:
+    """Counters of every live logical channel of ``session`` (empty without a session)."""
+    if session is None:
+        return ()
+    return tuple(_channel(label, s) for label, s in session.channel_stats())
+
+
+def _channel(label: str, s: ChannelStats) -> ChannelStatistics:
+    return ChannelStatistics(
+        label=label,
+        channel_id=s.channel_id,
+        messages_sent=s.messages_sent,
+        messages_received=s.messages_received,
+        bytes_sent=s.bytes_sent,
+        bytes_received=s.bytes_received,
+        queued_bytes=s.queued_bytes,
+        # Outbound drops (unreliable under pressure / past lifetime) plus inbound
+        # unreliable messages discarded for missing fragments.
+        dropped=s.messages_dropped + s.messages_incomplete,
+        queueing_delay_ms=(s.queueing_delay_mean * 1000.0) if s.messages_sent else None,
+    )
+
+
+def mux_session(pc: PeerConnection) -> MuxSession | None:
+    """The connection's MuxSession if one was created (never creates one)."""
+    # PeerConnection.multiplexer() creates the session on first use; here we only look.
+    session: MuxSession | None = getattr(pc, "_mux", None)
+    return session
+
+
+async def get_statistics(pc: PeerConnection, *,
+                         now: Callable[[], float] = time.monotonic) -> ConnectionStatistics:
+    """A :class:`~pyapp.core.stats.ConnectionStatistics` snapshot of ``pc``.
+
+    ``timestamp`` is ``now()`` (seconds, monotonic by default) when the report
+    arrived. Fields the browser does not report are None (Firefox: no transport
+    byte counters, no ``availableOutgoingBitrate``). ``channels`` lists the
+    multiplexer's logical channels. Raises ConnectionClosedError on a closed
+    connection and BrowserError if ``getStats`` fails.
+
+    Example::
+
+        stats = await get_statistics(pc)
+        for ch in stats.channels:
+            print(ch.label, ch.bytes_sent, ch.queued_bytes, ch.dropped)
+    """
+    report = await await_js(request_report(pc))
+    stats = parse_stats(report_json(report), now())
+    channels = channel_statistics(mux_session(pc))
+    if channels:
+        stats = replace(stats, channels=channels)
+    return stats
