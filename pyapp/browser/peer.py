@@ -37,7 +37,9 @@ from pyapp.exceptions import BrowserError, ConnectionClosedError, LocalProtocolE
 if TYPE_CHECKING:
     from pyapp.browser.auth import AuthResult
     from pyapp.browser.identity import Identity
+    from pyapp.browser.monitor import QualityCallback, QualityMonitor
     from pyapp.browser.mux import MultiplexedChannel, MuxSession
+    from pyapp.core.stats import ConnectionStatistics
 
 __all__ = ["PeerConnection", "WebRtcConnection", "IceServer", "SignalFn"]
 
@@ -394,6 +396,53 @@ class PeerConnection:
         return power
 
     # ------------------------------------------------------------------ statistics & quality (issue 7)
+
+    async def get_statistics(self) -> ConnectionStatistics:
+        """A getStats snapshot, parsed (see :func:`pyapp.browser.stats.get_statistics`).
+
+        Example::
+
+            stats = await pc.get_statistics()
+            print(stats.bytes_sent, stats.round_trip_time, stats.data_channels_opened)
+        """
+        from pyapp.browser.stats import get_statistics
+
+        return await get_statistics(self)
+
+    @property
+    def quality_monitor(self) -> QualityMonitor | None:
+        """The monitor started by :meth:`start_connection_quality_monitoring`, if any."""
+        monitor: QualityMonitor | None = getattr(self, "_quality_monitor", None)
+        return monitor
+
+    def start_connection_quality_monitoring(self, interval: float = 1.0,
+                                            callback: QualityCallback | None = None,
+                                            **options: Any) -> QualityMonitor:
+        """Poll quality every ``interval`` s and call ``callback(ConnectionQuality)`` (seed 5.2).
+
+        Replaces a monitor started earlier. Options go to
+        :class:`~pyapp.browser.monitor.QualityMonitor` (``probe``, ``history`` ...).
+
+        Example::
+
+            monitor = pc.start_connection_quality_monitoring(1.0, lambda q: print(q.label))
+            monitor.set_interval(5.0)
+            pc.stop_connection_quality_monitoring()
+        """
+        from pyapp.browser.monitor import QualityMonitor
+
+        self.stop_connection_quality_monitoring()
+        monitor = QualityMonitor(self, interval, callback, **options)
+        monitor.start()
+        self._quality_monitor: QualityMonitor | None = monitor
+        return monitor
+
+    def stop_connection_quality_monitoring(self) -> None:
+        """Stop and drop the monitor (no-op without one)."""
+        monitor = self.quality_monitor
+        if monitor is not None:
+            self._quality_monitor = None
+            monitor.close()
 
     # ------------------------------------------------------------------ security (issue 4)
 
