@@ -412,7 +412,8 @@ def _selected_pair(
 ) -> Mapping[str, Any]:
     by_id = {p.get("id"): p for p in pairs if isinstance(p.get("id"), str)}
     for transport in transports:
-        selected = by_id.get(transport.get("selectedCandidatePairId"))
+        ref = transport.get("selectedCandidatePairId")
+        selected = by_id.get(ref) if isinstance(ref, str) else None
         if selected is not None:
             return selected
     tiers = (

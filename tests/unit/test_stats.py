@@ -347,3 +347,9 @@ def test_channels_filled_by_the_caller() -> None:
     assert filled.bytes_sent == stats.bytes_sent
     with pytest.raises(dataclasses.FrozenInstanceError):
         chan.dropped = 1  # type: ignore[misc]
+
+
+def test_non_string_selected_pair_id_is_tolerated():
+    # Found by hypothesis: an unhashable id must not crash the parser.
+    stats = parse_stats([{"type": "transport", "selectedCandidatePairId": [], "bytesSent": None}], now=0.0)
+    assert stats.round_trip_time is None
