@@ -20,8 +20,15 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
+from hypothesis import settings as hypothesis_settings
 
 from tests.browsers import chromium_path, firefox_path, launch_chromium, launch_firefox
+
+# No per-example deadline (a shared 2-core box is noisy). In CI, derandomized so
+# a run is reproducible; locally, random exploration keeps finding new cases.
+hypothesis_settings.register_profile("ci", derandomize=True, deadline=None, print_blob=True)
+hypothesis_settings.register_profile("dev", deadline=None, print_blob=True)
+hypothesis_settings.load_profile("ci" if os.environ.get("CI") else "dev")
 
 ROOT = Path(__file__).resolve().parent.parent
 STATIC = ROOT / "static"
