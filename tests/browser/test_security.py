@@ -489,6 +489,44 @@ def test_mitm_relay_fails_on_both_sides_with_fingerprint_mismatch(page):
     assert out["real_verify"] is False
 
 
+def test_seed_functions_over_multiplexed_channels(page):
+    out = page.pyjson("""
+        from pyapp.browser.secure import send_encrypted, receive_encrypted, encrypted
+        a, b = await connected_pair()
+        ia, ib = await new_identity(), await new_identity()
+        await asyncio.gather(a.authenticate(ia), b.authenticate(ib))
+        ma, mb = a.multiplexer(), b.multiplexer()
+        await asyncio.gather(ma.wait_open(10), mb.wait_open(10))
+        psk_a = a.create_multiplexed_channel(label="psk")
+        psk_b = await mb.accept(10)
+        ses_a = a.create_multiplexed_channel(label="session")
+        ses_b = await mb.accept(10)
+        key = bytes(range(32))
+        await send_encrypted(psk_a, b"mode 2", key)
+        await send_encrypted(ses_a, "mode 1")
+        got = [await receive_encrypted(psk_b, key), await receive_encrypted(ses_b)]
+        await send_encrypted(psk_b, b"reply", key)
+        got.append(await receive_encrypted(psk_a, key))
+        # The wrong key on the other end: rejected, never delivered.
+        wrong_a = a.create_multiplexed_channel(label="wrong key")
+        wrong_b = await mb.accept(10)
+        await send_encrypted(wrong_a, b"secret", key)
+        ch = await encrypted(psk_b, key)
+        try:
+            got.append((await receive_encrypted(wrong_b, bytes(32))).decode())
+        except DecryptionError as exc:
+            got.append("error: " + exc.reason)
+        res = {"got": [g if isinstance(g, str) else g.decode() for g in got],
+               "roles": [(await encrypted(psk_a, key)).secure.role.name, ch.secure.role.name],
+               "ids": [psk_a.channel_id, (await encrypted(psk_a, key)).channel_id]}
+        a.close(); b.close()
+        json.dumps(res)
+    """)
+    assert out["got"] == ["mode 2", "mode 1", "reply", "error: authentication failed"]
+    assert out["roles"] == ["OFFERER", "ANSWERER"]
+    assert out["ids"][0] == out["ids"][1]
+
+
 def test_identity_survives_reload_and_export_import(page):
     before = page.pyjson("""
         from pyapp.browser.identity import (load_identity, delete_identity, export_identity,
