@@ -291,6 +291,30 @@ class MultiplexedChannel:
 
     # ------------------------------------------------------------------ encryption (issue 4)
 
+    async def send_encrypted(self, message: bytes | str, key: bytes | None = None) -> None:
+        """Send ``message`` sealed with AES-256-GCM (seed 2.1).
+
+        Without ``key``: the session keys of this connection's authentication
+        (``await pc.authenticate(identity)`` first). With ``key``: a pre-shared
+        key (never used directly; working keys are derived with HKDF).
+
+        Example::
+
+            await orders.send_encrypted(b"bid 42", key=psk)
+            print(await peer_orders.receive_encrypted(key=psk))
+        """
+        from pyapp.browser.secure import send_encrypted
+
+        await send_encrypted(self, message, key)
+
+    async def receive_encrypted(self, key: bytes | None = None) -> bytes:
+        """The next message, decrypted; raises DecryptionError for a tampered,
+        replayed or wrong-key message (which is dropped and counted)."""
+        from pyapp.browser.secure import receive_encrypted
+
+        result: bytes = await receive_encrypted(self, key)
+        return result
+
     def __repr__(self) -> str:
         return (f"<MultiplexedChannel {self.channel_id} {self.label!r} {self.priority.name} "
                 f"{'reliable' if self.reliability.reliable else 'unreliable'} {self.state}>")
