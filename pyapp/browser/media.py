@@ -164,27 +164,31 @@ class MediaTuner:
     # ------------------------------------------------------------------ internals
 
     async def _tune_sender(self, sender: Any, caps: VideoCaps) -> None:
-        params = sender.getParameters()
-        encodings = params.encodings
-        if is_null(encodings) or encodings.length == 0:
-            return  # not negotiated yet; the next stable signaling state re-applies
-        # A camera that cannot produce the wanted size (Firefox's fake camera ignores
-        # width/height) is scaled down by the encoder instead.
-        scale = _scale_down(sender.track, caps)
-        changed = False
-        for enc in encodings:
-            changed |= _set_field(enc, "maxBitrate", caps.max_bitrate)
-            changed |= _set_field(enc, "maxFramerate", caps.max_framerate)
-            if scale is not None or not is_null(getattr(enc, "scaleResolutionDownBy", None)):
-                changed |= _set_field(enc, "scaleResolutionDownBy", scale or 1.0)
-        if not changed:
-            return
-        try:
-            await await_js(sender.setParameters(params))
-            self.applied_senders += 1
-        except PyAppError as exc:
-            # The sender was removed or a negotiation raced us; the next stable state retries.
-            self.errors.append(exc)
+        for attempt in range(2):
+            params = sender.getParameters()
+            encodings = params.encodings
+            if is_null(encodings) or encodings.length == 0 or is_null(sender.track):
+                return  # not negotiated yet (the next stable state re-applies) or removed
+            # A camera that cannot produce the wanted size (Firefox's fake camera ignores
+            # width/height) is scaled down by the encoder instead.
+            scale = _scale_down(sender.track, caps)
+            changed = False
+            for enc in encodings:
+                changed |= _set_field(enc, "maxBitrate", caps.max_bitrate)
+                changed |= _set_field(enc, "maxFramerate", caps.max_framerate)
+                if scale is not None or not is_null(getattr(enc, "scaleResolutionDownBy", None)):
+                    changed |= _set_field(enc, "scaleResolutionDownBy", scale or 1.0)
+            if not changed:
+                return
+            try:
+                await await_js(sender.setParameters(params))
+                self.applied_senders += 1
+                return
+            except PyAppError as exc:
+                # A negotiation that changed the encodings between our get and set
+                # (InvalidModificationError / InvalidStateError): once more with fresh ones.
+                if attempt == 1 and not is_null(sender.track) and not self.pc.closed:
+                    self.errors.append(exc)
 
     async def _tune_track(self, track: Any, caps: VideoCaps) -> None:
         track_id = str(track.id)
@@ -215,7 +219,8 @@ class MediaTuner:
         try:
             await await_js(track.applyConstraints(js_object(wanted)))
         except PyAppError as exc:
-            self.errors.append(exc)
+            if str(track.readyState) != "ended":  # a camera stopped meanwhile is no error
+                self.errors.append(exc)
 
     def _on_maybe_new_sender(self, _event: Any) -> None:
         if self.caps is not None:

@@ -198,13 +198,15 @@ def test_set_mobile_options_tunes_sender_and_track_and_restores(page):
     assert result["late"]["track"] == [320, 240, 15]
     assert result["desktop"]["caps"] == [[2500000, 30]]
     assert result["desktop"]["track"] == [640, 480, 20]     # the camera's own size and rate back
-    assert result["errors"] == []
+    assert result["errors"] == [], result["errors"]
 
 
 def test_caps_set_before_negotiation_apply_once_encodings_exist(page):
     page.py(SETUP)
     result = page.pyjson("""
+        from pyapp.browser._ffi import live_proxies
         from pyapp.browser.loopback import loopback_pair
+        proxies_before = live_proxies()
         a, b = loopback_pair()
         media = await start_camera(audio=False)
         a.add_track(media.video_track, media.stream)
@@ -215,11 +217,13 @@ def test_caps_set_before_negotiation_apply_once_encodings_exist(page):
         out = {"empty_before": empty_before, "caps": sender_caps(a),
                "track": track_settings(media.video_track)}
         media.stop(); a.close(); b.close()
+        out["leaked"] = live_proxies() - proxies_before   # the tuner's listeners went with a
         json.dumps(out)
     """, timeout=30)
     assert result["caps"] == [[128000, 15]]
     assert result["track"] == [320, 240, 15]
     assert result["empty_before"] in (0, 1)  # Chromium: 0 before the first offer
+    assert result["leaked"] == 0
 
 
 def test_battery_live_switch_changes_real_effects(page):
@@ -388,20 +392,26 @@ def test_mobile_media_path_outbound_rtp(page):
             return [s for s in stats if s.get("type") == "outbound-rtp" and s.get("kind") == "video"][0]
         await asyncio.sleep(2.5)                    # let the encoder settle on the new caps
         first = outbound(await a.get_stats_raw())
-        await asyncio.sleep(3.0)
-        second = outbound(await a.get_stats_raw())
+        fps_samples = []
+        for _ in range(6):
+            await asyncio.sleep(0.5)
+            second = outbound(await a.get_stats_raw())
+            fps_samples.append(second.get("framesPerSecond"))
         bits = (second["bytesSent"] - first["bytesSent"]) * 8
         seconds = (second["timestamp"] - first["timestamp"]) / 1000
         out = {"width": second.get("frameWidth"), "height": second.get("frameHeight"),
-               "fps": second.get("framesPerSecond"), "bps": bits / seconds,
+               "fps": sorted(fps_samples), "bps": bits / seconds,
                "frames": second["framesEncoded"] - first["framesEncoded"], "seconds": seconds,
                "target": second.get("targetBitrate"), "cap": sender_caps(a)}
         media.stop(); a.close(); b.close()
         json.dumps(out)
     """, timeout=60)
     assert result["width"] == 320 and result["height"] == 240
-    assert 0 < result["fps"] <= 15
-    assert result["frames"] / result["seconds"] <= 16   # measured from counters, too
+    # framesPerSecond is a one-second window, so a 15 fps camera reads 16 now and then:
+    # the typical reading is at most 15, none above 16, and the counters agree.
+    fps = result["fps"]
+    assert 0 < fps[len(fps) // 2] <= 15 and fps[-1] <= 16, fps
+    assert result["frames"] / result["seconds"] <= 15.5
     assert result["cap"] == [[128000, 15]]
     # The encoder's own target obeys maxBitrate exactly ...
     assert 0 < result["target"] <= 128_000, result

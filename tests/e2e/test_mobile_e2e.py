@@ -98,13 +98,20 @@ def test_phone_video_call_is_tuned_and_follows_the_battery(chromium, server, pla
 
         # Media path: after ~5 s the phone's outbound-rtp is 320 wide, ≤ 15 fps, at the cap.
         first = video_state(phone)
-        phone.page.wait_for_timeout(3000)
-        second = video_state(phone)
+        fps = []
+        for _ in range(6):
+            phone.page.wait_for_timeout(500)
+            second = video_state(phone)
+            fps.append(second["rtp"][0]["framesPerSecond"])
+        fps.sort()
         rtp0, rtp1 = first["rtp"][0], second["rtp"][0]
         bps = (rtp1["bytesSent"] - rtp0["bytesSent"]) * 8 / ((rtp1["timestamp"] - rtp0["timestamp"]) / 1000)
         assert second["track"] == [320, 240, 15]
         assert rtp1["frameWidth"] == 320 and rtp1["frameHeight"] == 240
-        assert 0 < rtp1["framesPerSecond"] <= 15
+        # framesPerSecond is a one-second window: typically ≤ 15, never above 16.
+        assert 0 < fps[len(fps) // 2] <= 15 and fps[-1] <= 16, fps
+        frames = rtp1["framesEncoded"] - rtp0["framesEncoded"]
+        assert frames / ((rtp1["timestamp"] - rtp0["timestamp"]) / 1000) <= 15.5
         assert rtp1["targetBitrate"] <= 128_000
         assert 20_000 < bps <= 128_000 * 1.12, (bps, rtp1)
         desk = video_state(desktop)
