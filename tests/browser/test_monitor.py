@@ -269,11 +269,18 @@ answer_probes(mb)
 ch = a.create_data_channel("x")
 await ch.wait_open(10)
 await ch.send(bytes(50_000))
+await wait_for(lambda: ch.js_channel.bufferedAmount == 0)
+t0 = js.performance.now()
 s = await a.get_statistics()
+while s.bytes_sent < 50_000 and js.performance.now() - t0 < 5000:   # Firefox updates lazily
+    await asyncio.sleep(0.05)
+    s = await a.get_statistics()
+t1 = js.performance.now()
 seen = []
 monitor = a.start_connection_quality_monitoring(0.1, seen.append)
 await wait_for(lambda: monitor.source == "probe" and len(seen) >= 3, 10)
-out = {"bytes_sent": s.bytes_sent, "opened": s.data_channels_opened,
+t2 = js.performance.now()
+out = {"ms": [t1 - t0, t2 - t1], "bytes_sent": s.bytes_sent, "opened": s.data_channels_opened,
        "bitrate": s.available_outgoing_bitrate, "rtt_pair": s.round_trip_time,
        "source": monitor.source, "rtt": seen[-1].round_trip_time, "errors": monitor.errors}
 a.close(); b.close()
