@@ -24,6 +24,7 @@ from pyapp.browser.datachannel import DataChannel
 from pyapp.browser.identity import load_and_show_identity
 from pyapp.browser.peer import PeerConnection
 from pyapp.browser.signaling import SignalingClient, default_url
+from pyapp.browser.ui_dashboard import bind_dashboard
 from pyapp.browser.ui_power import bind_power_ui
 from pyapp.core.negotiation import is_polite
 from pyapp.core.signaling import ROOM_RE, ServerError
@@ -225,6 +226,7 @@ class App:
         if channel.label != CHAT_LABEL:
             return
         peer.chat = channel
+        peer.pc.multiplexer()  # both sides early: no mux frame may reach a stream the peer lacks
         channel.events.on("open", self._render_status)
         channel.events.on("close", self._render_status)
 
@@ -261,6 +263,7 @@ async def start(auto: bool = True) -> App:
     # ---- page features (one line each; every feature module binds its own DOM)
     spawn(load_and_show_identity(), "loading this profile's identity")
     await bind_power_ui(APP)
+    await bind_dashboard(APP)
     if APP._dom:
         params = js.URLSearchParams.new(js.location.search)
         room = params.get("room")
