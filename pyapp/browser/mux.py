@@ -439,7 +439,8 @@ class MuxSession:
         self.transport_lost()
         for channel in (self.reliable, self.unreliable):
             channel.events.clear()
-            channel.close()
+            if not channel.closed:
+                channel.close()
         self._transports_open = asyncio.get_event_loop().create_future()
         self.mux.transport_restored()
         self._lost = False

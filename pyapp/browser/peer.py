@@ -302,6 +302,19 @@ class PeerConnection:
             session.transport_lost()
         return session
 
+    def adopt_multiplexer(self, session: MuxSession) -> None:
+        """Continue ``session`` (detached from a previous connection to the same peer) here.
+
+        Both peers adopt their session on the new connection; every reliable
+        message not yet acknowledged is replayed and duplicates are dropped.
+        """
+        if self._closed:
+            raise ConnectionClosedError("peer connection is closed")
+        if self._mux is not None:
+            raise LocalProtocolError("this connection already has a multiplexer")
+        session.resume_on(self)
+        self._mux = session
+
     def create_multiplexed_channel(self, channel_id: int | None = None, *, label: str = "",
                                    reliability: Reliability | None = None,
                                    priority: Priority | None = None) -> MultiplexedChannel:
@@ -481,6 +494,15 @@ class PeerConnection:
             self.events.emit("connectionstatechange", "closed")
             self.events.clear()
             self._owner.close()
+            # Break reference cycles (channels <-> connection, the session, the
+            # signal closure) so the RTCPeerConnection can be freed by refcounting
+            # instead of waiting for Python's cycle collector: Chromium caps how
+            # many RTCPeerConnections a page may hold alive.
+            for channel in self.channels:
+                channel.peer_connection = None
+            self.channels.clear()
+            self._mux = None
+            self._signal_fn = None
 
     def __repr__(self) -> str:
         return f"<PeerConnection {self.connection_state} polite={self.polite}>"

@@ -83,6 +83,7 @@ class ReconnectSupervisor:
         self._loop = asyncio.get_event_loop()
         self._timer: asyncio.TimerHandle | None = None
         self._redial_task: asyncio.Task[Any] | None = None
+        self._session: Any = None  # a MuxSession carried across a redial
         self.pc = pc
         self._attach(pc)
 
@@ -170,6 +171,11 @@ class ReconnectSupervisor:
             return
         old = self.pc
         self._detach(old)
+        # Reliable multiplexed channels continue on the new connection: keep the
+        # session (and its unacknowledged messages) for the redial.
+        session = old.detach_multiplexer()
+        if session is not None:
+            self._session = session
         self._hang_up(old)
         self.redials += 1
         self._redial_task = spawn(self._do_redial(event), "reconnect: redial")
@@ -189,6 +195,9 @@ class ReconnectSupervisor:
         if self.closed:
             self._hang_up(pc)
             return
+        if self._session is not None:
+            session, self._session = self._session, None
+            pc.adopt_multiplexer(session)
         self._attach(pc)
         self.events.emit("connection", pc)
         self._rearm()
@@ -209,6 +218,10 @@ class ReconnectSupervisor:
         self._detach(self.pc)
         if not self.pc.closed:
             self._hang_up(self.pc)
+        if self._session is not None:
+            # Gone for good: pending sends and unacknowledged messages fail loudly.
+            session, self._session = self._session, None
+            session.fail(f"peer unreachable: {reason}")
         self.events.emit("closed", reason)
         self.events.clear()
 

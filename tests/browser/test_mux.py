@@ -211,3 +211,84 @@ pc.close()
 json.dumps({"detected": supports_priority_hint(), "has": has})
 """)
     assert result["detected"] == result["has"]
+
+
+def test_reliable_channels_resume_on_a_fresh_connection_without_loss_or_duplicates(pypage):
+    result = pypage.pyjson(SETUP + """
+a, b = await connected_pair()
+ma, mb = a.multiplexer(), b.multiplexer()
+await asyncio.gather(ma.wait_open(10), mb.wait_open(10))
+ch = a.create_multiplexed_channel(label="orders")
+peer = await mb.accept(5)
+N, SIZE = 300, 32 * 1024
+received, seqs = hashlib.sha256(), []
+all_in = asyncio.get_event_loop().create_future()
+half = asyncio.get_event_loop().create_future()
+def on_message(m):
+    seqs.append(int.from_bytes(m[:4], "big"))
+    received.update(m)
+    if len(seqs) == N // 3 and not half.done():
+        half.set_result(None)
+    if len(seqs) == N and not all_in.done():
+        all_in.set_result(None)
+peer.events.on("message", on_message)
+sent = hashlib.sha256()
+async def produce():
+    for i in range(N):
+        body = i.to_bytes(4, "big") + os.urandom(SIZE - 4)
+        sent.update(body)
+        await ch.send(body)
+producer = asyncio.ensure_future(produce())
+await asyncio.wait_for(half, 30)
+# The connection dies mid-transfer (both ends), with messages in flight.
+sa, sb = a.detach_multiplexer(), b.detach_multiplexer()
+unacked_at_loss = sa.stats().replay_bytes
+a.close(); b.close()
+await asyncio.sleep(0.2)
+got_during_outage = len(seqs)
+a2, b2 = await connected_pair()
+a2.adopt_multiplexer(sa); b2.adopt_multiplexer(sb)
+await producer
+await asyncio.wait_for(all_in, 60)
+await asyncio.sleep(0.2)
+out = {"count": len(seqs), "unique": len(set(seqs)), "in_order": seqs == sorted(seqs),
+       "sha_ok": sent.hexdigest() == received.hexdigest(), "unacked_at_loss": unacked_at_loss,
+       "duplicates_dropped": peer.stats.duplicates if hasattr(peer.stats, "duplicates") else None,
+       "state": ch.state, "got_during_outage": got_during_outage}
+a2.close(); b2.close()
+json.dumps(out)
+""", timeout=120)
+    assert result["count"] == 300
+    assert result["unique"] == 300, "a message was delivered twice"
+    assert result["in_order"]
+    assert result["sha_ok"]
+    assert result["unacked_at_loss"] > 0, "nothing was in flight: the test did not exercise replay"
+    assert result["state"] == "open"
+
+
+def test_peer_gone_for_good_fails_unacknowledged_sends_loudly(pypage):
+    result = pypage.pyjson(SETUP + """
+from pyapp.exceptions import DeliveryError, PyAppError
+a, b = await connected_pair()
+ma, mb = a.multiplexer(), b.multiplexer()
+await asyncio.gather(ma.wait_open(10), mb.wait_open(10))
+ch = a.create_multiplexed_channel(label="orders")
+await ch.wait_accepted(5)
+sa = a.detach_multiplexer()
+b.close(); a.close()          # the peer is gone; our session waits for a resume that never comes
+for i in range(5):
+    await ch.send(f"order {i}".encode())   # queued for replay
+failures = sa.fail("peer gone for good")
+try:
+    await ch.send(b"late")
+    late = None
+except PyAppError as exc:
+    late = type(exc).__name__
+json.dumps({"undelivered": [m.decode() for f in failures for m in f.messages],
+            "error": type(failures[0].error).__name__ if failures else None, "late": late,
+            "state": ch.state})
+""")
+    assert result["undelivered"] == [f"order {i}" for i in range(5)]
+    assert result["error"] == "DeliveryError"
+    assert result["late"] == "DeliveryError"
+    assert result["state"] == "closed"
