@@ -9,7 +9,7 @@ Example::
 
     >>> e = Emitter()
     >>> seen = []
-    >>> e.on("state", seen.append)
+    >>> _ = e.on("state", seen.append)   # on() returns the callback (decorator use)
     >>> e.emit("state", "connected")
     >>> seen
     ['connected']
@@ -44,6 +44,7 @@ class Emitter:
             handlers.remove(callback)
 
     def emit(self, event: str, *args: Any) -> None:
+        """Call every callback registered for ``event`` with ``args``, in registration order."""
         for callback in list(self._handlers.get(event, ())):
             try:
                 callback(*args)

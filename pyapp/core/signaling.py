@@ -67,6 +67,8 @@ class ClientMessage:
 
 @dataclass(frozen=True)
 class Join(ClientMessage):
+    """Client → server: enter a room (``{"type": "join", "room": ..., "peer_id": ...}``)."""
+
     room: str
     """Room name, 1-64 of ``A-Z a-z 0-9 _ . -``."""
     peer_id: str | None = None
@@ -75,6 +77,8 @@ class Join(ClientMessage):
 
 @dataclass(frozen=True)
 class Signal(ClientMessage):
+    """Client → server: relay ``data`` to the peer ``to`` in the same room."""
+
     to: str
     """Peer id of the recipient, in the same room."""
     data: dict[str, Any]
@@ -88,6 +92,8 @@ class Leave(ClientMessage):
 
 @dataclass(frozen=True)
 class Ping(ClientMessage):
+    """Client → server: keep-alive; answered with :class:`Pong`."""
+
     id: int | None = None
     """Echoed back in the pong."""
 
@@ -98,6 +104,8 @@ class ServerMessage:
 
 @dataclass(frozen=True)
 class Welcome(ServerMessage):
+    """Server → client: the room was joined; who else is in it."""
+
     room: str
     """The room joined."""
     peer_id: str
@@ -108,18 +116,24 @@ class Welcome(ServerMessage):
 
 @dataclass(frozen=True)
 class PeerJoined(ServerMessage):
+    """Server → client: another peer entered the room."""
+
     peer_id: str
     """The peer that joined."""
 
 
 @dataclass(frozen=True)
 class PeerLeft(ServerMessage):
+    """Server → client: a peer left the room."""
+
     peer_id: str
     """The peer that left (or whose connection dropped)."""
 
 
 @dataclass(frozen=True)
 class RelayedSignal(ServerMessage):
+    """Server → client: a signal another peer sent to this one (``{"type": "signal", "from": ...}``)."""
+
     sender: str
     """Peer id of the sender (``from`` on the wire)."""
     data: dict[str, Any]
@@ -128,12 +142,16 @@ class RelayedSignal(ServerMessage):
 
 @dataclass(frozen=True)
 class Pong(ServerMessage):
+    """Server → client: the answer to a :class:`Ping`."""
+
     id: int | None = None
     """The ping's id."""
 
 
 @dataclass(frozen=True)
 class ServerError(ServerMessage):
+    """Server → client: a request was refused; ``ref`` names the request type."""
+
     code: str
     """Machine-readable error code (``bad-json``, ``unknown-peer``, ``rate-limited`` ...)."""
     message: str

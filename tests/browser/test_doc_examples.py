@@ -1,0 +1,63 @@
+"""Every browser example in the docs runs in a real page.
+
+A fenced ```` ```python ```` block whose first line is ``# pyapp: run-in-browser``
+is extracted from ``docs/**/*.md`` and run with :meth:`PyPage.py` (top-level
+``await`` allowed) in one shared page. The examples assert their own results;
+each must also leave no live FFI proxy behind (``pyapp.browser._ffi.live_proxies``
+back to where it was), so an example that forgets ``close()`` fails here.
+The marker is stripped from the rendered site by ``docs/hooks.py``.
+"""
+
+from __future__ import annotations
+
+import re
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import wait_until
+
+pytestmark = pytest.mark.browser
+
+ROOT = Path(__file__).resolve().parents[2]
+DOCS = ROOT / "docs"
+MARKER = "# pyapp: run-in-browser"
+FENCE_RE = re.compile(r"^(?P<indent>[ \t]*)```(?P<lang>[\w-]*)[^\n]*\n(?P<body>.*?)^(?P=indent)```[ \t]*$",
+                      re.S | re.M)
+
+
+def browser_examples() -> list[tuple[str, str]]:
+    found = []
+    for page in sorted(DOCS.rglob("*.md")):
+        text = page.read_text(encoding="utf-8")
+        number = 0
+        for match in FENCE_RE.finditer(text):
+            body = textwrap.dedent(match.group("body"))
+            if match.group("lang") == "python" and body.lstrip().startswith(MARKER):
+                number += 1
+                line = text.count("\n", 0, match.start()) + 1
+                found.append((f"{page.relative_to(DOCS)}:{line}", body))
+    return found
+
+
+EXAMPLES = browser_examples()
+
+
+def test_examples_were_found() -> None:
+    # If the marker or the fence regex changes, this fails instead of the
+    # parametrized tests below quietly vanishing.
+    assert len(EXAMPLES) >= 10, [where for where, _ in EXAMPLES]
+
+
+def _live(pypage: Any) -> int:
+    return int(pypage.py("from pyapp.browser._ffi import live_proxies\nlive_proxies()"))
+
+
+@pytest.mark.parametrize(("where", "code"), EXAMPLES, ids=[w for w, _ in EXAMPLES])
+def test_browser_example(pypage: Any, where: str, code: str) -> None:
+    before = _live(pypage)
+    # Examples share the page's globals, like cells typed into one console.
+    pypage.py(code, timeout=60)
+    wait_until(lambda: _live(pypage) <= before, timeout=5.0)
