@@ -10,7 +10,8 @@ What they do, at build time:
   A figure that no ``benchmarks/bench_*.py`` module produces any more (renamed or
   removed) is a warning, so ``mkdocs build --strict`` fails; a figure that exists
   but was never recorded shows "not recorded yet".
-* **Browser examples.** The marker comment ``# pyapp: run-in-browser`` that
+* **Browser examples.** The marker comment ``# pyapp: run-in-browser`` (or
+  ``// pyapp: run-in-browser`` in JS) that
   ``tests/browser/test_doc_examples.py`` looks for is removed from what readers see.
 * **Every public name is in the reference.** After the build, each name that
   ``public_names()`` lists must have an anchor in the rendered API pages;
@@ -38,7 +39,7 @@ log = logging.getLogger("mkdocs.plugins.pyapp")
 
 ROOT = Path(__file__).resolve().parent.parent
 SNAPSHOT = ROOT / "docs" / "measured" / "bench-results.json"
-BROWSER_MARKER = "# pyapp: run-in-browser"
+BROWSER_MARKERS = ("# pyapp: run-in-browser", "// pyapp: run-in-browser")
 
 _BENCH_RE = re.compile(r"^<!--\s*bench:\s*(?P<names>[\w\s]+?)\s*-->\s*$", re.M)
 _MACHINES_RE = re.compile(r"^<!--\s*bench-machines\s*-->\s*$", re.M)
@@ -129,10 +130,22 @@ def _machine_label(machine: dict[str, Any]) -> str:
             f"Chromium {machine.get('chromium', '?')}")
 
 
+def _produced(name: str, sources: str) -> bool:
+    """Whether a benchmark module's source names this figure: literally, or via an f-string."""
+    if f'"{name}"' in sources:
+        return True
+    for template in re.findall(r'\bf"([^"]*\{[^"]*)"', sources):
+        pattern = "".join(r"\w+" if part.startswith("{") else re.escape(part)
+                          for part in re.split(r"(\{[^}]*\})", template))
+        if re.fullmatch(pattern, name):
+            return True
+    return False
+
+
 def bench_table(names: list[str], snapshot: dict[str, Any], sources: str, page: str) -> str:
     rows = ["| figure | value | unit | measured by | recorded |", "|---|---:|---|---|---|"]
     for name in names:
-        if f'"{name}"' not in sources:
+        if not _produced(name, sources):
             log.warning("%s: benchmark figure %r is produced by no benchmarks/bench_*.py module",
                         page, name)
         found = None
@@ -205,8 +218,8 @@ def on_page_markdown(markdown: str, page: Any, config: Any, files: Any) -> str:
         markdown = _BENCH_RE.sub(lambda m: bench_table(m.group("names").split(), snapshot, sources, src),
                                  markdown)
         markdown = _MACHINES_RE.sub(lambda m: machines_table(snapshot), markdown)
-    if BROWSER_MARKER in markdown:
-        markdown = "\n".join(line for line in markdown.split("\n") if line.strip() != BROWSER_MARKER)
+    if any(marker in markdown for marker in BROWSER_MARKERS):
+        markdown = "\n".join(line for line in markdown.split("\n") if line.strip() not in BROWSER_MARKERS)
     return markdown
 
 

@@ -17,6 +17,7 @@ import doctest
 import importlib
 import re
 import textwrap
+import threading
 from pathlib import Path
 
 import pytest
@@ -104,7 +105,24 @@ def test_docstring_doctests(module_name: str) -> None:
                          ids=[f"{_module_name(p)}:{label.split(':')[0]}" for p, label, _ in SCRIPT_CASES])
 def test_docstring_script_examples(path: Path, label: str, code: str) -> None:
     namespace: dict[str, object] = {"__name__": f"doc_example_{_module_name(path)}"}
-    exec(compile(code, f"{path.relative_to(ROOT)} [{label}]", "exec"), namespace)
+    compiled = compile(code, f"{path.relative_to(ROOT)} [{label}]", "exec")
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            exec(compiled, namespace)
+        except BaseException as exc:  # handed to the test thread below, not swallowed
+            errors.append(exc)
+
+    # A fresh thread, as a reader's script would be: examples call asyncio.run(), which
+    # refuses to run where an event loop is already running (Playwright's sync API keeps
+    # one on the main thread when browser tests share this pytest process).
+    thread = threading.Thread(target=run, name=f"doc example {label}")
+    thread.start()
+    thread.join(60)
+    assert not thread.is_alive(), f"{label} did not finish within 60 s"
+    if errors:
+        raise errors[0]
 
 
 @pytest.mark.parametrize("page", PYCON_PAGES, ids=[str(p.relative_to(DOCS)) for p in PYCON_PAGES])
