@@ -133,8 +133,6 @@ def ensure_npm_packages() -> None:
 # --------------------------------------------------------------------------- static
 
 def build_wheel(dest: Path) -> Path:
-    for old in dest.glob("pyapp-*.whl"):
-        old.unlink()
     run([sys.executable, "-m", "pip", "wheel", "--disable-pip-version-check", "-q",
          "--no-deps", "--no-build-isolation", "-w", str(dest), str(ROOT)])
     wheels = sorted(dest.glob("pyapp-*.whl"))
@@ -158,21 +156,40 @@ def build_static() -> None:
         if src.exists():
             (STATIC / "vendor").mkdir(exist_ok=True)
             shutil.copy2(src, STATIC / "vendor" / src.name)
+    # Content-addressed wheel folder + atomic manifest swap: a page loading while
+    # static/ is rebuilt sees either the old pair or the new one, never a mix.
     wheels = STATIC / "wheels"
     wheels.mkdir(exist_ok=True)
-    wheel = build_wheel(wheels)
-    wheel_hash = hashlib.sha256(wheel.read_bytes()).hexdigest()
+    staging = wheels / f".build-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    built = build_wheel(staging)
+    wheel_hash = hashlib.sha256(built.read_bytes()).hexdigest()
+    folder = wheels / wheel_hash[:16]
+    if not (folder / built.name).exists():
+        folder.mkdir(exist_ok=True)
+        os.replace(built, folder / built.name)
+    shutil.rmtree(staging, ignore_errors=True)
     for name in WEB_FILES:
         src = WEB / name
         if src.exists():
-            shutil.copy2(src, STATIC / name)
+            tmp = STATIC / f".{name}.tmp{os.getpid()}"
+            shutil.copy2(src, tmp)
+            os.replace(tmp, STATIC / name)
     manifest = {
-        "wheel": f"wheels/{wheel.name}",
+        "wheel": f"wheels/{folder.name}/{built.name}",
         "sha256": wheel_hash,
         "pyodide": "pyodide/",
     }
-    (STATIC / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
-    log(f"static/ built (wheel {wheel.name}, sha256 {wheel_hash[:12]})")
+    tmp = STATIC / f".manifest.json.tmp{os.getpid()}"
+    tmp.write_text(json.dumps(manifest, indent=2) + "\n")
+    os.replace(tmp, STATIC / "manifest.json")
+    # Keep the newest few wheel folders (pages still loading may want the previous one).
+    olds = sorted((d for d in wheels.iterdir() if d.is_dir() and not d.name.startswith(".")),
+                  key=lambda d: d.stat().st_mtime, reverse=True)
+    for old in olds[3:]:
+        shutil.rmtree(old, ignore_errors=True)
+    log(f"static/ built (wheel {built.name}, sha256 {wheel_hash[:12]})")
 
 
 # --------------------------------------------------------------------------- browsers

@@ -182,3 +182,23 @@ def wait_until(predicate: Any, timeout: float = 10.0, interval: float = 0.05) ->
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout}s (last value {value!r})")
         time.sleep(interval)
+
+
+_ORDER = {"unit": 0, "browser": 1, "e2e": 2}
+
+
+def pytest_collection_modifyitems(config: Any, items: list[Any]) -> None:
+    """Run unit tests first, then browser, then e2e.
+
+    Sync Playwright keeps an asyncio loop marked as running on the main thread
+    once its session fixture has started, so CPython tests that call
+    ``asyncio.run`` must run before any browser test does.
+    """
+
+    def rank(item: Any) -> int:
+        for name, order in _ORDER.items():
+            if item.get_closest_marker(name) is not None:
+                return order
+        return 0
+
+    items.sort(key=rank)  # stable: the order within each group is unchanged

@@ -184,7 +184,7 @@ class MultiplexedChannel:
         size = len(data) if not isinstance(data, str) else len(data.encode())
         while True:
             self._raise_if_done()
-            if session._paused and not await session._wait_unpaused(self):
+            if (session._paused or session._paused_unreliable) and not await session._wait_unpaused(self):
                 return
             if session.mux.can_send(self.channel_id, size):
                 try:
@@ -356,6 +356,7 @@ class MuxSession:
         self._pumping = False
         self._failed: BaseException | None = None
         self._paused: set[Priority] = set()
+        self._paused_unreliable: set[Priority] = set()
         self._unpaused: asyncio.Event = asyncio.Event()
         self._unpaused.set()
         self._hold_delivery = False
@@ -613,14 +614,31 @@ class MuxSession:
 
     # ------------------------------------------------------------------ power saving & auth gating
 
-    def set_paused_priorities(self, priorities: set[Priority] | frozenset[Priority]) -> None:
-        """Pause sending on channels of these priorities (power saving).
+    def set_paused_priorities(self, priorities: set[Priority] | frozenset[Priority] | None = None, *,
+                              bulk: bool | None = None,
+                              unreliable_low_priority: bool | None = None) -> None:
+        """Pause sending on some channels (power saving; the battery policy calls this).
 
-        Reliable channels' ``send`` waits until resumed (nothing is lost);
-        unreliable channels' messages are dropped while paused and counted in
-        ``paused_drops`` (unreliable traffic is loss-tolerant by contract).
+        ``priorities``: channels of these priorities are paused. ``bulk=True``
+        pauses VERY_LOW channels; ``unreliable_low_priority=True`` pauses the
+        unreliable LOW and VERY_LOW channels. While paused, a reliable channel's
+        ``send`` waits (nothing is lost); an unreliable channel's messages are
+        dropped and counted in ``paused_drops`` (loss-tolerant by contract).
+
+        Example::
+
+            session.set_paused_priorities(bulk=True, unreliable_low_priority=True)
+            session.set_paused_priorities(set())          # resume everything
         """
-        self._paused = set(priorities)
+        if priorities is not None:
+            self._paused = set(priorities)
+            self._paused_unreliable = set()
+        if bulk is not None:
+            self._paused = {Priority.VERY_LOW} if bulk else set()
+        if unreliable_low_priority is not None:
+            self._paused_unreliable = ({Priority.LOW, Priority.VERY_LOW}
+                                       if unreliable_low_priority else set())
+        # Only reliable senders wait, and only on ``_paused``.
         if self._paused:
             self._unpaused.clear()
         else:
@@ -628,11 +646,17 @@ class MuxSession:
 
     @property
     def paused_priorities(self) -> frozenset[Priority]:
+        """Priorities whose channels are paused (reliable and unreliable)."""
         return frozenset(self._paused)
 
+    def _is_paused(self, channel: MultiplexedChannel) -> bool:
+        if channel.priority in self._paused:
+            return True
+        return not channel.reliability.reliable and channel.priority in self._paused_unreliable
+
     async def _wait_unpaused(self, channel: MultiplexedChannel) -> bool:
-        """Wait while the channel's priority is paused; False means: drop this message."""
-        while channel.priority in self._paused:
+        """Wait while the channel is paused; False means: drop this message."""
+        while self._is_paused(channel):
             if not channel.reliability.reliable:
                 self.paused_drops += 1
                 return False

@@ -405,6 +405,9 @@ class PeerConnection:
         if power is None:
             power = await PowerManager.shared()
         power.add_video(self.media_tuner)
+        if self._mux is not None:
+            # Power saving pauses VERY_LOW bulk and unreliable low-priority traffic.
+            power.register(self._mux)
         await power.settled()
         return power
 

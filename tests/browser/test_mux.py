@@ -292,3 +292,36 @@ json.dumps({"undelivered": [m.decode() for f in failures for m in f.messages],
     assert result["error"] == "DeliveryError"
     assert result["late"] == "DeliveryError"
     assert result["state"] == "closed"
+
+
+def test_power_saving_pauses_bulk_and_unreliable_low_priority(pypage):
+    result = pypage.pyjson(SETUP + """
+a, b = await connected_pair()
+ma, mb = a.multiplexer(), b.multiplexer()
+await asyncio.gather(ma.wait_open(10), mb.wait_open(10))
+bulk = a.create_data_channel_with_priority("bulk", P.VERY_LOW)
+ticks = a.create_data_channel_with_priority("ticks", P.LOW, R.UNRELIABLE)
+urgent = a.create_data_channel_with_priority("urgent", P.HIGH)
+peers = {}
+for _ in range(3):
+    ch = await mb.accept(5)
+    peers[ch.label] = ch
+ma.set_paused_priorities(bulk=True, unreliable_low_priority=True)
+blocked = asyncio.ensure_future(bulk.send(b"bulk while paused"))
+await ticks.send(b"tick while paused")       # dropped and counted, not queued
+await urgent.send(b"urgent still flows")
+urgent_got = await asyncio.wait_for(peers["urgent"].receive(), 5)
+await asyncio.sleep(0.2)
+was_blocked = not blocked.done()
+ma.set_paused_priorities(bulk=False, unreliable_low_priority=False)
+await asyncio.wait_for(blocked, 5)
+bulk_got = await asyncio.wait_for(peers["bulk"].receive(), 5)
+await ticks.send(b"tick after")
+tick_got = await asyncio.wait_for(peers["ticks"].receive(), 5)
+out = {"urgent": urgent_got.decode(), "was_blocked": was_blocked, "bulk": bulk_got.decode(),
+       "tick": tick_got.decode(), "paused_drops": ma.paused_drops}
+a.close(); b.close()
+json.dumps(out)
+""")
+    assert result == {"urgent": "urgent still flows", "was_blocked": True,
+                      "bulk": "bulk while paused", "tick": "tick after", "paused_drops": 1}

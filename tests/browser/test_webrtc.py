@@ -73,6 +73,7 @@ def test_glare_both_sides_open_channels_at_once(pypage):
         ca = a.create_data_channel("from-a")   # both sides negotiate at the same time
         cb = b.create_data_channel("from-b")
         await asyncio.gather(ca.wait_open(10), cb.wait_open(10))
+        await asyncio.gather(a.wait_connected(10), b.wait_connected(10))
         for _ in range(50):
             if seen["a"] and seen["b"]:
                 break

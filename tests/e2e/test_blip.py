@@ -1,0 +1,211 @@
+"""A network blip mid-transfer: the link really goes down, ICE restarts, nothing is lost.
+
+Two Chromiums: one in this network namespace, one in a namespace of its own,
+joined only by a veth pair (test hosts this test creates and removes itself).
+Page B lives behind the veth, so taking its end of the link down cuts every
+path between the peers — the kernel drops the packets; nothing is simulated in
+the browser. The signaling server listens on the veth address so both pages
+reach it.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import stat
+import subprocess
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.browsers import CHROMIUM_ARGS, chromium_path
+from tests.conftest import PyPage, ServerProcess, wait_until
+
+pytestmark = pytest.mark.e2e
+
+
+def _ip(*args: str) -> None:
+    subprocess.run(["ip", *args], check=True, capture_output=True, text=True)
+
+
+def _can_make_namespaces() -> str | None:
+    if os.geteuid() != 0:
+        return "needs root to create network namespaces"
+    if shutil.which("ip") is None:
+        return "needs iproute2 (`ip`)"
+    probe = f"pyapp-probe-{os.getpid()}"
+    try:
+        _ip("netns", "add", probe)
+    except subprocess.CalledProcessError as exc:
+        return f"cannot create a network namespace here: {exc.stderr.strip()}"
+    _ip("netns", "del", probe)
+    return None
+
+
+class Link:
+    """A veth pair: ``host`` end here, ``peer`` end inside namespace ``ns``."""
+
+    def __init__(self) -> None:
+        n = random.randint(1, 250)
+        tag = f"{os.getpid() % 10000}{n}"
+        self.ns = f"pyapp-blip-{tag}"
+        self.host_if, self.peer_if = f"pbh{tag}"[:15], f"pbp{tag}"[:15]
+        self.host_ip, self.peer_ip = f"10.77.{n}.1", f"10.77.{n}.2"
+        _ip("netns", "add", self.ns)
+        try:
+            _ip("link", "add", self.host_if, "type", "veth", "peer", "name", self.peer_if)
+            _ip("link", "set", self.peer_if, "netns", self.ns)
+            _ip("addr", "add", f"{self.host_ip}/24", "dev", self.host_if)
+            _ip("link", "set", self.host_if, "up")
+            _ip("-n", self.ns, "addr", "add", f"{self.peer_ip}/24", "dev", self.peer_if)
+            _ip("-n", self.ns, "link", "set", self.peer_if, "up")
+            _ip("-n", self.ns, "link", "set", "lo", "up")
+            # A default route makes the veth the interface Chromium gathers candidates on.
+            _ip("-n", self.ns, "route", "add", "default", "via", self.host_ip)
+        except Exception:
+            self.remove()
+            raise
+
+    def set_up(self, up: bool) -> None:
+        _ip("-n", self.ns, "link", "set", self.peer_if, "up" if up else "down")
+
+    def remove(self) -> None:
+        subprocess.run(["ip", "link", "del", self.host_if], capture_output=True)
+        subprocess.run(["ip", "netns", "del", self.ns], capture_output=True)
+
+
+@pytest.fixture
+def link() -> Iterator[Link]:
+    reason = _can_make_namespaces()
+    if reason is not None:
+        if os.environ.get("CI"):
+            pytest.fail(f"the blip test must run in CI: {reason}")
+        pytest.skip(reason)
+    lnk = Link()
+    yield lnk
+    lnk.remove()
+
+
+def _chromium_in(ns: str, directory: Path) -> str:
+    """A launcher that starts Chromium inside namespace ``ns`` (Playwright talks to it over pipes)."""
+    chromium = chromium_path()
+    assert chromium, "no Chromium"
+    script = directory / "chromium-in-netns"
+    script.write_text(f'#!/bin/sh\nexec ip netns exec {ns} {chromium} "$@"\n')
+    script.chmod(script.stat().st_mode | stat.S_IXUSR)
+    return str(script)
+
+
+RECEIVER = """
+import asyncio, hashlib, json
+from pyapp.browser import PeerConnection, SignalingClient
+from pyapp.browser.signaling import default_url
+from pyapp.browser._ffi import spawn
+from pyapp.core.negotiation import is_polite
+state = {"bytes": 0, "messages": 0, "hash": hashlib.sha256(), "ice": []}
+client = SignalingClient(default_url())
+await client.join(ROOM)
+pcs = {}
+def on_channel(ch):
+    def on_message(m):
+        state["bytes"] += len(m); state["messages"] += 1; state["hash"].update(m)
+    ch.events.on("message", on_message)
+def on_signal(sender, data):
+    pc = pcs.get(sender)
+    if pc is None:
+        pc = pcs[sender] = PeerConnection(signal=lambda m: client.send_signal(sender, m),
+                                          polite=is_polite(client.peer_id, sender))
+        pc.events.on("iceconnectionstatechange", state["ice"].append)
+        pc.multiplexer().events.on("channel", on_channel)
+    spawn(pc.handle_signal(data), "receiver signal")
+client.events.on("signal", on_signal)
+client.peer_id
+"""
+
+SENDER = """
+import asyncio, hashlib, json, os
+from pyapp.browser._ffi import spawn
+from pyapp.browser import PeerConnection, SignalingClient
+from pyapp.browser.signaling import default_url
+from pyapp.browser.reconnect import ReconnectSupervisor
+from pyapp.core.negotiation import is_polite
+client = SignalingClient(default_url())
+welcome = await client.join(ROOM)
+peer = welcome.peers[0]
+pc = PeerConnection(signal=lambda m: client.send_signal(peer, m), polite=is_polite(client.peer_id, peer))
+client.events.on("signal", lambda sender, data: spawn(pc.handle_signal(data), "signal") if sender == peer else None)
+ice = []
+pc.events.on("iceconnectionstatechange", ice.append)
+sup = ReconnectSupervisor(pc, grace=0.5, restart_timeout=20.0)
+steps = []
+sup.events.on("reconnect", lambda e: steps.append(type(e).__name__))
+mux = pc.multiplexer()
+await mux.wait_open(20)
+ch = mux.create_multiplexed_channel(label="bulk")
+await ch.wait_accepted(10)
+sent = hashlib.sha256()
+progress = {"sent": 0, "done": False}
+async def produce(total):
+    block = os.urandom(64 * 1024)
+    for i in range(total // len(block)):
+        body = i.to_bytes(8, "big") + block[8:]
+        sent.update(body)
+        await ch.send(body)
+        progress["sent"] += len(body)
+        await asyncio.sleep(0.002)   # a steady stream, so the outage lands mid-transfer
+    progress["done"] = True
+producer = asyncio.ensure_future(produce(TOTAL))
+client.peer_id
+"""
+
+
+def test_link_outage_mid_transfer_restarts_ice_and_loses_nothing(link: Link, playwright_instance: Any,
+                                                                   chromium: Any) -> None:
+    server = ServerProcess("--host", link.host_ip)
+    tmp = Path(tempfile.mkdtemp(prefix="pyapp-blip-"))
+    remote = playwright_instance.chromium.launch(
+        executable_path=_chromium_in(link.ns, tmp), args=CHROMIUM_ARGS, headless=True)
+    room = "blip-" + uuid.uuid4().hex[:8]
+    total = 12 * 1024 * 1024
+    try:
+        receiver = PyPage(remote.new_context().new_page(), server.url).open()
+        sender = PyPage(chromium.new_context(permissions=["camera", "microphone"]).new_page(),
+                        server.url).open()
+        receiver.py(f"ROOM = {room!r}")
+        receiver.py(RECEIVER)
+        sender.py(f"ROOM = {room!r}; TOTAL = {total}")
+        sender.py(SENDER, timeout=60)
+        wait_until(lambda: receiver.py("state['bytes']") > 2 * 1024 * 1024, timeout=60)
+
+        link.set_up(False)                       # the blip: the kernel drops everything
+        before = receiver.py("state['bytes']")
+        time.sleep(8.0)
+        during = receiver.py("state['bytes']")
+        link.set_up(True)
+
+        wait_until(lambda: receiver.py("state['bytes']") >= total, timeout=120, interval=0.5)
+        result = sender.pyjson("json.dumps({'sha': sent.hexdigest(), 'ice': ice, 'steps': steps, "
+                               "'restarts': sup.restarts, 'state': pc.connection_state, "
+                               "'closed': sup.closed})")
+        got = receiver.pyjson("json.dumps({'sha': state['hash'].hexdigest(), "
+                              "'messages': state['messages'], 'ice': state['ice']})")
+    finally:
+        remote.close()
+        server.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    # Bytes stopped flowing while the link was down (a real interruption) ...
+    assert during - before < 256 * 1024, (before, during)
+    # ... ICE noticed, the supervisor restarted ICE, and the connection came back.
+    assert "disconnected" in result["ice"] or "failed" in result["ice"], result["ice"]
+    assert result["restarts"] >= 1, result["steps"]
+    assert result["state"] == "connected" and not result["closed"]
+    # Everything arrived exactly once, in order: the SHA-256 of what arrived is what was sent.
+    assert got["messages"] == total // (64 * 1024)
+    assert got["sha"] == result["sha"]
