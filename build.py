@@ -223,6 +223,8 @@ def ensure_browsers() -> None:
         missing += ["chromium"]
     if find_firefox() is None:
         missing += ["firefox-esr"]
+    if shutil.which("ip") is None:
+        missing += ["iproute2"]  # the blip test's network namespaces
     if missing:
         log(f"installing {', '.join(missing)} (playwright install cannot download browsers here)")
         apt_install(*missing)
