@@ -21,7 +21,8 @@ What they do, at build time:
 * **New design notes show up.** A Markdown file at the top of ``docs/`` that
   the ``nav`` in ``mkdocs.yml`` does not list (a feature engineer's new note) is
   appended to the "Design notes" section, so adding a note never breaks the build.
-* Sphinx roles left in docstrings (``:class:`X```) are shown as plain code.
+* Sphinx roles left in docstrings (``:class:`X```) are shown as plain code, and
+  reST's ``Example::`` as ``Example:``.
 * Pygments' style sheet is written to ``site/css/pygments.css`` (syntax colours
   without the theme's CDN-hosted highlight.js).
 """
@@ -225,6 +226,7 @@ def on_page_markdown(markdown: str, page: Any, config: Any, files: Any) -> str:
 
 def on_page_content(html: str, page: Any, config: Any, files: Any) -> str:
     html = _ROLE_RE.sub(r"\1", html)
+    html = html.replace("::</p>", ":</p>")   # reST's "Example::" before a literal block
     if page.file.src_uri.startswith("api/"):
         _seen_ids.update(_ID_RE.findall(html))
     return html
