@@ -125,6 +125,7 @@ _HALF = 1 << 31
 _pack_header = HEADER.pack
 _DATA = FrameType.DATA
 _RELIABLE = Transport.RELIABLE
+_HIGH = Priority.HIGH
 _UNRELIABLE = Transport.UNRELIABLE
 
 
@@ -528,6 +529,9 @@ class Multiplexer:
     :param max_channels: channels the peer may have open at once.
     :param reorder_window: unreliable channels: a partial message is given up once a
         message this many sequence numbers newer has been seen.
+    :param inflight_limit: reliable DATA bytes sent but not yet acknowledged before
+        channels below HIGH wait for ACKs (HIGH channels and control frames are
+        exempt). Bounds the peer's unprocessed backlog; 0 disables.
     """
 
     def __init__(
@@ -541,6 +545,7 @@ class Multiplexer:
         replay_buffer_limit: int = 128 << 20,
         max_channels: int = 1024,
         reorder_window: int = 16,
+        inflight_limit: int = 512 << 10,
     ) -> None:
         if not isinstance(role, Role):
             raise LocalProtocolError(f"role must be a Role, got {role!r}")
@@ -556,6 +561,14 @@ class Multiplexer:
         self._replay_limit = replay_buffer_limit
         self._max_channels = max_channels
         self._window = reorder_window
+        # Reliable DATA sent and not yet acknowledged, connection-wide. Below HIGH,
+        # channels wait while it is at the limit: ACKs leave the receiver only when
+        # its application has taken the message, so this bounds the receiver's
+        # backlog (a browser delivers data-channel messages to the page however
+        # far behind the page is) and with it the latency of HIGH messages.
+        self._inflight_limit = inflight_limit
+        self._inflight = 0
+        self._window_parked: list[_Channel] = []
 
         self._channels: dict[int, _Channel] = {}
         self._tombstones: dict[int, ChannelState] = {}
@@ -766,6 +779,16 @@ class Multiplexer:
             if ch is None:
                 return None
             queue = ch.queue
+            if (queue and ch.reliable and self._inflight_limit
+                    and self._inflight >= self._inflight_limit and ch.priority is not _HIGH
+                    and queue[0].offset == 0):
+                # Wait for ACKs (see inflight_limit); woken by _on_ack. Only between
+                # messages: the peer acknowledges whole messages, so parking in the
+                # middle of one larger than the limit would never be woken.
+                sched.served(ch, 0, False)
+                ch.scheduled = False
+                self._window_parked.append(ch)
+                continue
             if queue and (ch.reliable or ch.accepted):
                 msg = queue[0]
                 offset = msg.offset
@@ -793,6 +816,8 @@ class Multiplexer:
                 ) + msg.data[offset:end]
                 msg.fragment += 1
                 msg.offset = end
+                if ch.reliable:
+                    self._inflight += n
                 ch.queued_bytes -= n
                 ch.frames_sent += 1
                 ch.bytes_sent += n
@@ -918,6 +943,10 @@ class Multiplexer:
             raise LocalProtocolError("transport_restored() without transport_lost()")
         self._up = True
         self._control.clear()
+        self._inflight = 0  # every unacknowledged message is sent again from its start
+        parked, self._window_parked = self._window_parked, []
+        for ch in parked:
+            ch.scheduled = False
         for cid, reason in self._recent_resets:
             self._control.append(encode_reset(cid, reason, replay=True))
         for ch in self._channels.values():
@@ -1119,6 +1148,7 @@ class Multiplexer:
                 raise FrameError(f"ACK {ack} covers a message not yet sent", cid)
             unacked.popleft()
             freed += msg.size
+            self._inflight -= msg.offset
             if queue and queue[0] is msg:
                 # Being replayed after a restore, but the peer had it already.
                 queue.popleft()
@@ -1126,6 +1156,8 @@ class Multiplexer:
         if freed:
             ch.unacked_bytes -= freed
             self._replay_bytes -= freed
+            if self._window_parked and self._inflight < self._inflight_limit:
+                self._unpark()
             if self._waiting:
                 for other in list(self._waiting):
                     if other.wanted and self._fits(other, other.wanted):
@@ -1309,6 +1341,12 @@ class Multiplexer:
             queue.appendleft(head)
         return not ch.queued_bytes or ch.queued_bytes + size <= self._send_limit
 
+    def _unpark(self) -> None:
+        parked, self._window_parked = self._window_parked, []
+        for ch in parked:
+            if not ch.scheduled and ch.id in self._channels:
+                self._wake(ch)
+
     def _wake(self, ch: _Channel) -> None:
         # Unreliable DATA must not overtake the OPEN (it travels on the other
         # transport), so it waits for ACCEPT; reliable DATA may follow OPEN at once.
@@ -1361,6 +1399,11 @@ class Multiplexer:
             ch.scheduled = False
         self._waiting.discard(ch)
         self._replay_bytes -= ch.unacked_bytes
+        self._inflight -= sum(m.offset for m in ch.unacked)
+        if ch in self._window_parked:
+            self._window_parked.remove(ch)
+        if self._window_parked and self._inflight < self._inflight_limit:
+            self._unpark()
         ch.queued_bytes = 0
         ch.queue.clear()
         ch.unacked_bytes = 0
