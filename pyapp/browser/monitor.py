@@ -59,13 +59,8 @@ from dataclasses import asdict, dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from pyapp._events import Emitter
-from pyapp.browser._ffi import _report, await_js, spawn
-from pyapp.browser.stats import (
-    channel_statistics,
-    mux_session,
-    report_json,
-    request_report,
-)
+from pyapp.browser._ffi import ProxyOwner, _report, guard, spawn, translate_js_error
+from pyapp.browser.stats import channel_statistics, mux_session, stats_poller
 from pyapp.core.framing import Reliability
 from pyapp.core.probe import ProbeError, Prober, ProbeStatistics, respond
 from pyapp.core.quality import ConnectionQuality, QualityTracker
@@ -267,6 +262,9 @@ class QualityMonitor:
         self._next_probe = 0.0
         self._handle: asyncio.TimerHandle | asyncio.Handle | None = None
         self._poll_task: asyncio.Task[None] | None = None
+        self._owner: ProxyOwner | None = None
+        self._js_poller: Any = None
+        self._token = 0          # the getStats request in flight; 0 = none
         self._running = False
         self._closed = False
         self._failing = 0
@@ -292,7 +290,11 @@ class QualityMonitor:
     @property
     def pending(self) -> int:
         """Scheduled timer handles plus running poll tasks (0 once stopped)."""
-        return (self._handle is not None) + (self._poll_task is not None)
+        return (self._handle is not None) + self._polling
+
+    @property
+    def _polling(self) -> bool:
+        return self._poll_task is not None or self._token != 0
 
     @property
     def probe_statistics(self) -> ProbeStatistics | None:
@@ -308,6 +310,13 @@ class QualityMonitor:
         if self._closed or self.pc.closed:
             raise ConnectionClosedError("cannot monitor a closed connection")
         self._running = True
+        if self._fetch is None:
+            # Two long-lived proxies instead of a Promise->Future bridge (and a task) per poll.
+            self._owner = ProxyOwner("quality monitor")
+            self._js_poller = stats_poller(
+                self.pc.js_pc,
+                self._owner.proxy(guard(self._on_stats_json, "quality monitor poll")),
+                self._owner.proxy(guard(self._on_stats_error, "quality monitor poll")))
         now = self._clock()
         self._tracker.start(now)
         self._open_probe(now)
@@ -324,6 +333,13 @@ class QualityMonitor:
         task, self._poll_task = self._poll_task, None
         if task is not None and not task.done():
             task.cancel()
+        self._token = 0
+        if self._js_poller is not None:
+            self._js_poller.cancel()     # a getStats still in flight calls nothing back
+            self._js_poller = None
+        if self._owner is not None:
+            self._owner.close()
+            self._owner = None
         self._close_probe()
         self.statistics = None  # the next start computes rates afresh
 
@@ -371,7 +387,7 @@ class QualityMonitor:
             self._handle = None
         if not self._running:
             return
-        deadline = None if self._poll_task is not None else self._next_poll
+        deadline = None if self._polling else self._next_poll
         if self._prober is not None:
             deadline = self._next_probe if deadline is None else min(deadline, self._next_probe)
         if deadline is None:
@@ -389,13 +405,10 @@ class QualityMonitor:
             if self._prober is not None and now >= self._next_probe:
                 self._next_probe = _next_slot(self._next_probe, self.probe_interval, now)
                 self._probe_tick(now)
-            if self._poll_task is None and now >= self._next_poll:
+            if not self._polling and now >= self._next_poll:
                 self._next_poll = _next_slot(self._next_poll, self._interval, now)
                 self.polls += 1
-                task = spawn(self._poll(), "quality monitor poll")
-                task.set_name("pyapp-quality-monitor")
-                self._poll_task = task
-                task.add_done_callback(self._poll_done)
+                self._start_poll()
         finally:
             self.busy_seconds += time.perf_counter() - started
             self._arm()
@@ -471,24 +484,58 @@ class QualityMonitor:
 
     # ------------------------------------------------------------------ poll
 
-    async def _fetch_statistics(self) -> ConnectionStatistics:
+    def _start_poll(self) -> None:
         if self._fetch is not None:
-            return await self._fetch(self.pc)
-        started = time.perf_counter()
-        promise = request_report(self.pc)
-        self.busy_seconds += time.perf_counter() - started
-        report = await await_js(promise)
+            task = spawn(self._poll_with_fetch(self._fetch), "quality monitor poll")
+            task.set_name("pyapp-quality-monitor")
+            self._poll_task = task
+            task.add_done_callback(self._poll_done)
+            return
+        if self.pc.closed:
+            self.stop()
+            return
+        self._token = self._token % 1_000_000 + 1
+        try:
+            self._js_poller.poll(self._token)
+        except Exception as exc:  # a JsException from a torn-down connection
+            self._token = 0
+            self._poll_failed(translate_js_error(exc) if not isinstance(exc, PyAppError) else exc)
+
+    def _on_stats_json(self, token: int, text: str) -> None:
+        if token != self._token:
+            return  # answer to a request made before stop()/restart()
         started = time.perf_counter()
         try:
-            stats = parse_stats(report_json(report), self._clock())
+            stats = parse_stats(json.loads(text), self._clock())
             channels = channel_statistics(mux_session(self.pc))
-            return replace(stats, channels=channels) if channels else stats
+            if channels:
+                stats = replace(stats, channels=channels)
+            quality = self._sample(stats)
+        except Exception as exc:
+            self._token = 0
+            self._poll_failed(exc)
+            self._arm()
+            return
         finally:
             self.busy_seconds += time.perf_counter() - started
+        self.events.emit("quality", quality)
+        result = self._call_back(quality)
+        if result is not None:  # an async callback: the next poll waits for it
+            self._poll_task = spawn(self._await_callback(result), "connection quality callback")
+            self._poll_task.add_done_callback(self._poll_done)
+        self._token = 0
+        self._arm()
 
-    async def _poll(self) -> None:
+    def _on_stats_error(self, token: int, error: Any) -> None:
+        if token != self._token:
+            return
+        self._token = 0
+        self._poll_failed(translate_js_error(error))
+        self._arm()
+
+    async def _poll_with_fetch(self, fetch: StatsFetcher) -> None:
         try:
-            stats = await self._fetch_statistics()
+            stats = await fetch(self.pc)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -499,7 +546,10 @@ class QualityMonitor:
             quality = self._sample(stats)
         finally:
             self.busy_seconds += time.perf_counter() - started
-        await self._deliver(quality)
+        self.events.emit("quality", quality)
+        result = self._call_back(quality)
+        if result is not None:
+            await self._await_callback(result)
 
     def _poll_failed(self, exc: Exception) -> None:
         if isinstance(exc, ConnectionClosedError) and self.pc.closed:
@@ -565,17 +615,24 @@ class QualityMonitor:
         self.source = "ice"
         return stats.round_trip_time, None, None
 
-    async def _deliver(self, quality: ConnectionQuality) -> None:
-        self.events.emit("quality", quality)
+    def _call_back(self, quality: ConnectionQuality) -> Awaitable[Any] | None:
+        """Call the user's callback; an awaitable result is returned for the caller to await."""
         if self.callback is None:
-            return
+            return None
         try:
             result = self.callback(quality)
-            if inspect.isawaitable(result):
-                await result
+        except Exception as exc:  # the user's callback must not end the monitoring
+            self.callback_errors += 1
+            _report("connection quality callback", exc)
+            return None
+        return result if inspect.isawaitable(result) else None
+
+    async def _await_callback(self, result: Awaitable[Any]) -> None:
+        try:
+            await result
         except asyncio.CancelledError:
             raise
-        except Exception as exc:  # the user's callback must not end the monitoring
+        except Exception as exc:
             self.callback_errors += 1
             _report("connection quality callback", exc)
 

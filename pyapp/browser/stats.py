@@ -47,6 +47,8 @@ __all__ = [
     "STAT_TYPES",
     "channel_statistics",
     "get_statistics",
+    "stats_poller",
+    "STAT_FIELDS",
     "mux_session",
     "report_json",
     "request_report",
@@ -58,20 +60,57 @@ STAT_TYPES = (
     "data-channel", "inbound-rtp", "outbound-rtp", "remote-inbound-rtp",
 )
 
+#: The stat fields the parser reads; everything else is left in the browser.
+STAT_FIELDS = (
+    "id", "type", "selectedCandidatePairId", "bytesSent", "bytesReceived", "state", "nominated",
+    "selected", "currentRoundTripTime", "localCandidateId", "remoteCandidateId", "transportId",
+    "candidateType", "protocol", "availableOutgoingBitrate", "iceState", "dtlsState",
+    "dataChannelsOpened", "dataChannelsClosed", "label", "dataChannelIdentifier", "messagesSent",
+    "messagesReceived", "ssrc", "kind", "packetsReceived", "packetsLost", "jitter", "frameWidth",
+    "frameHeight", "framesPerSecond", "packetsSent", "targetBitrate", "qualityLimitationReason",
+    "fractionLost", "roundTripTime",
+)
+
+_FILTER_JS = f"""const keep = new Set({json.dumps(list(STAT_TYPES))});
+const fields = {json.dumps(list(STAT_FIELDS))};
+const toJson = (report) => {{
+  const out = [];
+  for (const s of report.values()) if (keep.has(s.type)) out.push(s);
+  return JSON.stringify(out, fields);
+}};"""
+
 _TO_JSON: Any = None
+_POLLER: Any = None
 
 
 def _to_json_fn() -> Any:
     global _TO_JSON
     if _TO_JSON is None:
-        _TO_JSON = js.Function.new(
-            "report",
-            f"""const keep = new Set({json.dumps(list(STAT_TYPES))});
-            const out = [];
-            for (const s of report.values()) if (keep.has(s.type)) out.push(s);
-            return JSON.stringify(out);""",
-        )
+        _TO_JSON = js.Function.new("report", _FILTER_JS + "return toJson(report);")
     return _TO_JSON
+
+
+def stats_poller(js_pc: Any, done: Any, fail: Any) -> Any:
+    """A JS object whose ``poll(token)`` runs getStats and calls ``done(token, json_text)``
+    or ``fail(token, error)``; after ``cancel()`` it calls neither.
+
+    For periodic polling without a Promise-to-Future bridge per poll: ``done`` and
+    ``fail`` are long-lived proxies (owned by the caller), and ``json_text`` is
+    what :func:`report_json` would return, still as text.
+    """
+    global _POLLER
+    if _POLLER is None:
+        _POLLER = js.Function.new("pc", "done", "fail", _FILTER_JS + """
+            let alive = true;
+            return {
+              poll(token) {
+                pc.getStats().then(
+                  (report) => { if (alive) done(token, toJson(report)); },
+                  (error) => { if (alive) fail(token, error); });
+              },
+              cancel() { alive = false; },
+            };""")
+    return _POLLER(js_pc, done, fail)
 
 
 def request_report(pc: PeerConnection) -> Any:

@@ -216,6 +216,16 @@ monitor.close()
 await asyncio.sleep(0.1)
 final = {"pending": monitor.pending, "tasks": len(monitor_tasks()),
          "proxies_delta": live_proxies() - baseline}
+# The default path (getStats through two long-lived proxies): the same guarantees.
+js_path = QualityMonitor(a, 0.05)
+js_path.start()
+await wait_for(lambda: js_path.completed >= 3, 5)
+live_while_running = live_proxies() - baseline
+js_path.stop()
+p2 = js_path.polls
+await asyncio.sleep(0.3)
+final["js_path"] = [live_while_running, js_path.polls - p2, js_path.pending,
+                    live_proxies() - baseline, js_path.errors]
 a.close(); b.close()
 json.dumps({"fast": fast, "slow_polls": slow_polls, "stopped": stopped, "after_stop": after_stop,
             "resumed": resumed, "final": final, "samples": len(got)})
@@ -228,7 +238,7 @@ json.dumps({"fast": fast, "slow_polls": slow_polls, "stopped": stopped, "after_s
     assert r["stopped"] == {"pending": 0, "tasks": 0, "running": False}
     assert r["after_stop"] == [0, 0, 0]
     assert r["resumed"] >= 3
-    assert r["final"] == {"pending": 0, "tasks": 0, "proxies_delta": 0}
+    assert r["final"] == {"pending": 0, "tasks": 0, "proxies_delta": 0, "js_path": [2, 0, 0, 0, 0]}
     assert r["samples"] >= 8
 
 
