@@ -98,7 +98,7 @@ welcome = await client.join(ROOM)
 peer = welcome.peers[0]
 pc = PeerConnection(signal=lambda m: client.send_signal(peer, m), polite=is_polite(client.peer_id, peer))
 client.events.on("signal", lambda sender, data: spawn(pc.handle_signal(data), "signal") if sender == peer else None)
-mux = pc.multiplexer()
+mux = pc.multiplexer(**MUX_OPTIONS)
 await mux.wait_open(20)
 
 def _p99(samples):
@@ -145,7 +145,7 @@ async def _two_page_urgent(with_bulk, raw=False, bulk_bytes=64 * 1024 * 1024):
 """
 
 
-def _two_page_latency(ctx: Any) -> dict[str, dict[str, float]]:
+def _two_page_latency(ctx: Any, mux_options: dict[str, int] | None = None) -> dict[str, dict[str, float]]:
     import uuid
 
     room = "bench-" + uuid.uuid4().hex[:8]
@@ -153,7 +153,7 @@ def _two_page_latency(ctx: Any) -> dict[str, dict[str, float]]:
     try:
         responder.py(f"ROOM = {room!r}")
         responder.py(RESPONDER)
-        initiator.py(f"ROOM = {room!r}")
+        initiator.py(f"ROOM = {room!r}; MUX_OPTIONS = {mux_options or {}!r}")
         initiator.py(INITIATOR, timeout=60)
         run = "import json; json.dumps(await _two_page_urgent({}))"
         return {

@@ -331,7 +331,7 @@ class MuxSession:
     """
 
     def __init__(self, pc: PeerConnection, role: Role | None = None, *,
-                 high_water: int = 1024 * 1024, low_water: int = 256 * 1024,
+                 high_water: int = 256 * 1024, low_water: int = 64 * 1024,
                  inbox_limit: int = 64 * 1024 * 1024, unreliable_max_retransmits: int = 0,
                  batch_bytes: int = 64 * 1024,
                  **mux_options: Any) -> None:

@@ -545,7 +545,7 @@ class Multiplexer:
         replay_buffer_limit: int = 128 << 20,
         max_channels: int = 1024,
         reorder_window: int = 16,
-        inflight_limit: int = 512 << 10,
+        inflight_limit: int = 256 << 10,
     ) -> None:
         if not isinstance(role, Role):
             raise LocalProtocolError(f"role must be a Role, got {role!r}")
