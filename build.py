@@ -296,7 +296,7 @@ def cmd_test(args: list[str]) -> int:
             if subprocess.run(cmd, cwd=ROOT, env=env).returncode != 0:
                 failed.append(name)
     pytest_cmd = [sys.executable, "-m", "pytest", *args]
-    log("$ " + " ".join(pytest_cmd[1:]))
+    log("$ " + " ".join(pytest_cmd[2:]))
     rc = subprocess.run(pytest_cmd, cwd=ROOT, env=env).returncode
     if failed:
         log(f"static checks failed: {', '.join(failed)}")
