@@ -41,6 +41,29 @@ DEFAULT_MAX_MESSAGE_SIZE = 65536
 """Used when the browser does not tell (``pc.sctp`` missing): the interoperable size."""
 
 
+class _ClosedChannel:
+    """Stands in for the RTCDataChannel once closed (see ``PeerConnection.close``)."""
+
+    readyState = "closed"
+    bufferedAmount = 0
+    bufferedAmountLowThreshold = 0
+    binaryType = "arraybuffer"
+
+    def __init__(self, js_channel: Any) -> None:
+        self.label = str(js_channel.label)
+        self.id = js_channel.id if not is_null(js_channel.id) else None
+        self.ordered = bool(js_channel.ordered)
+        self.maxRetransmits = None if is_null(js_channel.maxRetransmits) else js_channel.maxRetransmits
+        self.maxPacketLifeTime = (None if is_null(js_channel.maxPacketLifeTime)
+                                  else js_channel.maxPacketLifeTime)
+
+    def close(self) -> None:
+        pass
+
+    def send(self, _data: Any) -> None:
+        raise ConnectionClosedError(f"channel {self.label!r} is closed")
+
+
 class DataChannel:
     """Python face of one RTCDataChannel.
 
@@ -186,6 +209,9 @@ class DataChannel:
         self.events.emit("close")
         self.events.clear()
         self._owner.close()
+        # Let go of the RTCDataChannel (it keeps its RTCPeerConnection alive in JS).
+        self.js_channel = _ClosedChannel(self.js_channel)
+        self._js_send = self.js_channel.send
 
     # ------------------------------------------------------------------ API
 

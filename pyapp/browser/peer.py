@@ -50,6 +50,48 @@ IceServer = dict[str, Any]
 PRIORITIES = ("very-low", "low", "medium", "high")
 
 
+class _ClosedPeerConnection:
+    """Stands in for the RTCPeerConnection after ``close()``.
+
+    Dropping the JsProxy lets the browser free the RTCPeerConnection as soon as
+    Python's refcount lets go of it, instead of whenever Python's cycle
+    collector runs: Chromium refuses new connections once a page holds about
+    500 (closed ones count until collected).
+    """
+
+    connectionState = "closed"
+    iceConnectionState = "closed"
+    iceGatheringState = "complete"
+    signalingState = "closed"
+    localDescription = None
+    remoteDescription = None
+    sctp = None
+
+    def close(self) -> None:
+        pass
+
+    def addEventListener(self, *_args: Any) -> None:
+        pass
+
+    def removeEventListener(self, *_args: Any) -> None:
+        pass
+
+    def getSenders(self) -> list[Any]:
+        return []
+
+    def getReceivers(self) -> list[Any]:
+        return []
+
+    def getTransceivers(self) -> list[Any]:
+        return []
+
+    def _closed(self, *_args: Any) -> Any:
+        raise ConnectionClosedError("peer connection is closed")
+
+    getStats = createDataChannel = addTrack = removeTrack = restartIce = _closed
+    setLocalDescription = setRemoteDescription = addIceCandidate = _closed
+
+
 def _description_dict(desc: Any) -> dict[str, str]:
     return {"type": str(desc.type), "sdp": str(desc.sdp)}
 
@@ -506,6 +548,7 @@ class PeerConnection:
             self.channels.clear()
             self._mux = None
             self._signal_fn = None
+            self.js_pc = _ClosedPeerConnection()
 
     def __repr__(self) -> str:
         return f"<PeerConnection {self.connection_state} polite={self.polite}>"
