@@ -44,6 +44,7 @@ from typing import TYPE_CHECKING, Any
 import js
 
 from pyapp._events import Emitter
+from pyapp.browser._ffi import spawn
 from pyapp.browser.datachannel import DataChannel
 from pyapp.core.framing import Transport
 from pyapp.core.mux import (
@@ -97,6 +98,15 @@ RELIABLE_TRANSPORT_ID = 1000
 """SCTP stream id of the negotiated reliable transport (both sides create it)."""
 UNRELIABLE_TRANSPORT_ID = 1001
 """SCTP stream id of the negotiated unreliable transport."""
+TRANSPORT_HELLO = b"PYMX\x01"
+"""Sent on the reliable transport until the peer's arrives, before any frame.
+
+Both transports are negotiated channels (``negotiated: true``): a side's channel
+opens as soon as the SCTP association is up, possibly before the peer has
+created its own, and a message sent into that gap is dropped by the peer's
+browser. So each side repeats this hello (backing off to 4/s) until it hears
+the peer's, and only then lets the multiplexer transmit. It cannot be mistaken
+for a frame: frames start with version byte 0x01, this with ``P``."""
 RELIABLE_LABEL = "pyapp-mux"
 UNRELIABLE_LABEL = "pyapp-mux-u"
 
@@ -350,6 +360,8 @@ class MuxSession:
         self._incoming: deque[MultiplexedChannel] = deque()
         self._incoming_waiter: asyncio.Future[None] | None = None
         self._held: OutgoingFrame | None = None
+        self._peer_ready = False
+        self._hello_task: asyncio.Task[Any] | None = None
         self._lost = False
         self._open = False
         self.batch_bytes = batch_bytes
@@ -405,6 +417,27 @@ class MuxSession:
         size = self.pc.max_message_size
         if size:
             self.mux.set_max_message_size(size)
+        if self._hello_task is None or self._hello_task.done():
+            self._hello_task = spawn(self._say_hello(), "mux transport hello")
+
+    async def _say_hello(self) -> None:
+        """Repeat TRANSPORT_HELLO until the peer's arrives (see ``TRANSPORT_HELLO``)."""
+        delay = 0.02
+        while not self._peer_ready and self._open and self._failed is None:
+            try:
+                self.reliable.send_nowait(TRANSPORT_HELLO)
+            except ConnectionClosedError:
+                return
+            await asyncio.sleep(delay)
+            delay = min(0.25, delay * 1.5)
+
+    def _on_peer_ready(self) -> None:
+        if self._peer_ready:
+            return
+        self._peer_ready = True
+        # The peer's channel exists now, so this one is not lost: it tells the
+        # peer we are ready even if every earlier hello of ours was dropped.
+        self.reliable.send_nowait(TRANSPORT_HELLO)
         if not self._transports_open.done():
             self._transports_open.set_result(None)
         self.events.emit("transport", "up")
@@ -445,6 +478,7 @@ class MuxSession:
         self._transports_open = asyncio.get_event_loop().create_future()
         self.mux.transport_restored()
         self._lost = False
+        self._peer_ready = False
         self._attach(pc)
 
     # ------------------------------------------------------------------ pump
@@ -453,6 +487,11 @@ class MuxSession:
         if isinstance(data, str):
             self._record_error(RemoteProtocolError("text message on a mux transport"))
             return
+        if data == TRANSPORT_HELLO:
+            self._on_peer_ready()
+            return
+        if not self._peer_ready:
+            self._on_peer_ready()  # the peer only sends frames once it heard our hello
         self._dispatch(self.mux.receive_datagram(data, _now()))
         self._pump()
 
@@ -468,7 +507,7 @@ class MuxSession:
         Consecutive frames for the same transport are packed into one message of
         at most ``batch_bytes`` (see :mod:`pyapp.core.framing`).
         """
-        if self._pumping or self._failed is not None or not self._open:
+        if self._pumping or self._failed is not None or not self._open or not self._peer_ready:
             return
         self._pumping = True
         mux = self.mux

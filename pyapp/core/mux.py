@@ -229,6 +229,9 @@ class ChannelStats:
     """sum over sent messages of (time of last fragment out - time of send)"""
     queueing_delay_max: float
     """largest such delay"""
+    messages_lost: int = 0
+    """inbound unreliable messages of which no fragment ever arrived (a sequence gap
+    older than the reorder window)"""
 
     @property
     def queueing_delay_mean(self) -> float:
@@ -434,6 +437,8 @@ class _Channel:
         "local",
         "messages_dropped",
         "messages_incomplete",
+        "messages_lost",
+        "missing",
         "messages_received",
         "messages_sent",
         "newest_seq",
@@ -495,6 +500,8 @@ class _Channel:
         self.finished: set[int] = set()
         self.finished_order: deque[int] = deque()
         self.newest_seq = -1  # newest sequence seen (-1: none yet)
+        self.missing: set[int] = set()  # unreliable: sequence gaps not yet seen or given up
+        self.messages_lost = 0
         self.delivered_seq = -1  # ordered unreliable: newest delivered (-1: none yet)
         # counters
         self.messages_sent = self.bytes_sent = self.frames_sent = 0
@@ -1081,7 +1088,9 @@ class Multiplexer:
                 return
             partial = _Partial(flags & FLAG_TEXT)
             ch.partials[seq] = partial
+            ch.missing.discard(seq)
             if newest < 0 or _behind(newest, seq):
+                self._note_gap(ch, (newest + 1) & SEQ_MASK if newest >= 0 else 0, seq)
                 ch.newest_seq = seq
                 for old in [s for s in ch.partials if _behind(s, seq)]:
                     if ((seq - old) & SEQ_MASK) >= self._window:
@@ -1126,6 +1135,29 @@ class Multiplexer:
                     break
             else:
                 raise FrameError("receive buffer overflow", cid)
+
+    def _note_gap(self, ch: _Channel, start: int, seq: int) -> None:
+        """Unreliable: messages ``start`` .. ``seq - 1`` have not been seen yet.
+
+        Each is either still on its way (reordering) or lost whole in transit,
+        where no fragment arrives and reassembly never notices; once it is older
+        than the reorder window it is counted as lost, so no loss goes uncounted.
+        """
+        gap = (seq - start) & SEQ_MASK
+        if gap > 4 * self._window:
+            # Too far to track one by one (a burst of loss, or a peer skipping
+            # numbers): everything beyond the window is lost already.
+            lost = gap - self._window
+            ch.messages_lost += lost
+            self._events.append(MessageDropped(ch.id, True, "lost in transit", 0))
+            start = (seq - self._window) & SEQ_MASK
+            gap = self._window
+        for i in range(gap):
+            ch.missing.add((start + i) & SEQ_MASK)
+        for m in [m for m in ch.missing if ((seq - m) & SEQ_MASK) >= self._window]:
+            ch.missing.discard(m)
+            ch.messages_lost += 1
+            self._events.append(MessageDropped(ch.id, True, "lost in transit", 0))
 
     def _on_ack(self, frame: Frame) -> None:
         cid = frame.channel_id
@@ -1450,5 +1482,5 @@ class Multiplexer:
             ch.bytes_sent, ch.messages_received, ch.bytes_received, len(ch.queue),
             ch.queued_bytes, len(ch.unacked), ch.unacked_bytes, ch.messages_dropped,
             ch.messages_incomplete, ch.duplicates, ch.errors, ch.frames_sent,
-            ch.frames_received, ch.delay_total, ch.delay_max,
+            ch.frames_received, ch.delay_total, ch.delay_max, ch.messages_lost,
         )

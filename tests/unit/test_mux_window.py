@@ -75,3 +75,41 @@ def test_window_is_released_when_a_channel_is_reset():
     assert _data_bytes(frames, other) == 0  # parked behind the full window
     a.reset_channel(doomed, "abandoned")
     assert _data_bytes(_drain(a), other) == len(b"waiting")
+
+
+def _unreliable_pair():
+    a = Multiplexer(Role.INITIATOR)
+    b = Multiplexer(Role.RESPONDER)
+    cid = a.open_channel("ticks", Reliability.UNRELIABLE, Priority.LOW)
+    for f in _drain(a):
+        b.receive_frame(f, 0.0)
+    for f in _drain(b):  # ACCEPT: unreliable DATA waits for it
+        a.receive_frame(f, 0.0)
+    return a, b, cid
+
+
+def test_unreliable_messages_lost_whole_in_transit_are_counted():
+    a, b, cid = _unreliable_pair()
+    for i in range(40):
+        a.send(cid, f"tick {i}".encode(), 0.0)
+    frames = _drain(a)
+    assert len(frames) == 40
+    delivered = []
+    for i, f in enumerate(frames):
+        if i in (3, 4, 20):
+            continue  # lost in the network: no fragment ever arrives
+        delivered += [e for e in b.receive_frame(f, 0.0) if isinstance(e, MessageReceived)]
+    assert len(delivered) == 37
+    peer_cid = b.channel_ids[0]
+    assert b.channel_stats(peer_cid).messages_lost == 3
+
+
+def test_reordered_unreliable_messages_are_not_counted_as_lost():
+    a, b, cid = _unreliable_pair()
+    for i in range(10):
+        a.send(cid, bytes([i]), 0.0)
+    frames = _drain(a)
+    order = [0, 2, 1, 5, 3, 4, 9, 6, 8, 7]
+    got = [e.data for i in order for e in b.receive_frame(frames[i], 0.0) if isinstance(e, MessageReceived)]
+    assert sorted(got) == [bytes([i]) for i in range(10)]
+    assert b.channel_stats(b.channel_ids[0]).messages_lost == 0
