@@ -417,7 +417,9 @@ class MuxSession:
         size = self.pc.max_message_size
         if size:
             self.mux.set_max_message_size(size)
-        if self._hello_task is None or self._hello_task.done():
+        if self._peer_ready:
+            self._hello_and_go()  # the peer's hello arrived before our open event
+        elif self._hello_task is None or self._hello_task.done():
             self._hello_task = spawn(self._say_hello(), "mux transport hello")
 
     async def _say_hello(self) -> None:
@@ -432,12 +434,22 @@ class MuxSession:
             delay = min(0.25, delay * 1.5)
 
     def _on_peer_ready(self) -> None:
+        """We heard the peer: its channels exist, so nothing we send now is lost."""
         if self._peer_ready:
             return
         self._peer_ready = True
-        # The peer's channel exists now, so this one is not lost: it tells the
-        # peer we are ready even if every earlier hello of ours was dropped.
-        self.reliable.send_nowait(TRANSPORT_HELLO)
+        if self._open:
+            self._hello_and_go()
+        # else: our channels are still opening; _on_transport_open finishes this.
+
+    def _hello_and_go(self) -> None:
+        # One more hello tells the peer we are ready even if every earlier one of
+        # ours was dropped (sent before the peer had created its channels).
+        try:
+            self.reliable.send_nowait(TRANSPORT_HELLO)
+        except ConnectionClosedError:
+            self.transport_lost()
+            return
         if not self._transports_open.done():
             self._transports_open.set_result(None)
         self.events.emit("transport", "up")

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 from collections.abc import Awaitable, Callable
+from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
 import js
@@ -63,9 +64,12 @@ class _ClosedPeerConnection:
     iceConnectionState = "closed"
     iceGatheringState = "complete"
     signalingState = "closed"
-    localDescription = None
-    remoteDescription = None
     sctp = None
+
+    def __init__(self, local: dict[str, str] | None, remote: dict[str, str] | None) -> None:
+        # The last descriptions stay readable (e.g. to inspect fingerprints after a failure).
+        self.localDescription = None if local is None else SimpleNamespace(**local)
+        self.remoteDescription = None if remote is None else SimpleNamespace(**remote)
 
     def close(self) -> None:
         pass
@@ -528,6 +532,7 @@ class PeerConnection:
         if self._closed:
             return
         self._closed = True
+        local, remote = self.local_description, self.remote_description
         if self._mux is not None:
             self._mux.fail("connection closed")
         for channel in list(self.channels):
@@ -548,7 +553,7 @@ class PeerConnection:
             self.channels.clear()
             self._mux = None
             self._signal_fn = None
-            self.js_pc = _ClosedPeerConnection()
+            self.js_pc = _ClosedPeerConnection(local, remote)
 
     def __repr__(self) -> str:
         return f"<PeerConnection {self.connection_state} polite={self.polite}>"
