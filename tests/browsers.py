@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import os
-import shutil
-from pathlib import Path
 from typing import Any
+
+from build import find_chromium, find_firefox
 
 CHROMIUM_ARGS = [
     "--headless",
@@ -43,23 +43,13 @@ FIREFOX_PREFS: dict[str, Any] = {
 
 
 def chromium_path() -> str | None:
-    env = os.environ.get("CHROMIUM")
-    if env and Path(env).exists():
-        return env
-    for candidate in ("/usr/bin/chromium", "/usr/bin/chromium-browser"):
-        if Path(candidate).exists():
-            return candidate
-    return shutil.which("chromium")
+    """The Chromium ``build.py test`` found or installed ($CHROMIUM, Debian's, Playwright's)."""
+    return find_chromium()
 
 
 def firefox_path() -> str | None:
-    env = os.environ.get("FIREFOX")
-    if env and Path(env).exists():
-        return env
-    for candidate in ("/usr/bin/firefox-esr", "/usr/bin/firefox"):
-        if Path(candidate).exists():
-            return candidate
-    return None
+    """Firefox ESR ($FIREFOX or Debian's), or None."""
+    return find_firefox()
 
 
 def launch_chromium(playwright: Any) -> Any:

@@ -28,27 +28,14 @@ from typing import Any
 
 from playwright.sync_api import Browser, Playwright, sync_playwright
 
+from tests.browsers import CHROMIUM_ARGS, chromium_path
+
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "getstats"
 
 DATA_CHANNELS = 3
 MESSAGES = 200
 MESSAGE_SIZE = 1000
 SETTLE_MS = 3000
-
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--disable-features=WebRtcHideLocalIpsWithMdns",
-    "--allow-loopback-in-peer-connection",
-    "--use-fake-ui-for-media-stream",
-    "--use-fake-device-for-media-stream",
-]
 
 FIREFOX_PREFS: dict[str, str | float | bool] = {
     "media.navigator.permission.disabled": True,
@@ -158,7 +145,7 @@ def _record(browser: Browser, engine: str, kind: str, chromium: bool) -> None:
 
 
 def _chromium(p: Playwright) -> None:
-    browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+    browser = p.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS)
     try:
         for kind in ("data", "media"):
             _record(browser, "chromium", kind, chromium=True)
