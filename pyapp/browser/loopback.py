@@ -61,7 +61,19 @@ async def connected_pair(label: str = "pyapp-probe", timeout: float = 10.0,
     The channel used to trigger negotiation is closed again before returning.
     """
     a, b = loopback_pair(**kwargs)
+    arrived: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+
+    def on_channel(remote: Any) -> None:
+        if remote.label == label and not arrived.done():
+            arrived.set_result(remote)
+
+    b.events.on("datachannel", on_channel)
     channel = a.create_data_channel(label)
     await asyncio.gather(a.wait_connected(timeout), b.wait_connected(timeout))
+    # Wait for b's side of the channel too, so its datachannel event cannot reach
+    # a handler the caller registers after we return.
+    remote = await asyncio.wait_for(arrived, timeout)
+    b.events.off("datachannel", on_channel)
     channel.close()
+    remote.close()
     return a, b

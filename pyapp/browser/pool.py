@@ -291,6 +291,8 @@ async def _wait_ready(pc: PeerConnection, timeout: float) -> None:
     channel = pc.create_data_channel(BOOTSTRAP_LABEL)
     try:
         await asyncio.wait_for(channel.wait_open(), timeout)
+        # The channel can open a moment before connectionState says "connected".
+        await pc.wait_connected(timeout)
     finally:
         channel.close()
 
