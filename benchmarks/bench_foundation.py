@@ -14,12 +14,11 @@ from __future__ import annotations
 import statistics
 from typing import Any
 
-from benchmarks.jsbench import RAW_TRANSFER
+from benchmarks.jsbench import PY_TIMED_TRANSFER, RAW_TRANSFER
 
 HIGH, LOW = 1024 * 1024, 256 * 1024
 
-PY_TRANSFER = """
-import asyncio, js
+PY_TRANSFER = PY_TIMED_TRANSFER + """
 from pyapp.browser.loopback import loopback_pair
 async def _py_transfer(count, size):
     a, b = loopback_pair()
@@ -28,20 +27,7 @@ async def _py_transfer(count, size):
     ca = a.create_data_channel("py")
     cb = await got_channel
     await ca.wait_open(10)
-    total = count * size
-    state = {"got": 0}
-    done = asyncio.get_event_loop().create_future()
-    def on_message(m):
-        state["got"] += len(m)
-        if state["got"] >= total and not done.done():
-            done.set_result(None)
-    cb.events.on("message", on_message)
-    chunk = bytes(size)
-    t0 = js.performance.now()
-    for _ in range(count):
-        await ca.send(chunk)
-    await done
-    ms = js.performance.now() - t0
+    ms = await _timed_transfer(ca, cb, count, size)
     a.close(); b.close()
     return ms
 """

@@ -16,9 +16,9 @@ from __future__ import annotations
 import statistics
 from typing import Any
 
-from benchmarks.jsbench import RAW_TRANSFER
+from benchmarks.jsbench import PY_TIMED_TRANSFER, RAW_TRANSFER
 
-PY = """
+PY = PY_TIMED_TRANSFER + """
 import asyncio, js
 from pyapp.browser.loopback import connected_pair
 from pyapp.browser.mux import DataChannelPriority as P
@@ -33,20 +33,7 @@ async def _mux_bulk(count, size):
     a, b, ma, mb = await _mux_pair()
     ch = a.create_multiplexed_channel(label="bulk")
     peer = await mb.accept(10)
-    total = count * size
-    state = {"got": 0}
-    done = asyncio.get_event_loop().create_future()
-    def on_message(m):
-        state["got"] += len(m)
-        if state["got"] >= total and not done.done():
-            done.set_result(None)
-    peer.events.on("message", on_message)
-    chunk = bytes(size)
-    t0 = js.performance.now()
-    for _ in range(count):
-        await ch.send(chunk)
-    await done
-    ms = js.performance.now() - t0
+    ms = await _timed_transfer(ch, peer, count, size)
     a.close(); b.close()
     return ms
 

@@ -31,3 +31,24 @@ RAW_TRANSFER = """async ({count, size, high, low, ordered}) => {
   a.close(); b.close();
   return ms;
 }"""
+
+# Python run in the page: time `count` messages of `size` bytes from `sender` (anything
+# with `await send()`) until `receiver` (anything with a `message` event) has them all.
+PY_TIMED_TRANSFER = """
+import asyncio, js
+async def _timed_transfer(sender, receiver, count, size):
+    total = count * size
+    state = {"got": 0}
+    done = asyncio.get_event_loop().create_future()
+    def on_message(m):
+        state["got"] += len(m)
+        if state["got"] >= total and not done.done():
+            done.set_result(None)
+    receiver.events.on("message", on_message)
+    chunk = bytes(size)
+    t0 = js.performance.now()
+    for _ in range(count):
+        await sender.send(chunk)
+    await done
+    return js.performance.now() - t0
+"""
