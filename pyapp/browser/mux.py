@@ -36,6 +36,7 @@ Example (in the page)::
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections import deque
 from collections.abc import AsyncIterator
@@ -84,6 +85,7 @@ __all__ = [
     "DataChannelReliability",
     "DataChannelPriority",
     "RELIABLE_TRANSPORT_ID",
+    "HELLO_PREFIX",
     "UNRELIABLE_TRANSPORT_ID",
     "supports_priority_hint",
 ]
@@ -98,7 +100,8 @@ RELIABLE_TRANSPORT_ID = 1000
 """SCTP stream id of the negotiated reliable transport (both sides create it)."""
 UNRELIABLE_TRANSPORT_ID = 1001
 """SCTP stream id of the negotiated unreliable transport."""
-TRANSPORT_HELLO = b"PYMX\x01"
+HELLO_PREFIX = b"PYMX\x01"
+TRANSPORT_HELLO = HELLO_PREFIX
 """Sent on the reliable transport until the peer's arrives, before any frame.
 
 Both transports are negotiated channels (``negotiated: true``): a side's channel
@@ -106,7 +109,12 @@ opens as soon as the SCTP association is up, possibly before the peer has
 created its own, and a message sent into that gap is dropped by the peer's
 browser. So each side repeats this hello (backing off to 4/s) until it hears
 the peer's, and only then lets the multiplexer transmit. It cannot be mistaken
-for a frame: frames start with version byte 0x01, this with ``P``."""
+for a frame: frames start with version byte 0x01, this with ``P``.
+
+The hello carries the sender's 8-byte session id (``HELLO_PREFIX + session_id``).
+A session resumed on a fresh connection checks that the peer's id is the one it
+had before: a peer that lost its session state (a fresh session) makes ours fail
+loudly instead of replaying into the void."""
 RELIABLE_LABEL = "pyapp-mux"
 UNRELIABLE_LABEL = "pyapp-mux-u"
 
@@ -360,6 +368,10 @@ class MuxSession:
         self._incoming: deque[MultiplexedChannel] = deque()
         self._incoming_waiter: asyncio.Future[None] | None = None
         self._held: OutgoingFrame | None = None
+        self.session_id = os.urandom(8)
+        """Random id of this session; sent in the transport hello."""
+        self.peer_session_id: bytes | None = None
+        """The peer's session id, from its hello (kept across a resume)."""
         self._peer_ready = False
         self._hello_task: asyncio.Task[Any] | None = None
         self._lost = False
@@ -427,11 +439,30 @@ class MuxSession:
         delay = 0.02
         while not self._peer_ready and self._open and self._failed is None:
             try:
-                self.reliable.send_nowait(TRANSPORT_HELLO)
+                self.reliable.send_nowait(HELLO_PREFIX + self.session_id)
             except ConnectionClosedError:
                 return
             await asyncio.sleep(delay)
             delay = min(0.25, delay * 1.5)
+
+    def _on_hello(self, peer_session: bytes | None) -> None:
+        if peer_session is not None:
+            if self.peer_session_id is None:
+                self.peer_session_id = peer_session
+            elif peer_session != self.peer_session_id:
+                self.fail("the peer's multiplexer started afresh: it cannot resume this session")
+                return
+        self._on_peer_ready()
+
+    @property
+    def resume_token(self) -> str | None:
+        """What a redial offer carries so the peer can pick the session to resume."""
+        return None if self.peer_session_id is None else self.peer_session_id.hex()
+
+    @property
+    def failed(self) -> bool:
+        """True once :meth:`fail` ran (the session cannot resume)."""
+        return self._failed is not None
 
     def _on_peer_ready(self) -> None:
         """We heard the peer: its channels exist, so nothing we send now is lost."""
@@ -446,7 +477,7 @@ class MuxSession:
         # One more hello tells the peer we are ready even if every earlier one of
         # ours was dropped (sent before the peer had created its channels).
         try:
-            self.reliable.send_nowait(TRANSPORT_HELLO)
+            self.reliable.send_nowait(HELLO_PREFIX + self.session_id)
         except ConnectionClosedError:
             self.transport_lost()
             return
@@ -499,8 +530,8 @@ class MuxSession:
         if isinstance(data, str):
             self._record_error(RemoteProtocolError("text message on a mux transport"))
             return
-        if data == TRANSPORT_HELLO:
-            self._on_peer_ready()
+        if data[:5] == HELLO_PREFIX and len(data) in (5, 13):
+            self._on_hello(bytes(data[5:]) or None)
             return
         if not self._peer_ready:
             self._on_peer_ready()  # the peer only sends frames once it heard our hello

@@ -274,10 +274,12 @@ class ConnectionLimiter:
 class Dialer(Protocol):
     """How the pool opens and closes connections to peers."""
 
-    async def dial(self, peer_id: str) -> PeerConnection:
+    async def dial(self, peer_id: str, resume: str | None = None) -> PeerConnection:
         """Open a connection to ``peer_id`` and return it once ``connected``.
 
-        On failure or cancellation nothing may be left open.
+        ``resume`` (a MuxSession's ``resume_token``) asks the peer to continue its
+        multiplexer session on the new connection. On failure or cancellation
+        nothing may be left open.
         """
         ...
 
@@ -311,7 +313,7 @@ class LoopbackDialer:
         self.dials = 0
         self.fail_next: list[Exception] = []
 
-    async def dial(self, peer_id: str) -> PeerConnection:
+    async def dial(self, peer_id: str, resume: str | None = None) -> PeerConnection:
         if self.fail_next:
             raise self.fail_next.pop(0)
         self.dials += 1
@@ -362,6 +364,7 @@ class _Pending:
     peer_id: str
     signals: list[dict[str, Any]]
     task: asyncio.Task[Any] | None = None
+    resume: str | None = None
 
 
 class SignalingDialer:
@@ -386,7 +389,8 @@ class SignalingDialer:
 
     def __init__(self, client: SignalingClient, *, limiter: ConnectionLimiter | None = None,
                  ice_servers: list[IceServer] | None = None, timeout: float = 15.0,
-                 inbound_timeout: float = 5.0, max_buffered: int = 64) -> None:
+                 inbound_timeout: float = 5.0, max_buffered: int = 64,
+                 resume_window: float = 30.0) -> None:
         self.client = client
         self.limiter = limiter
         self.ice_servers = ice_servers
@@ -397,6 +401,9 @@ class SignalingDialer:
         self.connections: dict[str, _Remote] = {}  # peer id -> its current connection
         self._pending: dict[str, _Pending] = {}  # connection id -> inbound offer waiting
         self._refusals: dict[str, str] = {}  # connection id -> why the peer refused our dial
+        self.resume_window = resume_window
+        self._orphans: dict[str, tuple[Any, asyncio.TimerHandle]] = {}
+        self.resumed = 0
         self.bad_signals = 0
         self.stale_signals = 0
         self.inbound_accepted = 0
@@ -408,15 +415,19 @@ class SignalingDialer:
 
     # ------------------------------------------------------------------ dialling
 
-    def _new_pc(self, peer_id: str, cid: str, *, polite: bool) -> PeerConnection:
+    def _new_pc(self, peer_id: str, cid: str, *, polite: bool,
+                resume: str | None = None) -> PeerConnection:
         client = self.client
 
         def signal(message: dict[str, Any]) -> Any:
-            return client.send_signal(peer_id, {**message, "pool": cid})
+            extra = {"resume": resume} if resume is not None and "description" in message else {}
+            return client.send_signal(peer_id, {**message, "pool": cid, **extra})
 
         return PeerConnection(signal=signal, polite=polite, ice_servers=self.ice_servers)
 
-    async def dial(self, peer_id: str) -> PeerConnection:
+    async def dial(self, peer_id: str, resume: str | None = None) -> PeerConnection:
+        """Dial ``peer_id``; with ``resume`` (a session's ``resume_token``) the answering
+        side resumes its multiplexer session with that id on the new connection."""
         if self._closed:
             raise ConnectionClosedError("the dialer is closed")
         current = self.connections.get(peer_id)
@@ -427,7 +438,7 @@ class SignalingDialer:
         self.dials += 1
         cid = secrets.token_hex(8)
         # The dialling side offers and is impolite; the answering side is polite.
-        pc = self._new_pc(peer_id, cid, polite=False)
+        pc = self._new_pc(peer_id, cid, polite=False, resume=resume)
         self.connections[peer_id] = _Remote(cid, pc, None, inbound=False)
         pc.events.on("connectionstatechange",
                       lambda state: self._forget(peer_id, cid) if state == "closed" else None)
@@ -459,6 +470,35 @@ class SignalingDialer:
         except PyAppError:
             pass  # signaling is gone: the remote notices through ICE consent instead
 
+    def _orphan(self, peer_id: str, pc: PeerConnection) -> None:
+        """Close an answered connection but keep its multiplexer session for
+        ``resume_window`` seconds, in case the peer redials and asks to resume it."""
+        session = pc.detach_multiplexer()
+        pc.close()
+        if session is None or session.failed:
+            return
+        previous = self._orphans.pop(peer_id, None)
+        if previous is not None:
+            previous[1].cancel()
+            previous[0].fail("superseded by a newer connection from the same peer")
+        handle = asyncio.get_event_loop().call_later(
+            self.resume_window, self._expire_orphan, peer_id, session)
+        self._orphans[peer_id] = (session, handle)
+
+    def _expire_orphan(self, peer_id: str, session: Any) -> None:
+        entry = self._orphans.get(peer_id)
+        if entry is not None and entry[0] is session:
+            del self._orphans[peer_id]
+            session.fail(f"peer {peer_id!r} did not come back within {self.resume_window:g} s")
+
+    def _take_orphan(self, peer_id: str, token: str | None) -> Any:
+        entry = self._orphans.get(peer_id)
+        if token is None or entry is None or entry[0].session_id.hex() != token:
+            return None
+        del self._orphans[peer_id]
+        entry[1].cancel()
+        return entry[0]
+
     def _forget(self, peer_id: str, cid: str) -> None:
         remote = self.connections.get(peer_id)
         if remote is not None and remote.cid == cid:
@@ -479,7 +519,11 @@ class SignalingDialer:
         if not isinstance(cid, str) or not 1 <= len(cid) <= 64:
             self._bad(sender, "connection id must be a string of 1-64 characters")
             return
-        body = {k: v for k, v in data.items() if k != "pool"}
+        resume = data.get("resume")
+        if resume is not None and (not isinstance(resume, str) or len(resume) != 16):
+            self._bad(sender, "resume must be a 16-character session id")
+            return
+        body = {k: v for k, v in data.items() if k not in ("pool", "resume")}
         kinds = [k for k in ("description", "candidate", "bye", "refused") if k in body]
         if len(kinds) != 1 or len(body) != 1:
             self._bad(sender, f"expected one of description/candidate/bye/refused, got {sorted(body)[:5]}")
@@ -489,7 +533,10 @@ class SignalingDialer:
         if remote is not None and remote.cid == cid:
             if kind == "bye":
                 self._forget(sender, cid)
-                remote.pc.close()
+                if remote.inbound:
+                    self._orphan(sender, remote.pc)  # the peer may be redialling
+                else:
+                    remote.pc.close()
             elif kind == "refused":
                 self._refusals[cid] = str(body["refused"])[:200]
                 remote.pc.close()
@@ -513,7 +560,7 @@ class SignalingDialer:
         if kind == "description" and isinstance(description, dict) and description.get("type") == "offer":
             if self._closed:
                 return
-            pending = _Pending(sender, [body])
+            pending = _Pending(sender, [body], resume=resume)
             self._pending[cid] = pending
             pending.task = spawn(self._accept(sender, cid, pending), f"pool: inbound offer from {sender}")
             return
@@ -553,16 +600,20 @@ class SignalingDialer:
         if old is not None:
             # The peer redialled: its previous connection is dead to it.
             self._forget(sender, old.cid)
-            old.pc.close()
+            self._orphan(sender, old.pc)
         pc = self._new_pc(sender, cid, polite=True)
         self.connections[sender] = _Remote(cid, pc, slot, inbound=True)
         self.inbound_accepted += 1
+        session = self._take_orphan(sender, pending.resume)
+        if session is not None:
+            pc.adopt_multiplexer(session)  # before `incoming`: the app sees the resumed session
+            self.resumed += 1
 
         def on_state(state: str) -> None:
             if state in ("failed", "closed"):
                 self._forget(sender, cid)
                 if state == "failed":
-                    pc.close()
+                    self._orphan(sender, pc)
 
         pc.events.on("connectionstatechange", on_state)
         self.events.emit("incoming", sender, pc)
@@ -593,6 +644,10 @@ class SignalingDialer:
             self._forget(peer_id, remote.cid)
             spawn(self._send_quietly(peer_id, {"pool": remote.cid, "bye": True}), "pool: bye")
             remote.pc.close()
+        for session, handle in self._orphans.values():
+            handle.cancel()
+            session.fail("the dialer closed")
+        self._orphans.clear()
 
 
 # ---------------------------------------------------------------------- pool
@@ -621,8 +676,16 @@ class PooledConnection:
         self._watch_sctp(pc)
         if pool.reconnect is not None:
             dialer = pool.dialer
+            def redial() -> Any:
+                # Carry the multiplexer session over: the offer names the peer's
+                # session so it resumes its side too (a fresh dial never does).
+                token = self.supervisor.resume_token if self.supervisor else None
+                if token is None:
+                    return dialer.dial(peer_id)
+                return dialer.dial(peer_id, resume=token)
+
             self.supervisor = ReconnectSupervisor(
-                pc, redial=lambda: dialer.dial(peer_id),
+                pc, redial=redial,
                 hang_up=lambda old: dialer.hang_up(peer_id, old), **pool.reconnect)
             self.supervisor.events.on("connection", self._on_new_pc)
             self.supervisor.events.on("reconnect", lambda event: self.events.emit("reconnect", event))

@@ -84,6 +84,8 @@ class ReconnectSupervisor:
         self._timer: asyncio.TimerHandle | None = None
         self._redial_task: asyncio.Task[Any] | None = None
         self._session: Any = None  # a MuxSession carried across a redial
+        self.resume_token: str | None = None
+        """The peer's session id while a redial carries a session (sent with the offer)."""
         self.pc = pc
         self._attach(pc)
 
@@ -176,6 +178,7 @@ class ReconnectSupervisor:
         session = old.detach_multiplexer()
         if session is not None:
             self._session = session
+            self.resume_token = session.resume_token
         self._hang_up(old)
         self.redials += 1
         self._redial_task = spawn(self._do_redial(event), "reconnect: redial")
@@ -197,6 +200,7 @@ class ReconnectSupervisor:
             return
         if self._session is not None:
             session, self._session = self._session, None
+            self.resume_token = None
             pc.adopt_multiplexer(session)
         self._attach(pc)
         self.events.emit("connection", pc)

@@ -209,3 +209,4 @@ def test_link_outage_mid_transfer_restarts_ice_and_loses_nothing(link: Link, pla
     # Everything arrived exactly once, in order: the SHA-256 of what arrived is what was sent.
     assert got["messages"] == total // (64 * 1024)
     assert got["sha"] == result["sha"]
+
