@@ -706,6 +706,11 @@ class PooledConnection:
 
         def on_state(_event: Any) -> None:
             if str(sctp.state) == "closed" and not self.closed and self.pc is pc:
+                if self.supervisor is not None and pc.ice_connection_state != "connected":
+                    # The path is down and SCTP gave up retransmitting: not the peer
+                    # hanging up. Redial (and resume) instead of dropping the peer.
+                    self.supervisor.transport_dead()
+                    return
                 self._gone("peer closed the connection", failed=False)
 
         owner.listen(sctp, "statechange", on_state)

@@ -166,6 +166,19 @@ class ReconnectSupervisor:
             # The connection is closed or the browser refused: the restart failed.
             self._apply(self.policy.state_changed("failed", self._now()))
 
+    def transport_dead(self) -> None:
+        """The SCTP association died while the path was down (retransmissions ran out).
+
+        An ICE restart cannot bring it back, so redial at once (carrying the
+        multiplexer session); the policy keeps timing whatever follows.
+        """
+        if self.closed or self._redial is None:
+            return
+        if self._redial_task is not None and not self._redial_task.done():
+            return
+        self._start_redial(Redial(attempt=max(1, self.policy.attempts),
+                                  deadline=self._now() + self.policy.redial_timeout))
+
     def _start_redial(self, event: Redial) -> None:
         if self._redial is None:
             # This side does not dial; the attempt fails at once (backoff, then give up).

@@ -210,3 +210,103 @@ def test_link_outage_mid_transfer_restarts_ice_and_loses_nothing(link: Link, pla
     assert got["messages"] == total // (64 * 1024)
     assert got["sha"] == result["sha"]
 
+
+
+POOL_COMMON = """
+import asyncio, hashlib, json, os
+from pyapp.browser import SignalingClient
+from pyapp.browser.signaling import default_url
+from pyapp.browser.pool import ConnectionPool, SignalingDialer
+client = SignalingClient(default_url())
+await client.join(ROOM)
+dialer = SignalingDialer(client, timeout=20.0)
+"""
+
+POOL_RECEIVER = POOL_COMMON + """
+state = {"bytes": 0, "messages": 0, "hash": hashlib.sha256(), "incoming": 0}
+def on_channel(ch):
+    def on_message(m):
+        state["bytes"] += len(m); state["messages"] += 1; state["hash"].update(m)
+    ch.events.on("message", on_message)
+wired = set()
+def on_incoming(peer, pc):
+    state["incoming"] += 1
+    session = pc.multiplexer()      # the resumed session when the peer asked for one
+    if id(session) not in wired:
+        wired.add(id(session))
+        session.events.on("channel", on_channel)
+dialer.events.on("incoming", on_incoming)
+client.peer_id
+"""
+
+POOL_SENDER = POOL_COMMON + """
+pool = ConnectionPool(2, timeout=120.0, dialer=dialer, reconnect={
+    "grace": 0.5, "restart_timeout": 3.0, "base_delay": 0.5, "max_delay": 2.0,
+    "max_attempts": 10, "redial_timeout": 25.0})
+lease = await pool.get_connection(PEER)
+session = lease.pc.multiplexer()
+await session.wait_open(20)
+first_pc = lease.pc
+ch = session.create_multiplexed_channel(label="orders")
+await ch.wait_accepted(10)
+sent = hashlib.sha256()
+progress = {"sent": 0, "done": False, "error": None}
+async def produce(total):
+    block = os.urandom(64 * 1024)
+    try:
+        for i in range(total // len(block)):
+            body = i.to_bytes(8, "big") + block[8:]
+            sent.update(body)
+            await ch.send(body)
+            progress["sent"] += len(body)
+            await asyncio.sleep(0.002)
+    except Exception as exc:
+        progress["error"] = repr(exc)
+    progress["done"] = True
+producer = asyncio.ensure_future(produce(TOTAL))
+client.peer_id
+"""
+
+
+def test_redial_through_the_pool_resumes_the_multiplexed_session(link: Link, playwright_instance: Any,
+                                                                 chromium: Any) -> None:
+    server = ServerProcess("--host", link.host_ip)
+    tmp = Path(tempfile.mkdtemp(prefix="pyapp-redial-"))
+    remote = playwright_instance.chromium.launch(
+        executable_path=_chromium_in(link.ns, tmp), args=CHROMIUM_ARGS, headless=True)
+    room = "redial-" + uuid.uuid4().hex[:8]
+    total = 8 * 1024 * 1024
+    try:
+        receiver = PyPage(remote.new_context().new_page(), server.url).open()
+        sender = PyPage(chromium.new_context(permissions=["camera", "microphone"]).new_page(),
+                        server.url).open()
+        receiver.py(f"ROOM = {room!r}")
+        peer = receiver.py(POOL_RECEIVER)
+        sender.py(f"ROOM = {room!r}; TOTAL = {total}; PEER = {peer!r}")
+        sender.py(POOL_SENDER, timeout=60)
+        wait_until(lambda: receiver.py("state['bytes']") > 1024 * 1024, timeout=60)
+
+        # A long outage: SCTP gives up retransmitting, so the supervisor redials
+        # through signaling once the link is back, and both sides resume.
+        link.set_up(False)
+        time.sleep(14.0)
+        link.set_up(True)
+
+        wait_until(lambda: receiver.py("state['bytes']") >= total, timeout=120, interval=0.5)
+        result = sender.pyjson("json.dumps({'sha': sent.hexdigest(), 'error': progress['error'], "
+                               "'redialled': lease.pc is not first_pc, 'state': lease.pc.connection_state})")
+        got = receiver.pyjson("json.dumps({'sha': state['hash'].hexdigest(), "
+                              "'messages': state['messages'], 'incoming': state['incoming'], "
+                              "'resumed': dialer.resumed})")
+    finally:
+        remote.close()
+        server.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    assert result["error"] is None, result["error"]
+    assert result["redialled"], "the connection was not replaced: the test did not exercise a redial"
+    assert result["state"] == "connected"
+    assert got["incoming"] >= 2 and got["resumed"] >= 1, got
+    # Nothing lost, nothing twice: every message arrived once, in order.
+    assert got["messages"] == total // (64 * 1024)
+    assert got["sha"] == result["sha"]
