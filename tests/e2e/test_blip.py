@@ -220,7 +220,11 @@ def test_link_outage_mid_transfer_restarts_ice_and_loses_nothing(link: Link, spl
 
     link.set_up(False)                       # the blip: the kernel drops everything
     before = receiver.py("state['bytes']")
-    time.sleep(8.0)
+    # Down until ICE has noticed and the supervisor has restarted it (how long
+    # ICE takes to notice varies), well short of SCTP giving up (that is the
+    # redial test's case).
+    wait_until(lambda: sender.py("sup.restarts") >= 1, timeout=20, interval=0.2)
+    time.sleep(1.0)
     during = receiver.py("state['bytes']")
     link.set_up(True)
 
