@@ -43,6 +43,10 @@ class Emitter:
         if callback in handlers:
             handlers.remove(callback)
 
+    def has_listeners(self, event: str) -> bool:
+        """Whether any callback is registered for ``event``."""
+        return bool(self._handlers.get(event))
+
     def emit(self, event: str, *args: Any) -> None:
         """Call every callback registered for ``event`` with ``args``, in registration order."""
         for callback in list(self._handlers.get(event, ())):

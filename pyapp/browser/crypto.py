@@ -32,9 +32,9 @@ from __future__ import annotations
 from typing import Any
 
 import js
-from pyodide.ffi import JsException, to_js
+from pyodide.ffi import to_js
 
-from pyapp.browser._ffi import is_null, translate_js_error
+from pyapp.browser._ffi import await_js, is_null, js_object, to_js_bytes
 from pyapp.core.security.interface import (
     AEAD_KEY_SIZE,
     AEAD_NONCE_SIZE,
@@ -145,21 +145,6 @@ def _ecdh_params(alg: KeyAgreementAlgorithm) -> dict[str, Any]:
     return {"name": "ECDH", "namedCurve": "P-256"}
 
 
-def _obj(d: dict[str, Any]) -> Any:
-    return to_js(d, dict_converter=js.Object.fromEntries)
-
-
-def _b(data: bytes | bytearray | memoryview) -> Any:
-    return to_js(data)
-
-
-async def _call(promise: Any) -> Any:
-    try:
-        return await promise
-    except JsException as exc:
-        raise translate_js_error(exc) from None
-
-
 _DETECTED: tuple[SignatureAlgorithm, KeyAgreementAlgorithm] | None = None
 
 
@@ -172,8 +157,8 @@ async def detect_algorithms() -> tuple[SignatureAlgorithm, KeyAgreementAlgorithm
     global _DETECTED
     if _DETECTED is None:
         h = _helpers()
-        ed = bool(await _call(h.probe(_obj({"name": "Ed25519"}), to_js(["sign", "verify"]))))
-        x = bool(await _call(h.probe(_obj({"name": "X25519"}), to_js(["deriveBits"]))))
+        ed = bool(await await_js(h.probe(js_object({"name": "Ed25519"}), to_js(["sign", "verify"]))))
+        x = bool(await await_js(h.probe(js_object({"name": "X25519"}), to_js(["deriveBits"]))))
         _DETECTED = (
             SignatureAlgorithm.ED25519 if ed else SignatureAlgorithm.ECDSA_P256,
             KeyAgreementAlgorithm.X25519 if x else KeyAgreementAlgorithm.ECDH_P256,
@@ -187,12 +172,12 @@ class WebCrypto:
     def __init__(self) -> None:
         self._h = _helpers()
         self._js_crypto = js.globalThis.crypto
-        self._sig_alg = {a: _obj(_sig_params(a)) for a in SignatureAlgorithm}
+        self._sig_alg = {a: js_object(_sig_params(a)) for a in SignatureAlgorithm}
         self._sig_import = {
-            SignatureAlgorithm.ED25519: _obj({"name": "Ed25519"}),
-            SignatureAlgorithm.ECDSA_P256: _obj({"name": "ECDSA", "namedCurve": "P-256"}),
+            SignatureAlgorithm.ED25519: js_object({"name": "Ed25519"}),
+            SignatureAlgorithm.ECDSA_P256: js_object({"name": "ECDSA", "namedCurve": "P-256"}),
         }
-        self._ecdh_alg = {a: _obj(_ecdh_params(a)) for a in KeyAgreementAlgorithm}
+        self._ecdh_alg = {a: js_object(_ecdh_params(a)) for a in KeyAgreementAlgorithm}
 
     async def random_bytes(self, n: int) -> bytes:
         out = bytearray()
@@ -203,24 +188,24 @@ class WebCrypto:
         return bytes(out)
 
     async def sha256(self, data: bytes) -> bytes:
-        return bytes((await _call(self._h.digest(_b(data)))).to_bytes())
+        return bytes((await await_js(self._h.digest(to_js_bytes(data)))).to_bytes())
 
     async def hkdf_sha256(self, ikm: bytes, salt: bytes, info: bytes, length: int) -> bytes:
         if not 0 < length <= 255 * 32:
             raise LocalProtocolError("HKDF-SHA-256 output is 1..8160 bytes")
         # WebCrypto wants whole bits; derive whole bytes and trim (HKDF output is a prefix).
-        out = await _call(self._h.hkdf(_b(ikm), _b(salt), _b(info), length * 8))
+        out = await await_js(self._h.hkdf(to_js_bytes(ikm), to_js_bytes(salt), to_js_bytes(info), length * 8))
         return bytes(out.to_bytes())
 
     async def import_aead_key(self, key: bytes) -> AeadKey:
         if len(key) != AEAD_KEY_SIZE:
             raise LocalProtocolError("AES-256-GCM keys are 32 bytes")
-        return AeadKey(await _call(self._h.aesKey(_b(key))))
+        return AeadKey(await await_js(self._h.aesKey(to_js_bytes(key))))
 
     async def aead_seal(self, key: AeadKey, nonce: bytes, plaintext: bytes, aad: bytes) -> bytes:
         if len(nonce) != AEAD_NONCE_SIZE:
             raise LocalProtocolError("AES-GCM nonces are 12 bytes")
-        out = await _call(self._h.seal(key.handle, _b(nonce), _b(plaintext), _b(aad)))
+        out = await await_js(self._h.seal(key.handle, to_js_bytes(nonce), to_js_bytes(plaintext), to_js_bytes(aad)))
         return bytes(out.to_bytes())
 
     async def aead_open(
@@ -228,7 +213,7 @@ class WebCrypto:
     ) -> bytes | None:
         if len(nonce) != AEAD_NONCE_SIZE:
             raise LocalProtocolError("AES-GCM nonces are 12 bytes")
-        out = await _call(self._h.open(key.handle, _b(nonce), _b(sealed), _b(aad)))
+        out = await await_js(self._h.open(key.handle, to_js_bytes(nonce), to_js_bytes(sealed), to_js_bytes(aad)))
         return None if is_null(out) else bytes(out.to_bytes())
 
     async def aead_seal_many(
@@ -246,11 +231,11 @@ class WebCrypto:
             if len(nonce) != AEAD_NONCE_SIZE:
                 raise LocalProtocolError("AES-GCM nonces are 12 bytes")
             keys.push(key.handle)
-            ivs.push(_b(nonce))
-            pts.push(_b(plaintext))
-            aads.push(_b(aad))
-            prefixes.push(_b(prefix))
-        out = await _call(self._h.sealMany(keys, ivs, pts, aads, prefixes))
+            ivs.push(to_js_bytes(nonce))
+            pts.push(to_js_bytes(plaintext))
+            aads.push(to_js_bytes(aad))
+            prefixes.push(to_js_bytes(prefix))
+        out = await await_js(self._h.sealMany(keys, ivs, pts, aads, prefixes))
         return [bytes(x.to_bytes()) for x in out]
 
     async def aead_open_many(
@@ -262,23 +247,23 @@ class WebCrypto:
             if len(nonce) != AEAD_NONCE_SIZE:
                 raise LocalProtocolError("AES-GCM nonces are 12 bytes")
             keys.push(key.handle)
-            ivs.push(_b(nonce))
-            cts.push(_b(sealed))
-            aads.push(_b(aad))
-        out = await _call(self._h.openMany(keys, ivs, cts, aads))
+            ivs.push(to_js_bytes(nonce))
+            cts.push(to_js_bytes(sealed))
+            aads.push(to_js_bytes(aad))
+        out = await await_js(self._h.openMany(keys, ivs, cts, aads))
         return [None if is_null(x) else bytes(x.to_bytes()) for x in out]
 
     async def generate_signing_key(
         self, alg: SignatureAlgorithm, *, extractable: bool = False
     ) -> SigningKey:
-        pair = await _call(
+        pair = await await_js(
             subtle().generateKey(self._sig_alg[alg], extractable, to_js(["sign", "verify"]))
         )
-        public = bytes((await _call(self._h.rawPublic(pair.publicKey))).to_bytes())
+        public = bytes((await await_js(self._h.rawPublic(pair.publicKey))).to_bytes())
         return SigningKey(alg, public, pair.privateKey, extractable)
 
     async def sign(self, key: SigningKey, data: bytes) -> bytes:
-        out = await _call(self._h.sign(self._sig_alg[key.alg], key.handle, _b(data)))
+        out = await await_js(self._h.sign(self._sig_alg[key.alg], key.handle, to_js_bytes(data)))
         return bytes(out.to_bytes())
 
     async def verify(
@@ -286,9 +271,9 @@ class WebCrypto:
     ) -> bool:
         if len(signature) != 64:
             return False
-        ok = await _call(
+        ok = await await_js(
             self._h.verify(
-                self._sig_alg[alg], self._sig_import[alg], _b(public_key), _b(signature), _b(data)
+                self._sig_alg[alg], self._sig_import[alg], to_js_bytes(public_key), to_js_bytes(signature), to_js_bytes(data)
             )
         )
         return bool(ok)
@@ -296,28 +281,28 @@ class WebCrypto:
     async def export_private_key(self, key: SigningKey) -> bytes:
         if not key.extractable:
             raise LocalProtocolError("key was created non-extractable")
-        return bytes((await _call(self._h.pkcs8(key.handle))).to_bytes())
+        return bytes((await await_js(self._h.pkcs8(key.handle))).to_bytes())
 
     async def import_signing_key(
         self, alg: SignatureAlgorithm, pkcs8: bytes, public_key: bytes, *, extractable: bool = False
     ) -> SigningKey:
-        handle = await _call(
-            self._h.importPkcs8(_b(pkcs8), self._sig_import[alg], extractable, to_js(["sign"]))
+        handle = await await_js(
+            self._h.importPkcs8(to_js_bytes(pkcs8), self._sig_import[alg], extractable, to_js(["sign"]))
         )
         if isinstance(handle, str):
             raise InvalidKeyError(f"private key does not parse ({handle})")
         return SigningKey(alg, public_key, handle, extractable)
 
     async def generate_ecdh_key(self, alg: KeyAgreementAlgorithm) -> EcdhKeyPair:
-        pair = await _call(subtle().generateKey(self._ecdh_alg[alg], False, to_js(["deriveBits"])))
-        public = bytes((await _call(self._h.rawPublic(pair.publicKey))).to_bytes())
+        pair = await await_js(subtle().generateKey(self._ecdh_alg[alg], False, to_js(["deriveBits"])))
+        public = bytes((await await_js(self._h.rawPublic(pair.publicKey))).to_bytes())
         return EcdhKeyPair(alg, public, pair.privateKey)
 
     async def ecdh_derive(self, key: EcdhKeyPair, peer_public_key: bytes) -> bytes:
         expected = 32 if key.alg is KeyAgreementAlgorithm.X25519 else 65
         if len(peer_public_key) != expected:
             raise InvalidKeyError("peer key-agreement public key has the wrong length")
-        out = await _call(self._h.derive(self._ecdh_alg[key.alg], key.handle, _b(peer_public_key)))
+        out = await await_js(self._h.derive(self._ecdh_alg[key.alg], key.handle, to_js_bytes(peer_public_key)))
         if isinstance(out, str):
             raise InvalidKeyError(f"invalid peer key-agreement public key ({out})")
         secret = bytes(out.to_bytes())

@@ -173,7 +173,7 @@ class DataChannel:
         message: bytes | str = data if isinstance(data, str) else data.to_bytes()
         self.messages_received += 1
         self.bytes_received += len(message)
-        if self.events._handlers.get("message"):
+        if self.events.has_listeners("message"):
             self.events.emit("message", message)
             return
         self._inbox.append(message)

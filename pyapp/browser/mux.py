@@ -232,7 +232,7 @@ class MultiplexedChannel:
     # ------------------------------------------------------------------ receiving
 
     def _deliver(self, data: bytes | str) -> None:
-        if self.events._handlers.get("message"):
+        if self.events.has_listeners("message"):
             self.events.emit("message", data)
             return
         size = len(data)

@@ -25,7 +25,6 @@ from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
 import js
-from pyodide.ffi import JsException
 
 from pyapp._events import Emitter
 from pyapp.browser._ffi import ProxyOwner, await_js, call_js, is_null, js_object, spawn
@@ -116,10 +115,7 @@ class PeerConnection:
         self.negotiation = NegotiationState(polite=polite)
         self.ice_servers = list(ice_servers or [])  # no public STUN by default
         config = {"iceServers": self.ice_servers, "iceTransportPolicy": ice_transport_policy}
-        try:
-            self.js_pc = js.RTCPeerConnection.new(js_object(config))
-        except JsException as exc:
-            raise BrowserError(str(getattr(exc, "name", "Error")), str(exc)) from None
+        self.js_pc = call_js(js.RTCPeerConnection.new, js_object(config))
         self.events = Emitter()
         self.channels: list[DataChannel] = []
         self._mux: MuxSession | None = None

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import http.server
 import json
-import os
 import sys
 import threading
 from pathlib import Path
@@ -28,7 +27,7 @@ from typing import Any
 
 from playwright.sync_api import Browser, Playwright, sync_playwright
 
-from tests.browsers import CHROMIUM_ARGS, chromium_path
+from tests.browsers import CHROMIUM_ARGS, chromium_path, launch_firefox
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "getstats"
 
@@ -36,12 +35,6 @@ DATA_CHANNELS = 3
 MESSAGES = 200
 MESSAGE_SIZE = 1000
 SETTLE_MS = 3000
-
-FIREFOX_PREFS: dict[str, str | float | bool] = {
-    "media.navigator.permission.disabled": True,
-    "media.navigator.streams.fake": True,
-    "services.settings.server": "http://127.0.0.1:9/",
-}
 
 # Runs in the page; returns {"stats": [...], "meta": {...}}.
 SCRIPT = """
@@ -154,14 +147,9 @@ def _chromium(p: Playwright) -> None:
 
 
 def _firefox(p: Playwright) -> None:
-    os.environ["MOZ_REMOTE_SETTINGS_DEVTOOLS"] = "1"
-    browser = p.firefox.launch(
-        channel="moz-firefox",
-        executable_path="/usr/bin/firefox-esr",
-        headless=True,
-        firefox_user_prefs=FIREFOX_PREFS,
-        env={**os.environ, "MOZ_REMOTE_SETTINGS_DEVTOOLS": "1"},
-    )
+    browser = launch_firefox(p)
+    if browser is None:
+        raise RuntimeError("no Firefox ESR (set $FIREFOX or install firefox-esr)")
     try:
         for kind in ("data", "media"):
             try:
