@@ -377,6 +377,7 @@ class MuxSession:
         self._lost = False
         self._open = False
         self.batch_bytes = batch_bytes
+        self._batch_limit = min(batch_bytes, 65536)
         self._pumping = False
         self._failed: BaseException | None = None
         self._paused: set[Priority] = set()
@@ -429,6 +430,8 @@ class MuxSession:
         size = self.pc.max_message_size
         if size:
             self.mux.set_max_message_size(size)
+        # Read once per transport (an FFI round trip), not on every pump.
+        self._batch_limit = min(self.batch_bytes, size or 65536)
         if self._peer_ready:
             self._hello_and_go()  # the peer's hello arrived before our open event
         elif self._hello_task is None or self._hello_task.done():
@@ -555,7 +558,7 @@ class MuxSession:
         self._pumping = True
         mux = self.mux
         reliable, unreliable = self.reliable, self.unreliable
-        limit = min(self.batch_bytes, self.pc.max_message_size or 65536)
+        limit = self._batch_limit
         batch: list[bytes] = []
         batch_size = 0
         batch_channel: DataChannel = reliable
