@@ -226,7 +226,7 @@ class App:
         if channel.label != CHAT_LABEL:
             return
         peer.chat = channel
-        peer.pc.multiplexer()  # both sides early: no mux frame may reach a stream the peer lacks
+        peer.pc.multiplexer()  # every peer gets one, so it can answer the other's probes
         channel.events.on("open", self._render_status)
         channel.events.on("close", self._render_status)
 

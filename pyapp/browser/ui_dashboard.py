@@ -98,7 +98,6 @@ class Dashboard:
         self.power = power
         self.interval = interval
         self.monitors: dict[str, QualityMonitor] = {}
-        self._connected_seen: set[int] = set()
         self.renders = 0
         self.exports = 0
         self.charts_error: str | None = None
@@ -128,14 +127,9 @@ class Dashboard:
                 self._forget(peer_id)
                 monitor = None
             if monitor is None and pc.connection_state == "connected":
-                # Start one tick after "connected": by then the peer has created its
-                # multiplexer too (app.py does it with the chat channel), so the probe's
-                # OPEN frame cannot reach a data channel the peer does not have yet.
-                if id(pc) in self._connected_seen:
-                    self.monitors[peer_id] = self._monitor(pc)
-                    self._connected_seen.discard(id(pc))
-                else:
-                    self._connected_seen.add(id(pc))
+                # No need to wait for the peer's multiplexer: the mux's transport
+                # hello holds every frame until the peer's channels exist.
+                self.monitors[peer_id] = self._monitor(pc)
         for peer_id in [p for p in self.monitors if p not in live]:
             self._forget(peer_id)
 
