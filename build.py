@@ -225,6 +225,10 @@ def ensure_browsers() -> None:
         missing += ["firefox-esr"]
     if shutil.which("ip") is None:
         missing += ["iproute2"]  # the blip test's network namespaces
+    if shutil.which("turnserver") is None:
+        missing += ["coturn"]  # the TURN relay tests start their own coturn
+    if shutil.which("redis-server") is None:
+        missing += ["redis-server"]  # the multi-instance tests start their own redis-server
     if missing:
         log(f"installing {', '.join(missing)} (playwright install cannot download browsers here)")
         apt_install(*missing)
