@@ -8,6 +8,18 @@ Errors are split by blame, as h11 does it:
   something bad. These carry a ``reason`` string that is safe to show and to
   send back to the peer in a reset frame.
 
+Two cross-cutting types:
+
+* :class:`InvalidArgumentError` -- a bad argument value (a negative size, an
+  unknown priority ...). It is a :class:`LocalProtocolError` *and* a
+  :class:`ValueError`, so ``except ValueError`` keeps working.
+* :class:`OperationTimeout` -- something did not finish in time (a dial, an
+  authentication, a wait for a state). It is a :class:`TimeoutError` too, so
+  ``except TimeoutError`` (and ``asyncio.TimeoutError``) catches it; it is not
+  a :class:`LocalProtocolError`: nobody misused anything.
+
+Every message says what happened and what the caller can do about it.
+
 Example::
 
     from pyapp.exceptions import PyAppError, RemoteProtocolError
@@ -21,6 +33,11 @@ Example::
 """
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # only for the annotation; exceptions.py imports nothing at run time
+    from pyapp.core.security.identity import TrustResult
 
 __all__ = [
     "PyAppError",
@@ -38,6 +55,13 @@ __all__ = [
     "PoolExhausted",
     "LimitExceeded",
     "DeliveryError",
+    "InvalidArgumentError",
+    "OperationTimeout",
+    "DialTimeout",
+    "ProbeError",
+    "IdentityChangedError",
+    "InvalidKeyError",
+    "IdentityFormatError",
 ]
 
 
@@ -138,3 +162,62 @@ class DeliveryError(PyAppError):
         super().__init__(f"{reason} ({undelivered} message(s) not delivered)")
         self.reason = reason
         self.undelivered = undelivered
+
+
+class InvalidArgumentError(LocalProtocolError, ValueError):
+    """An argument has a value the API does not accept; the message names it and the valid range.
+
+    Raised before anything is sent or changed. Also a :class:`ValueError`.
+    """
+
+
+class OperationTimeout(PyAppError, TimeoutError):
+    """An operation did not complete within its deadline (``timeout`` seconds).
+
+    Also a :class:`TimeoutError`. ``operation`` names what timed out.
+    """
+
+    def __init__(self, message: str, *, operation: str = "", timeout: float | None = None) -> None:
+        super().__init__(message)
+        self.operation = operation
+        self.timeout = timeout
+
+
+class DialTimeout(OperationTimeout):
+    """A dial to a peer did not connect within ``timeout`` seconds; ``peer_id`` names the peer."""
+
+    def __init__(self, peer_id: str, timeout: float) -> None:
+        super().__init__(
+            f"dial to {peer_id!r} did not connect within {timeout} s; check that the peer is "
+            "online and reachable (TURN may be needed), or raise dial_timeout",
+            operation="dial", timeout=timeout)
+        self.peer_id = peer_id
+
+
+class ProbeError(RemoteProtocolError):
+    """The peer sent a malformed probe, or an echo for a ping never sent."""
+
+
+class IdentityChangedError(AuthenticationError):
+    """A known contact (or PeerId) presented a different key: possibly an impostor.
+
+    ``previous`` is the PeerId on record, ``presented`` the one the peer proved.
+    """
+
+    def __init__(self, reason: str, trust: TrustResult) -> None:
+        super().__init__(reason)
+        self.trust = trust
+        self.presented = trust.peer_id
+        self.previous = trust.previous
+
+
+class InvalidKeyError(RemoteProtocolError):
+    """Peer-supplied key bytes are not a valid key (wrong length, not on the curve, ...).
+
+    Implementations raise it from :meth:`Crypto.ecdh_derive` (also for an
+    all-zero X25519 result) and :meth:`Crypto.import_signing_key`.
+    """
+
+
+class IdentityFormatError(LocalProtocolError):
+    """A stored identity or trust store does not parse or is inconsistent."""

@@ -63,6 +63,7 @@ from pyapp.core.security.transcript import parse_sdp_fingerprint
 from pyapp.exceptions import (
     AuthenticationError,
     ConnectionClosedError,
+    IdentityChangedError,
     LocalProtocolError,
     RemoteProtocolError,
 )
@@ -91,19 +92,6 @@ FAILURES: Counter[str] = Counter()
 
 _SESSIONS: weakref.WeakKeyDictionary[Any, AuthResult] = weakref.WeakKeyDictionary()
 _USED: weakref.WeakSet[DataChannel] = weakref.WeakSet()
-
-
-class IdentityChangedError(AuthenticationError):
-    """A known contact (or PeerId) presented a different key: possibly an impostor.
-
-    ``previous`` is the PeerId on record, ``presented`` the one the peer proved.
-    """
-
-    def __init__(self, reason: str, trust: TrustResult) -> None:
-        super().__init__(reason)
-        self.trust = trust
-        self.presented = trust.peer_id
-        self.previous = trust.previous
 
 
 @dataclass(frozen=True)

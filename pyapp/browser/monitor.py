@@ -62,11 +62,17 @@ from pyapp._events import Emitter
 from pyapp.browser._ffi import ProxyOwner, _report, guard, spawn, translate_js_error
 from pyapp.browser.stats import channel_statistics, mux_session, stats_poller
 from pyapp.core.framing import Reliability
-from pyapp.core.probe import ProbeError, Prober, ProbeStatistics, respond
+from pyapp.core.probe import Prober, ProbeStatistics, respond
 from pyapp.core.quality import ConnectionQuality, QualityTracker
 from pyapp.core.scheduler import Priority
 from pyapp.core.stats import ConnectionStatistics, StatisticsRates, compute_rates, parse_stats
-from pyapp.exceptions import ConnectionClosedError, LocalProtocolError, PyAppError
+from pyapp.exceptions import (
+    ConnectionClosedError,
+    InvalidArgumentError,
+    LocalProtocolError,
+    ProbeError,
+    PyAppError,
+)
 
 if TYPE_CHECKING:
     from pyapp.browser.mux import MultiplexedChannel, MuxSession
@@ -221,7 +227,7 @@ class QualityMonitor:
         if probe_interval is not None:
             _check_interval(probe_interval)
         if history < 1:
-            raise LocalProtocolError(f"history must be >= 1, got {history}")
+            raise InvalidArgumentError(f"history must be >= 1, got {history}")
         self.pc = pc
         self.callback = callback
         self.events = Emitter()
@@ -669,7 +675,7 @@ class QualityMonitor:
 
 def _check_interval(seconds: float) -> None:
     if not isinstance(seconds, int | float) or not seconds > 0 or seconds != seconds:
-        raise LocalProtocolError(f"interval must be a positive number of seconds, got {seconds!r}")
+        raise InvalidArgumentError(f"interval must be a positive number of seconds, got {seconds!r}")
 
 
 def _next_slot(slot: float, interval: float, now: float) -> float:

@@ -32,7 +32,13 @@ from pyapp.browser.datachannel import DataChannel
 from pyapp.core.framing import Reliability
 from pyapp.core.negotiation import NegotiationState
 from pyapp.core.scheduler import Priority
-from pyapp.exceptions import BrowserError, ConnectionClosedError, LocalProtocolError
+from pyapp.exceptions import (
+    BrowserError,
+    ConnectionClosedError,
+    InvalidArgumentError,
+    LocalProtocolError,
+    OperationTimeout,
+)
 
 if TYPE_CHECKING:
     from pyapp.browser.auth import AuthResult
@@ -183,7 +189,10 @@ class PeerConnection:
         return listener
 
     async def wait_for_state(self, wanted: str, timeout: float | None = None) -> None:
-        """Wait until ``connection_state == wanted``; raise if the connection fails or closes."""
+        """Wait until ``connection_state == wanted``; raise if the connection fails or closes.
+
+        :class:`~pyapp.exceptions.OperationTimeout` after ``timeout`` seconds.
+        """
 
         async def waiter() -> None:
             while True:
@@ -195,7 +204,13 @@ class PeerConnection:
                 self._state_changed.clear()
                 await self._state_changed.wait()
 
-        await asyncio.wait_for(waiter(), timeout)
+        try:
+            await asyncio.wait_for(waiter(), timeout)
+        except TimeoutError:
+            raise OperationTimeout(
+                f"connection is still {self.connection_state!r}, not {wanted!r}, after {timeout} s; "
+                "check signaling and ICE servers (a peer behind NAT may need TURN)",
+                operation=f"wait for {wanted}", timeout=timeout) from None
 
     async def wait_connected(self, timeout: float | None = None) -> None:
         """Wait until the connection is ``connected``."""
@@ -302,9 +317,10 @@ class PeerConnection:
         if self._closed:
             raise ConnectionClosedError("peer connection is closed")
         if max_retransmits is not None and max_packet_life_time is not None:
-            raise LocalProtocolError("max_retransmits and max_packet_life_time are exclusive")
+            raise InvalidArgumentError(
+                "max_retransmits and max_packet_life_time are exclusive: give at most one of them")
         if priority is not None and priority not in PRIORITIES:
-            raise LocalProtocolError(f"priority must be one of {PRIORITIES}")
+            raise InvalidArgumentError(f"priority must be one of {PRIORITIES}, got {priority!r}")
         init: dict[str, Any] = {"ordered": ordered, "protocol": protocol, "negotiated": negotiated}
         if max_retransmits is not None:
             init["maxRetransmits"] = max_retransmits

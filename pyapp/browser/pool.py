@@ -65,8 +65,10 @@ from pyapp.core.limiter import Granted, LimiterAction, LimiterStats
 from pyapp.core.pool import Close, Dial, Fail, Grant, PoolAction, PoolStats
 from pyapp.exceptions import (
     ConnectionClosedError,
+    DialTimeout,
     LimitExceeded,
     LocalProtocolError,
+    OperationTimeout,
     PyAppError,
     SignalingError,
 )
@@ -449,9 +451,8 @@ class SignalingDialer:
             self.hang_up(peer_id, pc)
             if reason is not None:
                 raise LimitExceeded(f"peer {peer_id!r} refused the connection: {reason}") from None
-            if isinstance(exc, TimeoutError):
-                raise ConnectionClosedError(
-                    f"dial to {peer_id!r} did not connect within {self.timeout} s") from None
+            if isinstance(exc, TimeoutError) and not isinstance(exc, OperationTimeout):
+                raise DialTimeout(peer_id, self.timeout) from None
             raise
         return pc
 
@@ -945,8 +946,8 @@ class ConnectionPool:
             if slot is not None:
                 slot.release()
             self._dials.pop(peer_id, None)
-            if isinstance(exc, TimeoutError):
-                exc = ConnectionClosedError(f"dial to {peer_id!r} timed out after {self.dial_timeout} s")
+            if isinstance(exc, TimeoutError) and not isinstance(exc, OperationTimeout):
+                exc = DialTimeout(peer_id, self.dial_timeout)
             if not self._closed:
                 self._apply(self.core.dial_failed(peer_id, exc, self._timer.now()))
             return

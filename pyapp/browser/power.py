@@ -57,6 +57,7 @@ from pyapp.browser.device import connection_object, read_connection, read_device
 from pyapp.browser.media import VideoCaps
 from pyapp.core.device import DeviceProfile, NetworkInfo, network_info
 from pyapp.core.power import PowerMode, PowerSettings, decide_power
+from pyapp.exceptions import InvalidArgumentError
 
 __all__ = [
     "PauseTarget",
@@ -187,8 +188,9 @@ class PowerManager:
             self.add_video(target)
             fitted = True
         if not fitted:
-            raise TypeError(f"{target!r} has none of set_interval, reconfigure, "
-                            "set_paused_priorities, apply_caps")
+            raise InvalidArgumentError(f"{target!r} has none of set_interval, reconfigure, "
+                                       "set_paused_priorities, apply_caps: register a monitor, pool, "
+                                       "multiplexer or VideoTarget")
 
     def unregister(self, target: Any) -> None:
         """Stop applying settings to ``target`` (no error if it was not registered)."""

@@ -48,7 +48,7 @@ from collections import OrderedDict
 from collections.abc import Hashable
 from dataclasses import dataclass, field
 
-from pyapp.exceptions import LimitExceeded, LocalProtocolError
+from pyapp.exceptions import InvalidArgumentError, LimitExceeded, LocalProtocolError
 
 __all__ = [
     "ConnectionLimiter",
@@ -136,7 +136,7 @@ class _Waiting:
 
 def _check_count(name: str, value: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValueError(f"{name} must be an int >= 0, got {value!r}")
+        raise InvalidArgumentError(f"{name} must be an int >= 0, got {value!r}")
     return value
 
 

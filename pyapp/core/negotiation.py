@@ -21,6 +21,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from pyapp.exceptions import InvalidArgumentError
+
 __all__ = ["NegotiationState", "is_polite", "Decision"]
 
 Decision = Literal["accept", "ignore"]
@@ -29,7 +31,8 @@ Decision = Literal["accept", "ignore"]
 def is_polite(local_id: str, remote_id: str) -> bool:
     """A deterministic, opposite role for each side: the larger id is polite."""
     if local_id == remote_id:
-        raise ValueError("a peer cannot negotiate with itself")
+        raise InvalidArgumentError(
+            f"a peer cannot negotiate with itself (both ids are {local_id!r}); give each side its own id")
     return local_id > remote_id
 
 

@@ -68,7 +68,12 @@ from collections.abc import Hashable
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
-from pyapp.exceptions import ConnectionClosedError, LocalProtocolError, PoolExhausted
+from pyapp.exceptions import (
+    ConnectionClosedError,
+    InvalidArgumentError,
+    LocalProtocolError,
+    PoolExhausted,
+)
 
 __all__ = [
     "Close",
@@ -195,13 +200,13 @@ class _Queued:
 
 def _check_size(value: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"max_size must be an int >= 1, got {value!r}")
+        raise InvalidArgumentError(f"max_size must be an int >= 1, got {value!r}")
     return value
 
 
 def _check_seconds(name: str, value: float | None) -> float | None:
     if value is not None and not value >= 0:
-        raise ValueError(f"{name} must be >= 0 or None, got {value!r}")
+        raise InvalidArgumentError(f"{name} must be >= 0 or None, got {value!r}")
     return value
 
 
@@ -229,7 +234,7 @@ class ConnectionPool(Generic[C]):
         self._idle_timeout = _check_seconds("timeout", timeout)
         self._wait_timeout = _check_seconds("wait_timeout", wait_timeout)
         if max_waiting < 0:
-            raise ValueError(f"max_waiting must be >= 0, got {max_waiting!r}")
+            raise InvalidArgumentError(f"max_waiting must be >= 0, got {max_waiting!r}")
         self._max_waiting = max_waiting
         self._poor_threshold = poor_quality_threshold
         self._poor_period = _check_seconds("poor_quality_period", poor_quality_period)
@@ -395,7 +400,7 @@ class ConnectionPool(Generic[C]):
             self._wait_timeout = _check_seconds("wait_timeout", wait_timeout)
         if max_waiting is not None:
             if max_waiting < 0:
-                raise ValueError(f"max_waiting must be >= 0, got {max_waiting!r}")
+                raise InvalidArgumentError(f"max_waiting must be >= 0, got {max_waiting!r}")
             self._max_waiting = max_waiting
         if poor_quality_threshold is not None:
             self._poor_threshold = poor_quality_threshold

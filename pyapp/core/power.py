@@ -42,7 +42,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from pyapp.core.device import DeviceProfile, NetworkInfo
-from pyapp.exceptions import LocalProtocolError
+from pyapp.exceptions import InvalidArgumentError
 
 __all__ = [
     "ENTER_POWER_SAVING_BELOW",
@@ -88,7 +88,7 @@ class BatteryState:
     def __post_init__(self) -> None:
         if not (isinstance(self.level, int | float) and math.isfinite(self.level)
                 and 0.0 <= self.level <= 1.0):
-            raise LocalProtocolError(f"battery level must be in [0, 1], got {self.level!r}")
+            raise InvalidArgumentError(f"battery level must be in [0, 1], got {self.level!r}")
 
 
 @dataclass(frozen=True)

@@ -45,7 +45,7 @@ import struct
 from collections import deque
 from dataclasses import dataclass
 
-from pyapp.exceptions import LocalProtocolError, RemoteProtocolError
+from pyapp.exceptions import InvalidArgumentError, ProbeError
 
 __all__ = [
     "MAGIC",
@@ -67,10 +67,6 @@ VERSION = 1
 _FORMAT = struct.Struct(">2sBBId")
 PROBE_SIZE = _FORMAT.size  # 16
 _SEQ_MOD = 2**32
-
-
-class ProbeError(RemoteProtocolError):
-    """The peer sent a malformed probe, or an echo for a ping never sent."""
 
 
 class ProbeKind(enum.IntEnum):
@@ -121,9 +117,9 @@ class ProbeStatistics:
 def encode_probe(packet: ProbePacket) -> bytes:
     """Encode a probe; raises :class:`LocalProtocolError` on out-of-range fields."""
     if not 0 <= packet.seq < _SEQ_MOD:
-        raise LocalProtocolError(f"probe seq out of range: {packet.seq}")
+        raise InvalidArgumentError(f"probe seq out of range: {packet.seq}")
     if not math.isfinite(packet.timestamp):
-        raise LocalProtocolError(f"probe timestamp must be finite: {packet.timestamp}")
+        raise InvalidArgumentError(f"probe timestamp must be finite: {packet.timestamp}")
     return _FORMAT.pack(MAGIC, VERSION, int(packet.kind), packet.seq, packet.timestamp)
 
 
@@ -163,11 +159,11 @@ class Prober:
         self, now: float, *, interval: float = 1.0, timeout: float = 3.0, window: int = 20
     ) -> None:
         if not interval > 0:
-            raise LocalProtocolError(f"interval must be > 0, got {interval}")
+            raise InvalidArgumentError(f"interval must be > 0, got {interval}")
         if not timeout > 0:
-            raise LocalProtocolError(f"timeout must be > 0, got {timeout}")
+            raise InvalidArgumentError(f"timeout must be > 0, got {timeout}")
         if window < 1:
-            raise LocalProtocolError(f"window must be >= 1, got {window}")
+            raise InvalidArgumentError(f"window must be >= 1, got {window}")
         self._interval = interval
         self._timeout = timeout
         self._next_send = now

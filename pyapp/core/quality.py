@@ -29,7 +29,7 @@ import enum
 import math
 from dataclasses import dataclass
 
-from pyapp.exceptions import LocalProtocolError
+from pyapp.exceptions import InvalidArgumentError
 
 __all__ = [
     "EXCELLENT_THRESHOLD",
@@ -162,13 +162,13 @@ class QualityTracker:
         lost_timeout: float = 5.0,
     ) -> None:
         if not 0 < alpha <= 1:
-            raise LocalProtocolError(f"alpha must be in (0, 1], got {alpha}")
+            raise InvalidArgumentError(f"alpha must be in (0, 1], got {alpha}")
         if not margin >= 0:
-            raise LocalProtocolError(f"margin must be >= 0, got {margin}")
+            raise InvalidArgumentError(f"margin must be >= 0, got {margin}")
         if confirm_samples < 1:
-            raise LocalProtocolError(f"confirm_samples must be >= 1, got {confirm_samples}")
+            raise InvalidArgumentError(f"confirm_samples must be >= 1, got {confirm_samples}")
         if not lost_timeout > 0:
-            raise LocalProtocolError(f"lost_timeout must be > 0, got {lost_timeout}")
+            raise InvalidArgumentError(f"lost_timeout must be > 0, got {lost_timeout}")
         self._alpha = alpha
         self._margin = margin
         self._confirm = confirm_samples

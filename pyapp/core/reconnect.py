@@ -56,6 +56,8 @@ import enum
 from dataclasses import dataclass
 from typing import Protocol
 
+from pyapp.exceptions import InvalidArgumentError
+
 __all__ = [
     "BackoffStarted",
     "Disconnected",
@@ -163,7 +165,7 @@ _ALL_STATES = _UP | {"new", "checking", "connecting", "disconnected", "failed", 
 
 def _check_seconds(name: str, value: float) -> float:
     if not value >= 0:
-        raise ValueError(f"{name} must be >= 0, got {value!r}")
+        raise InvalidArgumentError(f"{name} must be >= 0, got {value!r}")
     return value
 
 
@@ -193,7 +195,7 @@ class ReconnectPolicy:
         self.base_delay = _check_seconds("base_delay", base_delay)
         self.max_delay = _check_seconds("max_delay", max_delay)
         if max_attempts < 0:
-            raise ValueError(f"max_attempts must be >= 0, got {max_attempts!r}")
+            raise InvalidArgumentError(f"max_attempts must be >= 0, got {max_attempts!r}")
         self.max_attempts = max_attempts
         self._state = ReconnectState.IDLE
         self._attempts = 0

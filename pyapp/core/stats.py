@@ -52,7 +52,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from pyapp.exceptions import LocalProtocolError
+from pyapp.exceptions import InvalidArgumentError
 
 __all__ = [
     "CANDIDATE_TYPES",
@@ -364,7 +364,7 @@ def compute_rates(previous: ConnectionStatistics, current: ConnectionStatistics)
     """
     interval = current.timestamp - previous.timestamp
     if not interval > 0:
-        raise LocalProtocolError(
+        raise InvalidArgumentError(
             f"snapshots out of order: {previous.timestamp} then {current.timestamp}"
         )
 

@@ -53,7 +53,7 @@ from pyapp.core.security.interface import (
     SigningKey,
     signature_public_key_size,
 )
-from pyapp.exceptions import LocalProtocolError
+from pyapp.exceptions import IdentityFormatError, LocalProtocolError
 
 __all__ = [
     "IDENTITY_FORMAT",
@@ -74,10 +74,6 @@ PEER_ID_BYTES = 15
 IDENTITY_FORMAT = "pyapp-identity"
 _ALG_NAMES = {SignatureAlgorithm.ED25519: "ed25519", SignatureAlgorithm.ECDSA_P256: "ecdsa-p256"}
 _B32 = frozenset("abcdefghijklmnopqrstuvwxyz234567")
-
-
-class IdentityFormatError(LocalProtocolError):
-    """A stored identity or trust store does not parse or is inconsistent."""
 
 
 def alg_name(alg: SignatureAlgorithm) -> str:

@@ -44,7 +44,7 @@ import enum
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from pyapp.exceptions import RemoteProtocolError
+from pyapp.exceptions import InvalidKeyError
 
 __all__ = [
     "AEAD_KEY_SIZE",
@@ -90,14 +90,6 @@ def signature_public_key_size(alg: SignatureAlgorithm) -> int:
 def ecdh_public_key_size(alg: KeyAgreementAlgorithm) -> int:
     """Raw public-key length for ``alg`` (32 for X25519, 65 for P-256)."""
     return 32 if alg is KeyAgreementAlgorithm.X25519 else 65
-
-
-class InvalidKeyError(RemoteProtocolError):
-    """Peer-supplied key bytes are not a valid key (wrong length, not on the curve, ...).
-
-    Implementations raise it from :meth:`Crypto.ecdh_derive` (also for an
-    all-zero X25519 result) and :meth:`Crypto.import_signing_key`.
-    """
 
 
 @dataclass(frozen=True, eq=False)
