@@ -136,11 +136,12 @@ class ChannelResetError(PyAppError):
 
 
 class AuthenticationError(PyAppError):
-    """Peer authentication failed; ``reason`` says why (bad signature, timeout, ...)."""
+    """Peer authentication failed; ``reason`` is a code (see pyapp.core.security.reasons.AuthReason), ``str(exc)`` says what happened and what to do."""
 
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
+    def __init__(self, reason: str, message: str | None = None) -> None:
+        super().__init__(message or reason)
         self.reason = reason
+        self.message = message or reason
 
 
 class DecryptionError(RemoteProtocolError):
