@@ -62,6 +62,8 @@ __all__ = [
     "IdentityChangedError",
     "InvalidKeyError",
     "IdentityFormatError",
+    "SignalingMessageError",
+    "SignalingRefusedError",
 ]
 
 
@@ -222,3 +224,35 @@ class InvalidKeyError(RemoteProtocolError):
 
 class IdentityFormatError(LocalProtocolError):
     """A stored identity or trust store does not parse or is inconsistent."""
+
+
+class SignalingMessageError(SignalingError):
+    """A signaling message does not parse or is not valid; ``code`` says which rule it broke.
+
+    Codes: ``bad-json``, ``bad-utf8``, ``non-finite-number``, ``too-deep``,
+    ``bad-message`` (valid JSON, but not a valid message).
+    """
+
+    def __init__(self, code: str, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+
+
+class SignalingRefusedError(SignalingError):
+    """The signaling server refused a request or closed the connection, and said why.
+
+    ``code`` is machine-readable (``rate-limited``, ``too-many-connections``,
+    ``room-full``, ``flooding``, ``too-large``, ``slow-consumer`` ...; docs/signaling.md
+    lists them), ``text`` is the server's explanation, ``ref`` the type of the
+    request it answers (or None), ``close_code`` the WebSocket close code when the
+    server closed the connection (else None).
+    """
+
+    def __init__(self, code: str, text: str, ref: str | None = None,
+                 close_code: int | None = None) -> None:
+        where = f" (closed the connection, code {close_code})" if close_code is not None else ""
+        super().__init__(f"the signaling server refused{where}: {code}: {text}")
+        self.code = code
+        self.text = text
+        self.ref = ref
+        self.close_code = close_code
