@@ -1,8 +1,12 @@
-"""Rooms and relay, behind a small interface so another broker can back it later.
+"""Rooms and relay, behind a small interface with two implementations.
 
-The server only talks to a :class:`Broker`. :class:`InMemoryBroker` keeps rooms in
-this process; a Redis- or NATS-backed broker would implement the same three
-methods and fan messages out across server processes.
+The server only talks to a :class:`Broker`. :class:`InMemoryBroker` (the default)
+keeps rooms in this process; :class:`web.redis_broker.RedisBroker`
+(``serve --redis URL``) shares them between several server processes. Both
+deliver ``peer-joined`` / ``peer-left`` to the other members and raise
+:class:`RoomFull` / :class:`UnknownPeer` the same way; the Redis one may also
+raise :class:`BrokerUnavailable`. ``start()`` runs before the first client and
+``close()`` after the last one.
 
 Example::
 
@@ -31,7 +35,17 @@ class UnknownPeer(Exception):
     """The relay target is not in the sender's room."""
 
 
+class BrokerUnavailable(Exception):
+    """The shared state behind the broker (Redis) cannot be reached; try again later."""
+
+
 class Broker(Protocol):
+    async def start(self) -> None:
+        """Connect whatever the broker needs; raise BrokerUnavailable if it cannot."""
+
+    async def close(self) -> None:
+        """Remove this process's members (their peers are told) and disconnect."""
+
     async def join(self, room: str, peer_id: str | None, deliver: Deliver) -> tuple[str, list[str]]:
         """Add a client to `room`; return its peer id and the ids already there."""
 
@@ -48,6 +62,12 @@ class InMemoryBroker:
     def __init__(self, max_peers_per_room: int = 16) -> None:
         self.max_peers_per_room = max_peers_per_room
         self._rooms: dict[str, dict[str, Deliver]] = {}
+
+    async def start(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        self._rooms.clear()
 
     def rooms(self) -> dict[str, list[str]]:
         """A snapshot: room name -> peer ids."""

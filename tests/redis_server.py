@@ -1,0 +1,77 @@
+"""A throwaway redis-server (Debian's) on a free loopback port, for tests and benchmarks.
+
+Example::
+
+    with RedisServer() as r:
+        print(r.url)          # redis://127.0.0.1:<port>/0
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class RedisServer:
+    """``redis-server --port N --save '' --appendonly no``, stopped (and its dir removed) on exit."""
+
+    def __init__(self) -> None:
+        exe = shutil.which("redis-server")
+        if exe is None:
+            raise FileNotFoundError("redis-server is not installed (python3 build.py test installs it)")
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.dir = tempfile.TemporaryDirectory(prefix="pyapp-redis-")
+        self.log = Path(self.dir.name) / "redis.log"
+        self.proc = subprocess.Popen(
+            [exe, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+             "--dir", self.dir.name, "--logfile", str(self.log), "--loglevel", "warning"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 10
+        while not self.ping():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                out = self.log.read_text() if self.log.exists() else ""
+                self.stop()
+                raise RuntimeError(f"redis-server did not start on port {self.port}: {out[-500:]}")
+            time.sleep(0.05)
+
+    def ping(self) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=1) as s:
+                s.sendall(b"PING\r\n")
+                return s.recv(16).startswith(b"+PONG")
+        except OSError:
+            return False
+
+    def command(self, *args: str) -> bytes:
+        """Send one command (inline protocol) and return the raw first reply chunk."""
+        with socket.create_connection(("127.0.0.1", self.port), timeout=5) as s:
+            s.sendall((" ".join(args) + "\r\n").encode())
+            return s.recv(65536)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self.dir.cleanup()
+
+    def __enter__(self) -> RedisServer:
+        return self
+
+    def __exit__(self, *_exc: Any) -> None:
+        self.stop()
