@@ -230,7 +230,7 @@ def test_unreachable_redis_is_a_clear_error(redis_url: str) -> None:
     async def main() -> None:
         from tests.redis_server import free_port
         broker = RedisBroker(f"redis://127.0.0.1:{free_port()}/0")
-        with pytest.raises(BrokerUnavailable, match="cannot reach Redis at redis://127.0.0.1:"):
+        with pytest.raises(BrokerUnavailable, match=r"cannot reach Redis at redis://127\.0\.0\.1:"):
             await broker.start()
         await broker.redis.aclose()
 
