@@ -20,6 +20,11 @@ Server → client::
     {"type": "pong",        "id": 7}
     {"type": "error",       "code": "unknown-peer", "message": "...", "ref": "signal"}
 
+JSON is strict both ways: ``NaN``/``Infinity`` (which browsers' ``JSON.parse``
+rejects) and nesting deeper than :data:`MAX_DEPTH` are refused with their own
+error codes. :data:`ERROR_CODES` lists every code the server sends, with the
+close code that follows it when the server also closes the connection.
+
 Example::
 
     >>> from pyapp.core.signaling import parse_client_message, Join
@@ -34,7 +39,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from pyapp.exceptions import SignalingError
+from pyapp.exceptions import InvalidArgumentError, SignalingMessageError
 
 __all__ = [
     "ROOM_RE",
@@ -55,10 +60,52 @@ __all__ = [
     "parse_server_message",
     "encode",
     "TokenBucket",
+    "MAX_DEPTH",
+    "ERROR_CODES",
+    "CLOSE_CODES",
+    "close_reason",
+    "parse_close_reason",
 ]
 
 ROOM_RE = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
 PEER_ID_RE = re.compile(r"[A-Za-z0-9_\-]{4,64}")
+
+MAX_DEPTH = 32
+"""Deepest nesting of arrays/objects accepted in one message (the envelope counts as 1)."""
+
+ERROR_CODES: dict[str, tuple[int | None, str]] = {
+    # code: (WebSocket close code that follows, or None; when the server sends it)
+    "bad-json": (None, "the message is not valid JSON"),
+    "bad-utf8": (1007, "a text frame is not valid UTF-8"),
+    "non-finite-number": (None, "the message holds NaN or Infinity"),
+    "too-deep": (None, f"arrays/objects nest deeper than {MAX_DEPTH}"),
+    "bad-message": (None, "valid JSON, but not a valid message (or a binary frame)"),
+    "too-large": (1009, "a message is larger than the server's limit"),
+    "protocol-error": (1002, "a WebSocket frame breaks RFC 6455"),
+    "not-joined": (None, "a signal before joining a room"),
+    "already-joined": (None, "a join while in a room"),
+    "unknown-peer": (None, "a signal to a peer not in the room"),
+    "room-full": (None, "the room holds its maximum of peers"),
+    "rate-limited": (None, "over the messages/s of the connection or of its address; dropped"),
+    "flooding": (1008, "rate-limited many times in a row"),
+    "join-rate-limited": (None, "over the joins/min of the address"),
+    "room-rate-limited": (None, "over the rooms created/min of the address"),
+    "too-many-connections": (1008, "over the simultaneous connections of the address"),
+    "slow-consumer": (1008, "the client does not read what it is sent"),
+    "unavailable": (None, "the server's shared state (Redis) is unreachable; retry"),
+    "evicted": (None, "another instance took this peer id; join again"),
+    "shutting-down": (1001, "the server is stopping"),
+}
+"""Every ``error`` code the server sends, with the close code (if any) that follows it."""
+
+CLOSE_CODES: dict[int, str] = {
+    1001: "going away: the server is stopping",
+    1002: "protocol error: a frame breaks RFC 6455",
+    1007: "invalid data: a text frame is not valid UTF-8",
+    1008: "policy violation: a limit was exceeded (the reason names it)",
+    1009: "message too big",
+}
+"""Close codes the server uses; the close reason always starts with the error code."""
 
 
 class ClientMessage:
@@ -160,30 +207,59 @@ class ServerError(ServerMessage):
     """The type of the client message that caused it, when known."""
 
 
+def _reject_constant(name: str) -> Any:
+    raise SignalingMessageError(
+        "non-finite-number", f"message holds {name}, which is not JSON (send a string or null)")
+
+
+def _too_deep(obj: Any, limit: int) -> bool:
+    """Whether containers nest deeper than ``limit`` (iterative: no recursion on peer input)."""
+    stack: list[tuple[Any, int]] = [(obj, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > limit:
+            return True
+        if isinstance(value, dict):
+            stack.extend((v, depth + 1) for v in value.values() if isinstance(v, (dict, list)))
+        elif isinstance(value, list):
+            stack.extend((v, depth + 1) for v in value if isinstance(v, (dict, list)))
+    return False
+
+
 def _load_object(text: str | bytes) -> dict[str, Any]:
     if isinstance(text, bytes):
         try:
             text = text.decode("utf-8")
         except UnicodeDecodeError:
-            raise SignalingError("message is not valid UTF-8") from None
+            raise SignalingMessageError("bad-utf8", "message is not valid UTF-8") from None
     try:
-        obj = json.loads(text)
-    except (ValueError, RecursionError):
-        raise SignalingError("message is not valid JSON") from None
+        obj = json.loads(text, parse_constant=_reject_constant)
+    except RecursionError:
+        raise SignalingMessageError(
+            "too-deep", f"message nests arrays/objects deeper than {MAX_DEPTH}") from None
+    except ValueError:
+        raise SignalingMessageError("bad-json", "message is not valid JSON") from None
     if not isinstance(obj, dict):
-        raise SignalingError("message must be a JSON object")
+        raise SignalingMessageError("bad-message", "message must be a JSON object")
+    if _too_deep(obj, MAX_DEPTH):
+        raise SignalingMessageError(
+            "too-deep", f"message nests arrays/objects deeper than {MAX_DEPTH}")
     kind = obj.get("type")
     if not isinstance(kind, str):
-        raise SignalingError("message has no string 'type'")
+        raise SignalingMessageError("bad-message", "message has no string 'type'")
     return obj
+
+
+def _bad(reason: str) -> SignalingMessageError:
+    return SignalingMessageError("bad-message", reason)
 
 
 def _str_field(obj: dict[str, Any], key: str, pattern: re.Pattern[str] | None = None) -> str:
     value = obj.get(key)
     if not isinstance(value, str):
-        raise SignalingError(f"'{obj['type']}' needs a string '{key}'")
+        raise _bad(f"'{obj['type']}' needs a string '{key}'")
     if pattern is not None and not pattern.fullmatch(value):
-        raise SignalingError(f"'{key}' {value[:80]!r} is not valid (allowed: {pattern.pattern})")
+        raise _bad(f"'{key}' {value[:80]!r} is not valid (allowed: {pattern.pattern})")
     return value
 
 
@@ -192,7 +268,7 @@ def _optional_id(obj: dict[str, Any]) -> int | None:
     if value is None:
         return None
     if not isinstance(value, int) or isinstance(value, bool):
-        raise SignalingError("'id' must be an integer")
+        raise _bad("'id' must be an integer")
     return value
 
 
@@ -208,13 +284,13 @@ def parse_client_message(text: str | bytes) -> ClientMessage:
     if kind == "signal":
         data = obj.get("data")
         if not isinstance(data, dict):
-            raise SignalingError("'signal' needs an object 'data'")
+            raise _bad("'signal' needs an object 'data'")
         return Signal(to=_str_field(obj, "to", PEER_ID_RE), data=data)
     if kind == "leave":
         return Leave()
     if kind == "ping":
         return Ping(id=_optional_id(obj))
-    raise SignalingError(f"unknown message type {kind[:40]!r}")
+    raise _bad(f"unknown message type {kind[:40]!r}")
 
 
 def parse_server_message(text: str | bytes) -> ServerMessage:
@@ -224,7 +300,7 @@ def parse_server_message(text: str | bytes) -> ServerMessage:
     if kind == "welcome":
         peers = obj.get("peers")
         if not isinstance(peers, list) or not all(isinstance(p, str) for p in peers):
-            raise SignalingError("'welcome' needs a list of peer ids")
+            raise _bad("'welcome' needs a list of peer ids")
         return Welcome(room=_str_field(obj, "room"), peer_id=_str_field(obj, "peer_id"),
                        peers=tuple(peers))
     if kind == "peer-joined":
@@ -234,7 +310,7 @@ def parse_server_message(text: str | bytes) -> ServerMessage:
     if kind == "signal":
         data = obj.get("data")
         if not isinstance(data, dict):
-            raise SignalingError("'signal' needs an object 'data'")
+            raise _bad("'signal' needs an object 'data'")
         return RelayedSignal(sender=_str_field(obj, "from"), data=data)
     if kind == "pong":
         return Pong(id=_optional_id(obj))
@@ -242,7 +318,7 @@ def parse_server_message(text: str | bytes) -> ServerMessage:
         ref = obj.get("ref")
         return ServerError(code=_str_field(obj, "code"), message=_str_field(obj, "message"),
                            ref=ref if isinstance(ref, str) else None)
-    raise SignalingError(f"unknown server message type {kind[:40]!r}")
+    raise _bad(f"unknown server message type {kind[:40]!r}")
 
 
 def encode(message: ClientMessage | ServerMessage) -> str:
@@ -274,7 +350,26 @@ def encode(message: ClientMessage | ServerMessage) -> str:
             obj["ref"] = message.ref
     else:
         raise TypeError(f"not a signaling message: {message!r}")
-    return json.dumps(obj, separators=(",", ":"))
+    try:
+        return json.dumps(obj, separators=(",", ":"), allow_nan=False)
+    except ValueError:
+        raise InvalidArgumentError(
+            "signal data holds NaN or Infinity, which JSON cannot carry: send a string or null"
+        ) from None
+
+
+def close_reason(code: str, text: str) -> str:
+    """The close reason for error ``code``: ``"code: text"``, cut to the 123 bytes RFC 6455 allows."""
+    reason = f"{code}: {text}".encode()[:123]
+    return reason.decode("utf-8", "ignore")
+
+
+def parse_close_reason(reason: str) -> tuple[str, str] | None:
+    """``(code, text)`` from a close reason made by :func:`close_reason`; None if it names no code."""
+    code, sep, text = reason.partition(": ")
+    if not sep or code not in ERROR_CODES:
+        return None
+    return code, text
 
 
 class TokenBucket:
