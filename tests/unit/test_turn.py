@@ -1,0 +1,182 @@
+"""TURN REST credentials and ICE-server lists (pyapp.core.turn) and the server's issuer (web.turn)."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import itertools
+import json
+
+import pytest
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.hmac import HMAC
+from hypothesis import given
+from hypothesis import strategies as st
+
+from pyapp.core.turn import (
+    MAX_ICE_SERVERS,
+    check_turn_url,
+    expiry_of,
+    parse_ice_servers,
+    refresh_time,
+    rest_credentials,
+)
+from pyapp.exceptions import SignalingError
+from web.turn import IceGrant, TurnConfig, TurnIssuer
+
+pytestmark = pytest.mark.unit
+
+
+def _oracle(secret: str, username: str) -> str:
+    """The password as an independent HMAC-SHA1 implementation computes it."""
+    mac = HMAC(secret.encode(), hashes.SHA1())
+    mac.update(username.encode())
+    return base64.b64encode(mac.finalize()).decode()
+
+
+def test_credentials_follow_the_turn_rest_scheme() -> None:
+    creds = rest_credentials("s3cret", "peer-1", expires=1700000000)
+    assert creds.username == "1700000000:peer-1"
+    # Golden value, also checked with `openssl dgst -sha1 -hmac s3cret -binary | base64`.
+    assert creds.credential == "rCFVLvIwlVfR84C5QMSLI2HmoLo="
+    assert creds.expires == 1700000000
+
+
+@given(secret=st.text(min_size=1, max_size=64),
+       peer=st.from_regex(r"[A-Za-z0-9_\-]{4,64}", fullmatch=True),
+       expires=st.integers(min_value=0, max_value=2**40))
+def test_credentials_match_an_independent_hmac(secret: str, peer: str, expires: int) -> None:
+    creds = rest_credentials(secret, peer, expires)
+    assert creds.credential == _oracle(secret, creds.username)
+    assert expiry_of(creds.username) == expires
+
+
+def test_credentials_refuse_what_coturn_would_misread() -> None:
+    with pytest.raises(ValueError, match="secret is empty"):
+        rest_credentials("", "peer-1", 1)
+    with pytest.raises(ValueError, match="must not contain ':'"):
+        rest_credentials("s", "a:b", 1)
+
+
+@pytest.mark.parametrize("username, expected", [
+    ("1700000000:peer", 1700000000), ("12:", 12), ("peer", None), (":peer", None),
+    ("x1:peer", None), ("-5:peer", None),
+])
+def test_expiry_of(username: str, expected: int | None) -> None:
+    assert expiry_of(username) == expected
+
+
+@pytest.mark.parametrize("url", [
+    "turn:203.0.113.5:3478", "turn:turn.example.org:3478?transport=tcp", "turns:relay.example:5349",
+    "turn:[2001:db8::1]:3478?transport=udp", "stun:stun.example:3478", "turn:host",
+])
+def test_valid_turn_urls(url: str) -> None:
+    assert check_turn_url(url) == url
+
+
+@pytest.mark.parametrize("url, reason", [
+    ("http://x:3478", "not a TURN/STUN URL"), ("turn:", "not a TURN/STUN URL"),
+    ("turn:h:3478?transport=sctp", "not a TURN/STUN URL"), ("turn:h:99999", "port out of range"),
+    ("stun:h:3478?transport=udp", "take no"), ("turn:h:3478 ", "not a TURN/STUN URL"),
+])
+def test_invalid_turn_urls(url: str, reason: str) -> None:
+    with pytest.raises(ValueError, match=reason):
+        check_turn_url(url)
+
+
+def test_parse_ice_servers_normalises_and_keeps_credentials() -> None:
+    parsed = parse_ice_servers([
+        {"urls": "stun:s.example:3478"},
+        {"urls": ["turn:t.example:3478?transport=udp"], "username": "9:p", "credential": "c",
+         "extra": "ignored"},
+    ])
+    assert parsed == ({"urls": ["stun:s.example:3478"]},
+                      {"urls": ["turn:t.example:3478?transport=udp"], "username": "9:p", "credential": "c"})
+
+
+@pytest.mark.parametrize("value, reason", [
+    ({}, "must be a list"),
+    ([1], "must be an object"),
+    ([{"urls": []}], "needs 1-"),
+    ([{"urls": ["ftp://x"]}], "bad ICE server URL"),
+    ([{"urls": ["turn:t:1"]}], "without username and credential"),
+    ([{"urls": ["turn:t:1"], "username": "u"}], "without username and credential"),
+    ([{"urls": ["turn:t:1"], "username": 5, "credential": "c"}], "username must be a string"),
+    ([{"urls": ["turn:t:1"], "username": "u" * 600, "credential": "c"}], "at most 512"),
+    ([{"urls": ["stun:s:1"]}] * (MAX_ICE_SERVERS + 1), "at most"),
+])
+def test_parse_ice_servers_refuses_bad_lists(value: object, reason: str) -> None:
+    with pytest.raises(SignalingError, match=reason):
+        parse_ice_servers(value)
+
+
+@given(st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=20),
+                    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(
+                        st.sampled_from(["urls", "username", "credential", "x"]), inner, max_size=4),
+                    max_leaves=12))
+def test_parse_ice_servers_raises_only_signaling_errors(value: object) -> None:
+    try:
+        parsed = parse_ice_servers(value)
+    except SignalingError:
+        return
+    # Whatever passes is exactly what RTCPeerConnection accepts: string URLs, string credentials.
+    json.dumps(parsed)
+    for server in parsed:
+        assert all(isinstance(u, str) for u in server["urls"])
+        assert set(server) <= {"urls", "username", "credential"}
+
+
+def test_refresh_time_is_halfway() -> None:
+    assert refresh_time(100.0, 200.0) == 150.0
+    assert refresh_time(100.0, 90.0) == 100.0  # already expired: at once
+
+
+def test_config_validates_flags() -> None:
+    with pytest.raises(ValueError, match="at least one --turn-url"):
+        TurnConfig(urls=(), secret="s")
+    with pytest.raises(ValueError, match="PYAPP_TURN_SECRET"):
+        TurnConfig(urls=("turn:h:3478",), secret="")
+    with pytest.raises(ValueError, match="--turn-ttl"):
+        TurnConfig(urls=("turn:h:3478",), secret="s", ttl=0)
+    with pytest.raises(ValueError, match="not a TURN/STUN URL"):
+        TurnConfig(urls=("h:3478",), secret="s")
+
+
+def test_issuer_grants_credentials_for_the_peer() -> None:
+    issuer = TurnIssuer(TurnConfig(urls=("turn:h:3478?transport=udp", "turn:h:3478?transport=tcp"),
+                                   secret="k", ttl=600), clock=lambda: 1000.5)
+    grant = issuer.grant("peer-9")
+    assert grant.expires == 1601  # at least the ttl from now, in whole seconds
+    (server,) = grant.ice_servers
+    assert server["urls"] == ["turn:h:3478?transport=udp", "turn:h:3478?transport=tcp"]
+    assert server["username"] == "1601:peer-9"
+    assert server["credential"] == _oracle("k", "1601:peer-9")
+    # What the server sends is what the page's parser accepts unchanged.
+    assert parse_ice_servers(json.loads(json.dumps(list(grant.ice_servers)))) == grant.ice_servers
+
+
+def test_issuer_pushes_fresh_credentials_halfway_until_cancelled() -> None:
+    async def scenario() -> list[tuple[float, int]]:
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        issuer = TurnIssuer(TurnConfig(urls=("turn:h:1",), secret="k", ttl=1),
+                            clock=lambda: 5000.0 + (loop.time() - start))
+        pushed: list[tuple[float, int]] = []
+
+        async def push(grant: IceGrant) -> None:
+            pushed.append((loop.time() - start, grant.expires))
+
+        task = issuer.keep_fresh("peer-1", issuer.grant("peer-1"), push)
+        await asyncio.sleep(2.2)
+        task.cancel()
+        count = len(pushed)
+        await asyncio.sleep(0.6)
+        assert len(pushed) == count, "pushes continued after cancel"
+        return pushed
+
+    pushed = asyncio.run(scenario())
+    # ttl 1 s (a lifetime of 1-2 s in whole seconds): a push halfway through each,
+    # so every 0.5-1 s, each with an expiry no earlier than the one before.
+    assert 2 <= len(pushed) <= 5, pushed
+    assert 0.45 <= pushed[0][0] <= 1.1, pushed
+    assert all(b[1] - a[1] >= 0 and b[0] - a[0] >= 0.45 for a, b in itertools.pairwise(pushed))
