@@ -64,6 +64,7 @@ __all__ = [
     "IdentityFormatError",
     "SignalingMessageError",
     "SignalingRefusedError",
+    "RelayError",
 ]
 
 
@@ -256,3 +257,28 @@ class SignalingRefusedError(SignalingError):
         self.text = text
         self.ref = ref
         self.close_code = close_code
+
+
+class RelayError(PyAppError):
+    """A TURN/STUN server refused or did not answer (the page's ``icecandidateerror``).
+
+    ``url`` names the relay (``turn:host:port?transport=udp``), ``error_code``
+    is the STUN error code (401 = the relay refused the credentials; 701 = no
+    answer), ``error_text`` the browser's reason phrase.
+    """
+
+    def __init__(self, url: str, error_code: int, error_text: str = "") -> None:
+        if error_code == 401:
+            hint = ("the relay refused the credentials: the signaling server's TURN secret "
+                    "(--turn-secret or PYAPP_TURN_SECRET) must be coturn's --static-auth-secret, "
+                    "and both clocks must agree (the credentials carry their expiry)")
+        elif error_code == 701:
+            hint = ("the relay did not answer: check the URL and that its port is open "
+                    "(UDP, or TCP with ?transport=tcp) from this network")
+        else:
+            hint = "the relay refused the request; its log says why"
+        text = f" {error_text}" if error_text else ""
+        super().__init__(f"TURN relay {url}: error {error_code}{text}: {hint}")
+        self.url = url
+        self.error_code = error_code
+        self.error_text = error_text
