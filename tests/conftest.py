@@ -1,12 +1,19 @@
 """Shared fixtures: the real server, the local browsers, and pages with Python ready.
 
-Browser tests talk to the page's Pyodide through :meth:`PyPage.py`, which runs
-Python source with top-level ``await`` and returns its last expression (JSON-able
-values; PyProxies are converted with ``toJs``).
+Browser tests talk to the page's Pyodide in two ways:
+
+* :meth:`PyPage.call` (preferred): ``pypage.call("tests.pyodide.mod:func", x=1)``
+  copies the real modules of ``tests/pyodide/`` into Pyodide's file system
+  (only the ones that changed), imports ``mod``, calls (and awaits)
+  ``func(**kwargs)`` and returns its result through JSON. That code is plain
+  Python that ruff and mypy check.
+* :meth:`PyPage.py` runs Python source with top-level ``await`` and returns its
+  last expression (JSON-able values; PyProxies are converted with ``toJs``).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -32,6 +39,41 @@ hypothesis_settings.load_profile("ci" if os.environ.get("CI") else "dev")
 
 ROOT = Path(__file__).resolve().parent.parent
 STATIC = ROOT / "static"
+
+PYODIDE_TESTS = ROOT / "tests" / "pyodide"
+PAGE_TESTS_ROOT = "/home/pyodide/pyapp-tests"
+"""Where :meth:`PyPage.call` puts ``tests/__init__.py`` and ``tests/pyodide/**`` in the page."""
+
+SYNC_FILES = """(files) => {
+  // files: {path: [sha256, source, module]}; writes the new or changed ones and
+  // returns the modules that were there before (to re-import). The digests live
+  // in the document, so a reload or navigation starts from a clean slate.
+  const seen = (globalThis.__pyappTestFiles ??= {});
+  const changed = [];
+  for (const [path, [digest, source, module]] of Object.entries(files)) {
+    if (seen[path] === digest) continue;
+    if (path in seen) changed.push(module);
+    pyodide.FS.mkdirTree(path.slice(0, path.lastIndexOf("/")));
+    pyodide.FS.writeFile(path, source);
+    seen[path] = digest;
+  }
+  return changed;
+}"""
+
+CALL_PY = """
+import importlib as _importlib, inspect as _inspect, json as _json, sys as _sys
+if {root!r} not in _sys.path:
+    _sys.path.insert(0, {root!r})
+_importlib.invalidate_caches()
+for _name in {reload!r}:
+    if _name in _sys.modules:
+        _importlib.reload(_sys.modules[_name])
+_module = _importlib.import_module({module!r})
+_result = getattr(_module, {func!r})(**_json.loads({kwargs!r}))
+if _inspect.isawaitable(_result):
+    _result = await _result
+_json.dumps(_result)
+"""
 
 RUN_PY = """async (code) => {
   const result = await pyodide.runPythonAsync(code);
@@ -110,6 +152,34 @@ class PyPage:
     def pyjson(self, code: str, timeout: float | None = None) -> Any:
         """Run Python whose last expression is JSON text; returns it parsed."""
         return json.loads(self.py(code, timeout))
+
+    def call(self, target: str, /, *, timeout: float | None = None, **kwargs: Any) -> Any:
+        """Call ``"tests.pyodide.<module>:<function>"`` in the page with JSON-able ``kwargs``.
+
+        The function may be async; its (JSON-able) result is returned. Modules
+        are synced into the page on every call (a changed one is re-imported),
+        so a test module may keep its page for many calls.
+        """
+        module, _, func = target.partition(":")
+        if not module.startswith("tests.pyodide") or not func:
+            raise ValueError(f"target must be 'tests.pyodide.<module>:<function>', got {target!r}")
+        changed = self._sync_test_modules()
+        code = CALL_PY.format(root=PAGE_TESTS_ROOT, reload=changed, module=module, func=func,
+                              kwargs=json.dumps(kwargs))
+        return json.loads(self.py(code, timeout))
+
+    def _sync_test_modules(self) -> list[str]:
+        """Write new or changed ``tests/pyodide`` modules into the page; the changed modules."""
+        files: dict[str, list[str]] = {}
+        for path in [ROOT / "tests" / "__init__.py", *sorted(PYODIDE_TESTS.rglob("*.py"))]:
+            parts = list(path.relative_to(ROOT).with_suffix("").parts)
+            if parts[-1] == "__init__":
+                parts.pop()
+            text = path.read_text(encoding="utf-8")
+            files[f"{PAGE_TESTS_ROOT}/{path.relative_to(ROOT).as_posix()}"] = [
+                hashlib.sha256(text.encode()).hexdigest(), text, ".".join(parts)]
+        changed: list[str] = self.page.evaluate(SYNC_FILES, files)
+        return changed
 
     def foreign_requests(self) -> list[str]:
         origin = urlsplit(self.origin)
