@@ -23,25 +23,10 @@ Example (two peers wired back to back)::
     >>> a.channel_stats(cid).unacked_messages
     0
 
-Logical channel states (the only transitions; anything else is an error)::
-
-    state           event                                   next state
-    --------------  --------------------------------------  -----------------------------
-    (none)          open_channel()                          OPENING  (OPEN queued)
-    (none)          peer OPEN (peer's id parity)            OPEN     (ACCEPT queued, ChannelOpened)
-    OPENING         peer ACCEPT                             OPEN     (ChannelAccepted)
-    OPENING, OPEN   close_channel()                         CLOSING  (CLOSE sent after queued DATA)
-    OPENING, OPEN   peer CLOSE                              CLOSE_RECEIVED (ChannelClosed by_peer)
-    CLOSING         peer CLOSE, our CLOSE already sent      CLOSED   (ChannelClosed)
-    CLOSING         peer CLOSE, our CLOSE not yet sent      CLOSE_RECEIVED (ChannelClosed)
-    CLOSE_RECEIVED  our CLOSE sent, all DATA acked          CLOSED
-    CLOSE_RECEIVED  our CLOSE sent, DATA unacked            (lingers until ACK or peer CLOSE)
-    any             reset_channel() / bad peer input        RESET    (RESET queued, ChannelReset)
-    any             peer RESET                              RESET    (ChannelReset by_peer)
-
-CLOSED and RESET channels are forgotten; their id is remembered (a bounded
-"tombstone" list) so frames that crossed the close/reset are ignored, not
-treated as errors, and ids are not reused while tombstoned.
+The pieces: :mod:`pyapp.core.mux_events` (what it reports),
+:mod:`pyapp.core.mux_channel` (per-channel state), :mod:`pyapp.core.mux_lifecycle`
+(the channel state machine, with its transition table), :mod:`pyapp.core.mux_receive`
+(reassembly) and this module (the API, sending and the transports).
 
 Delivery guarantees: reliable channels carry a per-channel message sequence;
 the receiver acknowledges cumulatively (ACK = next expected sequence). Every
@@ -60,9 +45,7 @@ control is the browser's SCTP window; see ``docs/wire-format.md``.
 
 from __future__ import annotations
 
-import enum
 from collections import deque
-from dataclasses import dataclass, field
 
 from pyapp.core.framing import (
     FLAG_FIRST,
@@ -72,7 +55,6 @@ from pyapp.core.framing import (
     HEADER,
     HEADER_SIZE,
     MAX_FRAGMENT_PAYLOAD,
-    OPEN_FIXED,
     SEQ_MASK,
     VERSION,
     Frame,
@@ -80,15 +62,31 @@ from pyapp.core.framing import (
     Reliability,
     Transport,
     decode_frame,
-    decode_open,
-    decode_reason,
-    encode_accept,
     encode_ack,
     encode_close,
     encode_open,
     encode_reset,
 )
-from pyapp.core.scheduler import DeficitRoundRobin, Priority
+from pyapp.core.mux_channel import Channel, OutMessage, behind
+from pyapp.core.mux_events import (
+    ChannelAccepted,
+    ChannelClosed,
+    ChannelOpened,
+    ChannelReset,
+    ChannelState,
+    ChannelStats,
+    DeliveryFailed,
+    Event,
+    MessageDropped,
+    MessageReceived,
+    MuxStats,
+    OutgoingFrame,
+    ProtocolErrorEvent,
+    Role,
+    SendWindowOpened,
+)
+from pyapp.core.mux_receive import MuxReceiver
+from pyapp.core.scheduler import Priority
 from pyapp.exceptions import (
     ConnectionClosedError,
     DeliveryError,
@@ -121,32 +119,10 @@ __all__ = [
     "Transport",
 ]
 
-_HALF = 1 << 31
 _pack_header = HEADER.pack
 _DATA = FrameType.DATA
 _RELIABLE = Transport.RELIABLE
 _HIGH = Priority.HIGH
-_UNRELIABLE = Transport.UNRELIABLE
-
-
-class Role(enum.Enum):
-    """Which end of the connection this is; decides the channel id parity."""
-
-    INITIATOR = "initiator"
-    """the offerer / DTLS client: even channel ids (as RFC 8832 does for SCTP streams)"""
-    RESPONDER = "responder"
-    """the answerer: odd channel ids"""
-
-
-class ChannelState(enum.Enum):
-    """Life cycle of a logical channel; see the table in the module docstring."""
-
-    OPENING = "opening"
-    OPEN = "open"
-    CLOSING = "closing"
-    CLOSE_RECEIVED = "close-received"
-    CLOSED = "closed"
-    RESET = "reset"
 
 
 class SendQueueFull(LocalProtocolError):
@@ -163,365 +139,8 @@ class SendQueueFull(LocalProtocolError):
         self.limit = limit
 
 
-class OutgoingFrame:
-    """One frame to send: put ``data`` on the data channel named by ``transport``."""
 
-    __slots__ = ("channel_id", "data", "transport")
-
-    def __init__(self, transport: Transport, data: bytes, channel_id: int) -> None:
-        self.transport = transport
-        """RELIABLE or UNRELIABLE underlying RTCDataChannel"""
-        self.data = data
-        """the complete frame, header included: exactly one data channel message"""
-        self.channel_id = channel_id
-        """the logical channel the frame belongs to (for logging/stats)"""
-
-    def __repr__(self) -> str:
-        return f"OutgoingFrame({self.transport.name}, {len(self.data)} bytes, ch {self.channel_id})"
-
-
-# ----------------------------------------------------------------------------- stats
-
-
-@dataclass(frozen=True, slots=True)
-class ChannelStats:
-    """Counters of one logical channel at one moment."""
-
-    channel_id: int
-    """the channel id"""
-    label: str
-    """label given at open"""
-    state: ChannelState
-    """state when the snapshot was taken"""
-    priority: Priority
-    """scheduling priority"""
-    reliable: bool
-    """True when the channel rides the reliable transport"""
-    messages_sent: int
-    """messages whose last fragment was handed out by next_frame"""
-    bytes_sent: int
-    """payload bytes handed out by next_frame"""
-    messages_received: int
-    """messages delivered to the app"""
-    bytes_received: int
-    """payload bytes delivered to the app"""
-    queued_messages: int
-    """messages waiting (entirely or partly) in the send queue"""
-    queued_bytes: int
-    """payload bytes not yet handed out by next_frame"""
-    unacked_messages: int
-    """reliable messages in the replay buffer (sent or queued, not yet acknowledged)"""
-    unacked_bytes: int
-    """bytes of those messages"""
-    messages_dropped: int
-    """outbound messages dropped (unreliable channel under pressure or past its lifetime)"""
-    messages_incomplete: int
-    """inbound unreliable messages discarded because fragments went missing"""
-    duplicates_ignored: int
-    """inbound replayed frames dropped as duplicates or late"""
-    errors: int
-    """protocol errors attributed to this channel"""
-    frames_sent: int
-    """DATA frames handed out"""
-    frames_received: int
-    """frames received for this channel"""
-    queueing_delay_total: float
-    """sum over sent messages of (time of last fragment out - time of send)"""
-    queueing_delay_max: float
-    """largest such delay"""
-    messages_lost: int = 0
-    """inbound unreliable messages of which no fragment ever arrived (a sequence gap
-    older than the reorder window)"""
-
-    @property
-    def queueing_delay_mean(self) -> float:
-        """Mean queueing delay per sent message (0.0 before any)."""
-        return self.queueing_delay_total / self.messages_sent if self.messages_sent else 0.0
-
-
-@dataclass(frozen=True, slots=True)
-class MuxStats:
-    """Connection-wide counters."""
-
-    channels: int
-    """logical channels currently known"""
-    frames_sent: int
-    """frames handed out by next_frame"""
-    bytes_sent: int
-    """wire bytes handed out (headers included)"""
-    frames_received: int
-    """frames passed to receive_frame"""
-    bytes_received: int
-    """wire bytes passed to receive_frame"""
-    frames_ignored: int
-    """frames dropped without error (crossed a close/reset, late, or transport down)"""
-    protocol_errors: int
-    """every peer protocol error"""
-    unattributed_errors: int
-    """errors that matched no live channel (garbage, unknown channel ...)"""
-    channels_reset: int
-    """channels reset, by either side"""
-    replay_bytes: int
-    """bytes held in the replay buffer (reliable, unacknowledged)"""
-
-
-# ---------------------------------------------------------------------------- events
-
-
-@dataclass(frozen=True, slots=True)
-class Event:
-    """Base class of everything the multiplexer reports."""
-
-
-@dataclass(frozen=True, slots=True)
-class ChannelOpened(Event):
-    """The peer opened a channel; it was accepted automatically."""
-
-    channel_id: int
-    """the new channel's id (peer's parity)"""
-    label: str
-    """label the peer gave"""
-    reliability: Reliability
-    """the peer's reliability settings"""
-    priority: Priority
-    """the peer's priority (also used for our sends on it)"""
-
-
-@dataclass(frozen=True, slots=True)
-class ChannelAccepted(Event):
-    """The peer accepted a channel we opened."""
-
-    channel_id: int
-    """the channel id"""
-
-
-@dataclass(frozen=True, slots=True)
-class MessageReceived(Event):
-    """A complete message arrived."""
-
-    channel_id: int
-    """the channel it arrived on"""
-    data: bytes | str
-    """the message: ``str`` when sent as text, else ``bytes``"""
-
-
-@dataclass(frozen=True, slots=True)
-class ChannelClosed(Event):
-    """A channel closed gracefully; all of the peer's data has been delivered."""
-
-    channel_id: int
-    """the channel id"""
-    by_peer: bool
-    """True when the peer started the close"""
-    stats: ChannelStats
-    """final counters"""
-
-
-@dataclass(frozen=True, slots=True)
-class ChannelReset(Event):
-    """A channel was aborted: by the peer, or locally after a peer protocol error."""
-
-    channel_id: int
-    """the channel id"""
-    reason: str
-    """why (from the peer's RESET frame, or our error)"""
-    by_peer: bool
-    """True when the peer sent RESET"""
-    undelivered: int
-    """our messages that were queued or unacknowledged and are now abandoned"""
-    stats: ChannelStats
-    """final counters"""
-
-
-@dataclass(frozen=True, slots=True)
-class ProtocolErrorEvent(Event):
-    """The peer sent something invalid. The frame was dropped; the connection lives on."""
-
-    error: RemoteProtocolError
-    """the typed error (usually a FrameError)"""
-    channel_id: int | None
-    """the channel it concerned, or None when unattributable"""
-
-
-@dataclass(frozen=True, slots=True)
-class MessageDropped(Event):
-    """A whole message was dropped on an unreliable channel (never a partial one)."""
-
-    channel_id: int
-    """the channel id"""
-    inbound: bool
-    """True: an incoming message lost fragments; False: our send was dropped"""
-    reason: str
-    """one of: send queue full, lifetime expired, incomplete, late"""
-    size: int
-    """payload bytes of the dropped message (received bytes, when inbound)"""
-
-
-@dataclass(frozen=True, slots=True)
-class SendWindowOpened(Event):
-    """A channel on which ``send`` failed or ``can_send`` said no can take that message now."""
-
-    channel_id: int
-    """the channel id"""
-    available: int
-    """bytes that can be queued before the send-queue limit"""
-
-
-@dataclass(frozen=True, slots=True)
-class DeliveryFailed(Event):
-    """From :meth:`Multiplexer.fail_all`: messages that will never be delivered."""
-
-    channel_id: int
-    """the channel id"""
-    reason: str
-    """why the connection was given up"""
-    messages: tuple[bytes | str, ...] = field(repr=False)
-    """the undelivered messages, oldest first (reliable: unacknowledged; unreliable: queued)"""
-
-    @property
-    def error(self) -> DeliveryError:
-        """The same as an exception, for an adapter to raise to waiting senders."""
-        return DeliveryError(f"channel {self.channel_id}: {self.reason}", len(self.messages))
-
-
-# -------------------------------------------------------------------------- internals
-
-
-class _OutMessage:
-    __slots__ = ("data", "done", "enqueued", "flags", "fragment", "offset", "seq", "size")
-
-    def __init__(self, seq: int, data: memoryview, flags: int, enqueued: float) -> None:
-        self.seq = seq
-        self.data = data
-        self.size = len(data)
-        self.flags = flags  # FLAG_TEXT and, after a restore, FLAG_REPLAY
-        self.enqueued = enqueued
-        self.offset = 0
-        self.fragment = 0
-        self.done = False  # every fragment handed out at least once
-
-
-class _Partial:
-    """An unreliable message being reassembled (fragments may arrive in any order)."""
-
-    __slots__ = ("fragments", "last", "size", "text")
-
-    def __init__(self, text: int) -> None:
-        self.fragments: dict[int, memoryview] = {}
-        self.last = -1
-        self.size = 0
-        self.text = text
-
-
-class _Channel:
-    __slots__ = (
-        "accepted",
-        "bytes_received",
-        "bytes_sent",
-        "close_replay",
-        "close_requested",
-        "close_sent",
-        "closed_reported",
-        "delay_max",
-        "delay_total",
-        "delivered_seq",
-        "duplicates",
-        "errors",
-        "finished",
-        "finished_order",
-        "frames_received",
-        "frames_sent",
-        "id",
-        "label",
-        "lifetime",
-        "local",
-        "messages_dropped",
-        "messages_incomplete",
-        "messages_lost",
-        "messages_received",
-        "messages_sent",
-        "missing",
-        "newest_seq",
-        "next_seq",
-        "partials",
-        "parts",
-        "parts_bytes",
-        "parts_text",
-        "priority",
-        "queue",
-        "queued_bytes",
-        "recv_frag",
-        "recv_seq",
-        "reliability",
-        "reliable",
-        "scheduled",
-        "state",
-        "transport",
-        "unacked",
-        "unacked_bytes",
-        "wanted",
-    )
-
-    def __init__(
-        self, cid: int, label: str, reliability: Reliability, priority: Priority,
-        local: bool, state: ChannelState,
-    ) -> None:
-        self.id = cid
-        self.label = label
-        self.reliability = reliability
-        self.priority = priority
-        self.reliable = reliability.reliable
-        self.transport = reliability.transport
-        life = reliability.max_packet_life_time
-        self.lifetime = None if life is None else life / 1000.0
-        self.local = local
-        self.accepted = not local
-        self.state = state
-        self.scheduled = False
-        self.close_requested = False
-        self.close_sent = False
-        self.close_replay = False
-        self.closed_reported = False
-        self.wanted = 0  # size a refused sender is waiting to queue (0: nobody waits)
-        # send side
-        self.queue: deque[_OutMessage] = deque()
-        self.queued_bytes = 0
-        self.unacked: deque[_OutMessage] = deque()  # reliable only; queue is a suffix of it
-        self.unacked_bytes = 0
-        self.next_seq = 0
-        # receive side, reliable: strictly sequential
-        self.recv_seq = 0
-        self.recv_frag = 0
-        self.parts: list[memoryview] = []
-        self.parts_bytes = 0
-        self.parts_text = 0
-        # receive side, unreliable: several messages may be in flight
-        self.partials: dict[int, _Partial] = {}
-        self.finished: set[int] = set()
-        self.finished_order: deque[int] = deque()
-        self.newest_seq = -1  # newest sequence seen (-1: none yet)
-        self.missing: set[int] = set()  # unreliable: sequence gaps not yet seen or given up
-        self.messages_lost = 0
-        self.delivered_seq = -1  # ordered unreliable: newest delivered (-1: none yet)
-        # counters
-        self.messages_sent = self.bytes_sent = self.frames_sent = 0
-        self.messages_received = self.bytes_received = self.frames_received = 0
-        self.messages_dropped = self.messages_incomplete = self.duplicates = self.errors = 0
-        self.delay_total = self.delay_max = 0.0
-
-    def partial_bytes(self) -> int:
-        return self.parts_bytes + sum(p.size for p in self.partials.values())
-
-
-def _behind(a: int, b: int) -> bool:
-    """True when sequence ``a`` is before ``b`` (serial number arithmetic, RFC 1982)."""
-    return 0 < ((b - a) & SEQ_MASK) < _HALF
-
-
-# ------------------------------------------------------------------------ multiplexer
-
-
-class Multiplexer:
+class Multiplexer(MuxReceiver):
     """Logical channels over one reliable and one unreliable RTCDataChannel.
 
     :param role: INITIATOR (even ids) or RESPONDER (odd ids).
@@ -540,75 +159,6 @@ class Multiplexer:
         channels below HIGH wait for ACKs (HIGH channels and control frames are
         exempt). Bounds the peer's unprocessed backlog; 0 disables.
     """
-
-    def __init__(
-        self,
-        role: Role,
-        *,
-        max_message_size: int = 65536,
-        send_queue_limit: int = 1 << 20,
-        max_message_bytes: int = 128 << 20,
-        receive_buffer_limit: int = 128 << 20,
-        replay_buffer_limit: int = 128 << 20,
-        max_channels: int = 1024,
-        reorder_window: int = 16,
-        inflight_limit: int = 256 << 10,
-    ) -> None:
-        if not isinstance(role, Role):
-            raise LocalProtocolError(f"role must be a Role, got {role!r}")
-        self.role = role
-        self._parity = 0 if role is Role.INITIATOR else 1
-        self._next_id = self._parity
-        self._fragment_size = MAX_FRAGMENT_PAYLOAD
-        self._max_message_size = 0
-        self.set_max_message_size(max_message_size)
-        self._send_limit = send_queue_limit
-        self._max_message_bytes = max_message_bytes
-        self._recv_limit = receive_buffer_limit
-        self._replay_limit = replay_buffer_limit
-        self._max_channels = max_channels
-        self._window = reorder_window
-        # Reliable DATA sent and not yet acknowledged, connection-wide. Below HIGH,
-        # channels wait while it is at the limit: ACKs leave the receiver only when
-        # its application has taken the message, so this bounds the receiver's
-        # backlog (a browser delivers data-channel messages to the page however
-        # far behind the page is) and with it the latency of HIGH messages.
-        self._inflight_limit = inflight_limit
-        self._inflight = 0
-        self._window_parked: list[_Channel] = []
-
-        self._channels: dict[int, _Channel] = {}
-        self._tombstones: dict[int, ChannelState] = {}
-        self._tombstone_order: deque[int] = deque()
-        self._recent_resets: deque[tuple[int, str]] = deque(maxlen=256)
-        self._control: deque[bytes] = deque()
-        self._pending_acks: dict[int, int] = {}
-        self._sched: DeficitRoundRobin[_Channel] = DeficitRoundRobin(
-            MAX_FRAGMENT_PAYLOAD + HEADER_SIZE
-        )
-        self._waiting: set[_Channel] = set()
-        self._events: list[Event] = []
-        self._replay_bytes = 0
-        self._up = True
-        self._failed = False
-        # counters
-        self._frames_sent = self._bytes_sent = 0
-        self._frames_received = self._bytes_received = self._frames_ignored = 0
-        self._errors = self._unattributed = self._resets = 0
-
-    # ------------------------------------------------------------------ configuration
-
-    @property
-    def fragment_size(self) -> int:
-        """Largest DATA payload per frame: min(16 KiB, max_message_size - header)."""
-        return self._fragment_size
-
-    def set_max_message_size(self, size: int) -> None:
-        """Apply the negotiated SCTP maxMessageSize (takes effect from the next fragment)."""
-        if size < HEADER_SIZE + OPEN_FIXED.size + 64:
-            raise LocalProtocolError(f"max_message_size {size} is too small")
-        self._max_message_size = size
-        self._fragment_size = min(MAX_FRAGMENT_PAYLOAD, size - HEADER_SIZE)
 
     # ------------------------------------------------------------------ local API
 
@@ -640,7 +190,7 @@ class Multiplexer:
         frame = encode_open(cid, label, reliability, priority)
         if len(frame) > self._max_message_size:
             raise MessageTooLargeError(len(frame), self._max_message_size)
-        ch = _Channel(cid, label, reliability, priority, True, ChannelState.OPENING)
+        ch = Channel(cid, label, reliability, priority, True, ChannelState.OPENING)
         self._channels[cid] = ch
         self._control.append(frame)
         return cid
@@ -688,12 +238,12 @@ class Multiplexer:
                     f"replay buffer full: {self._replay_bytes} unacknowledged bytes "
                     f"(limit {self._replay_limit})", 1,
                 )
-            msg = _OutMessage(ch.next_seq, view, flags, now)
+            msg = OutMessage(ch.next_seq, view, flags, now)
             ch.unacked.append(msg)
             ch.unacked_bytes += size
             self._replay_bytes += size
         else:
-            msg = _OutMessage(ch.next_seq, view, flags, now)
+            msg = OutMessage(ch.next_seq, view, flags, now)
         ch.next_seq = (ch.next_seq + 1) & SEQ_MASK
         ch.queue.append(msg)
         ch.queued_bytes += size
@@ -731,7 +281,7 @@ class Multiplexer:
     def reset_channel(self, channel_id: int, reason: str) -> int:
         """Abort a channel at once; returns how many of our messages were abandoned."""
         ch = self._channel(channel_id)
-        undelivered = self._undelivered_count(ch)
+        undelivered = ch.undelivered()
         self._queue_reset(ch.id, reason)
         self._remove(ch, ChannelState.RESET)
         return undelivered
@@ -747,7 +297,7 @@ class Multiplexer:
 
     def channel_stats(self, channel_id: int) -> ChannelStats:
         """Snapshot of a live channel's counters."""
-        return self._snapshot(self._channel(channel_id))
+        return self._channel(channel_id).snapshot()
 
     def stats(self) -> MuxStats:
         """Snapshot of the connection-wide counters."""
@@ -998,7 +548,7 @@ class Multiplexer:
                 )
                 self._events.append(DeliveryFailed(ch.id, reason, messages))
             self._events.append(
-                ChannelReset(ch.id, reason, False, len(pending), self._snapshot(ch))
+                ChannelReset(ch.id, reason, False, len(pending), ch.snapshot())
             )
             self._remove(ch, ChannelState.RESET)
         self._control.clear()
@@ -1007,157 +557,7 @@ class Multiplexer:
         self._up = False
         return self.pop_events()
 
-    # ------------------------------------------------------------------ inbound
-
-    def _on_data(self, frame: Frame, now: float) -> None:
-        cid = frame.channel_id
-        ch = self._channels.get(cid)
-        if ch is None:
-            self._frame_for_missing_channel(frame, "DATA")
-            return
-        ch.frames_received += 1
-        if ch.state is ChannelState.CLOSE_RECEIVED:
-            raise FrameError("DATA after CLOSE", cid)
-        if ch.reliable:
-            self._recv_reliable(ch, frame)
-        else:
-            self._recv_unreliable(ch, frame)
-
-    def _recv_reliable(self, ch: _Channel, frame: Frame) -> None:
-        cid = ch.id
-        flags = frame.flags
-        seq = frame.seq
-        if seq != ch.recv_seq:
-            if flags & FLAG_REPLAY and _behind(seq, ch.recv_seq):
-                ch.duplicates += 1  # already delivered before the transport was lost
-                self._pending_acks[cid] = ch.recv_seq
-                return
-            raise FrameError(
-                f"sequence gap on reliable channel: expected {ch.recv_seq}, got {seq}", cid
-            )
-        fragment = frame.fragment
-        if fragment != ch.recv_frag:
-            if fragment == 0 and flags & FLAG_REPLAY:
-                ch.parts = []  # the sender restarted this message after a transport loss
-                ch.parts_bytes = 0
-            else:
-                raise FrameError(
-                    f"fragment gap on reliable channel: expected {ch.recv_frag}, got {fragment}",
-                    cid,
-                )
-        payload = frame.payload
-        text = flags & FLAG_TEXT
-        if fragment == 0:
-            ch.parts_text = text
-        elif text != ch.parts_text:
-            raise FrameError("TEXT flag changed inside a message", cid)
-        total = ch.parts_bytes + len(payload)
-        if total > self._max_message_bytes:
-            raise FrameError(f"message too large (over {self._max_message_bytes} bytes)", cid)
-        if total > self._recv_limit:
-            raise FrameError("receive buffer overflow", cid)
-        if flags & FLAG_LAST:
-            if fragment == 0:
-                body = bytes(payload)
-            else:
-                ch.parts.append(payload)
-                body = b"".join(ch.parts)
-                ch.parts = []
-                ch.parts_bytes = 0
-            ch.recv_seq = (seq + 1) & SEQ_MASK
-            ch.recv_frag = 0
-            self._pending_acks[cid] = ch.recv_seq
-            self._deliver(ch, body, text)
-        else:
-            ch.parts.append(payload)
-            ch.parts_bytes = total
-            ch.recv_frag = fragment + 1
-
-    def _recv_unreliable(self, ch: _Channel, frame: Frame) -> None:
-        cid = ch.id
-        seq = frame.seq
-        flags = frame.flags
-        if seq in ch.finished:
-            ch.duplicates += 1
-            return
-        partial = ch.partials.get(seq)
-        if partial is None:
-            newest = ch.newest_seq
-            if newest >= 0 and ((newest - seq) & SEQ_MASK) >= self._window and _behind(seq, newest):
-                ch.duplicates += 1  # too late: its message was given up already
-                return
-            partial = _Partial(flags & FLAG_TEXT)
-            ch.partials[seq] = partial
-            ch.missing.discard(seq)
-            if newest < 0 or _behind(newest, seq):
-                self._note_gap(ch, (newest + 1) & SEQ_MASK if newest >= 0 else 0, seq)
-                ch.newest_seq = seq
-                for old in [s for s in ch.partials if _behind(s, seq)]:
-                    if ((seq - old) & SEQ_MASK) >= self._window:
-                        self._give_up(ch, old)
-        elif (flags & FLAG_TEXT) != partial.text:
-            raise FrameError("TEXT flag changed inside a message", cid)
-        fragment = frame.fragment
-        if fragment in partial.fragments:
-            raise FrameError(f"duplicate fragment {fragment} of message {seq}", cid)
-        if (partial.last >= 0 and fragment > partial.last) or (
-            flags & FLAG_LAST and partial.fragments and max(partial.fragments) > fragment
-        ):
-            raise FrameError(f"fragment {fragment} beyond the last fragment of message {seq}", cid)
-        payload = frame.payload
-        partial.size += len(payload)
-        if partial.size > self._max_message_bytes:
-            raise FrameError(f"message too large (over {self._max_message_bytes} bytes)", cid)
-        partial.fragments[fragment] = payload
-        if flags & FLAG_LAST:
-            partial.last = fragment
-        if partial.last >= 0 and len(partial.fragments) == partial.last + 1:
-            del ch.partials[seq]
-            self._remember_finished(ch, seq)
-            frags = partial.fragments
-            body = bytes(frags[0]) if partial.last == 0 else b"".join(
-                [frags[i] for i in range(partial.last + 1)]
-            )
-            if ch.reliability.ordered:
-                if ch.delivered_seq >= 0 and not _behind(ch.delivered_seq, seq):
-                    self._drop_inbound(ch, len(body), "late")
-                    return
-                ch.delivered_seq = seq
-            self._deliver(ch, body, partial.text)
-            return
-        # Unreliable: over the buffer limit give up old partial messages first.
-        if ch.partial_bytes() > self._recv_limit:
-            for old in list(ch.partials):
-                if old == seq:
-                    continue
-                self._give_up(ch, old)
-                if ch.partial_bytes() <= self._recv_limit:
-                    break
-            else:
-                raise FrameError("receive buffer overflow", cid)
-
-    def _note_gap(self, ch: _Channel, start: int, seq: int) -> None:
-        """Unreliable: messages ``start`` .. ``seq - 1`` have not been seen yet.
-
-        Each is either still on its way (reordering) or lost whole in transit,
-        where no fragment arrives and reassembly never notices; once it is older
-        than the reorder window it is counted as lost, so no loss goes uncounted.
-        """
-        gap = (seq - start) & SEQ_MASK
-        if gap > 4 * self._window:
-            # Too far to track one by one (a burst of loss, or a peer skipping
-            # numbers): everything beyond the window is lost already.
-            lost = gap - self._window
-            ch.messages_lost += lost
-            self._events.append(MessageDropped(ch.id, True, "lost in transit", 0))
-            start = (seq - self._window) & SEQ_MASK
-            gap = self._window
-        for i in range(gap):
-            ch.missing.add((start + i) & SEQ_MASK)
-        for m in [m for m in ch.missing if ((seq - m) & SEQ_MASK) >= self._window]:
-            ch.missing.discard(m)
-            ch.messages_lost += 1
-            self._events.append(MessageDropped(ch.id, True, "lost in transit", 0))
+    # ------------------------------------------------------------------ acknowledgements & send window
 
     def _on_ack(self, frame: Frame) -> None:
         cid = frame.channel_id
@@ -1169,12 +569,12 @@ class Multiplexer:
         if not ch.reliable:
             raise FrameError("ACK on an unreliable channel", cid)
         ack = frame.seq
-        if ack != ch.next_seq and not _behind(ack, ch.next_seq):
+        if ack != ch.next_seq and not behind(ack, ch.next_seq):
             raise FrameError(f"ACK {ack} for a message never sent (next is {ch.next_seq})", cid)
         unacked = ch.unacked
         queue = ch.queue
         freed = 0
-        while unacked and _behind(unacked[0].seq, ack):
+        while unacked and behind(unacked[0].seq, ack):
             msg = unacked[0]
             if not msg.done:
                 raise FrameError(f"ACK {ack} covers a message not yet sent", cid)
@@ -1197,154 +597,7 @@ class Multiplexer:
         if ch.state is ChannelState.CLOSE_RECEIVED and ch.close_sent and not unacked:
             self._finish_close(ch)
 
-    def _on_open(self, frame: Frame) -> None:
-        cid = frame.channel_id
-        params = decode_open(frame.payload, cid)
-        ch = self._channels.get(cid)
-        if ch is not None:
-            if (
-                frame.flags & FLAG_REPLAY and not ch.local
-                and (ch.label, ch.reliability, ch.priority) == tuple(params)
-            ):
-                self._control.append(encode_accept(cid, replay=True))  # our ACCEPT was lost
-                return
-            raise FrameError(f"duplicate OPEN for channel {cid}", cid)
-        if cid in self._tombstones:
-            if frame.flags & FLAG_REPLAY:
-                self._frames_ignored += 1
-                return
-            self._forget_tombstone(cid)
-        if cid & 1 == self._parity:
-            self._control.append(encode_reset(cid, "wrong channel id parity"))
-            raise FrameError(f"OPEN with channel id {cid} of the wrong parity", cid)
-        if len(self._channels) >= self._max_channels:
-            self._control.append(encode_reset(cid, "too many channels"))
-            raise FrameError(f"OPEN beyond the limit of {self._max_channels} channels", cid)
-        ch = _Channel(cid, params.label, params.reliability, params.priority, False,
-                      ChannelState.OPEN)
-        self._channels[cid] = ch
-        ch.frames_received += 1
-        self._control.append(encode_accept(cid))
-        self._events.append(ChannelOpened(cid, params.label, params.reliability, params.priority))
-
-    def _on_accept(self, frame: Frame) -> None:
-        cid = frame.channel_id
-        ch = self._channels.get(cid)
-        if ch is None:
-            self._frame_for_missing_channel(frame, "ACCEPT")
-            return
-        ch.frames_received += 1
-        if not ch.local:
-            raise FrameError(f"ACCEPT for channel {cid}, which the peer opened", cid)
-        if ch.accepted:
-            if frame.flags & FLAG_REPLAY:
-                return
-            raise FrameError(f"duplicate ACCEPT for channel {cid}", cid)
-        ch.accepted = True
-        if ch.state is ChannelState.OPENING:
-            ch.state = ChannelState.OPEN
-        self._events.append(ChannelAccepted(cid))
-        if not ch.scheduled:
-            self._wake(ch)  # unreliable DATA waits for ACCEPT: see _wake
-
-    def _on_close(self, frame: Frame) -> None:
-        cid = frame.channel_id
-        ch = self._channels.get(cid)
-        if ch is None:
-            if cid in self._tombstones and frame.flags & FLAG_REPLAY:
-                # The peer re-sent CLOSE after a restore but we had finished: confirm
-                # (without REPLAY, so this can never ping-pong).
-                self._control.append(encode_close(cid))
-                self._frames_ignored += 1
-                return
-            self._frame_for_missing_channel(frame, "CLOSE")
-            return
-        ch.frames_received += 1
-        state = ch.state
-        if state is ChannelState.OPEN or state is ChannelState.OPENING:
-            self._close_received(ch, by_peer=True)
-        elif state is ChannelState.CLOSING:
-            if ch.close_sent:
-                self._finish_close(ch)
-            else:
-                self._close_received(ch, by_peer=False)
-        elif ch.close_sent:  # CLOSE_RECEIVED, lingering for ACKs: the peer is done
-            self._finish_close(ch)
-        elif not frame.flags & FLAG_REPLAY:
-            raise FrameError(f"duplicate CLOSE for channel {cid}", cid)
-
-    def _on_reset(self, frame: Frame) -> None:
-        cid = frame.channel_id
-        ch = self._channels.get(cid)
-        if ch is None:
-            self._frames_ignored += 1  # resets cross each other; never an error
-            return
-        reason = decode_reason(frame.payload)
-        undelivered = self._undelivered_count(ch)
-        self._remove(ch, ChannelState.RESET)
-        self._pending_acks.pop(cid, None)
-        self._events.append(ChannelReset(cid, reason, True, undelivered, self._snapshot(ch)))
-
-    def _frame_for_missing_channel(self, frame: Frame, what: str) -> None:
-        cid = frame.channel_id
-        kind = self._tombstones.get(cid)
-        if kind is not None:
-            # Frames that crossed our RESET, unreliable stragglers, or replays of
-            # data the close handshake already settled.
-            self._frames_ignored += 1
-            return
-        if frame.type == _DATA:
-            self._control.append(encode_reset(cid, "unknown channel"))
-        raise FrameError(f"{what} for unknown channel {cid}", cid)
-
-    def _protocol_error(self, exc: RemoteProtocolError) -> None:
-        self._errors += 1
-        cid = exc.channel_id if isinstance(exc, FrameError) else None
-        self._events.append(ProtocolErrorEvent(exc, cid))
-        ch = self._channels.get(cid) if cid is not None else None
-        if ch is None:
-            self._unattributed += 1
-            return
-        ch.errors += 1
-        undelivered = self._undelivered_count(ch)
-        self._queue_reset(ch.id, exc.reason)
-        self._remove(ch, ChannelState.RESET)
-        self._events.append(ChannelReset(ch.id, exc.reason, False, undelivered, self._snapshot(ch)))
-
-    # ------------------------------------------------------------------ helpers
-
-    def _deliver(self, ch: _Channel, body: bytes, text: int) -> None:
-        message: bytes | str
-        if text:
-            try:
-                message = str(body, "utf-8")
-            except UnicodeDecodeError:
-                raise FrameError("text message is not valid UTF-8", ch.id) from None
-        else:
-            message = body
-        ch.messages_received += 1
-        ch.bytes_received += len(body)
-        self._events.append(MessageReceived(ch.id, message))
-
-    def _give_up(self, ch: _Channel, seq: int) -> None:
-        partial = ch.partials.pop(seq)
-        self._remember_finished(ch, seq)
-        self._incomplete(ch, partial.size)
-
-    def _incomplete(self, ch: _Channel, size: int) -> None:
-        self._drop_inbound(ch, size, "incomplete")
-
-    def _drop_inbound(self, ch: _Channel, size: int, reason: str) -> None:
-        ch.messages_incomplete += 1
-        self._events.append(MessageDropped(ch.id, True, reason, size))
-
-    def _remember_finished(self, ch: _Channel, seq: int) -> None:
-        ch.finished.add(seq)
-        ch.finished_order.append(seq)
-        if len(ch.finished_order) > 2 * self._window:
-            ch.finished.discard(ch.finished_order.popleft())
-
-    def _fits(self, ch: _Channel, size: int) -> bool:
+    def _fits(self, ch: Channel, size: int) -> bool:
         queued = ch.queued_bytes
         if queued and queued + size > self._send_limit:
             return False
@@ -1352,7 +605,7 @@ class Multiplexer:
             return False
         return True
 
-    def _window_opened(self, ch: _Channel) -> None:
+    def _window_opened(self, ch: Channel) -> None:
         ch.wanted = 0
         self._waiting.discard(ch)
         if ch.state is ChannelState.OPEN or ch.state is ChannelState.OPENING:
@@ -1360,7 +613,7 @@ class Multiplexer:
                 SendWindowOpened(ch.id, max(0, self._send_limit - ch.queued_bytes))
             )
 
-    def _make_room(self, ch: _Channel, size: int) -> bool:
+    def _make_room(self, ch: Channel, size: int) -> bool:
         """Unreliable channel under pressure: drop the oldest unstarted messages."""
         queue = ch.queue
         head = queue.popleft() if queue and queue[0].fragment else None
@@ -1372,115 +625,3 @@ class Multiplexer:
         if head is not None:
             queue.appendleft(head)
         return not ch.queued_bytes or ch.queued_bytes + size <= self._send_limit
-
-    def _unpark(self) -> None:
-        parked, self._window_parked = self._window_parked, []
-        for ch in parked:
-            if not ch.scheduled and ch.id in self._channels:
-                self._wake(ch)
-
-    def _wake(self, ch: _Channel) -> None:
-        # Unreliable DATA must not overtake the OPEN (it travels on the other
-        # transport), so it waits for ACCEPT; reliable DATA may follow OPEN at once.
-        if ch.queue:
-            if not (ch.reliable or ch.accepted):
-                return
-        elif not ch.close_requested or ch.close_sent:
-            return
-        ch.scheduled = True
-        self._sched.add(ch, ch.priority)
-
-    def _close_sent(self, ch: _Channel) -> None:
-        ch.close_sent = True
-        ch.close_replay = False
-        if ch.state is ChannelState.CLOSE_RECEIVED and not ch.unacked:
-            self._finish_close(ch)
-
-    def _close_received(self, ch: _Channel, by_peer: bool) -> None:
-        ch.state = ChannelState.CLOSE_RECEIVED
-        ch.close_requested = True
-        self._waiting.discard(ch)
-        if ch.parts or ch.partials:
-            for partial in ch.partials.values():
-                self._incomplete(ch, partial.size)
-            ch.partials.clear()
-            if ch.parts:
-                raise FrameError("CLOSE inside a fragmented message", ch.id)
-        ch.closed_reported = True
-        self._events.append(ChannelClosed(ch.id, by_peer, self._snapshot(ch)))
-        if not ch.scheduled:
-            self._wake(ch)
-
-    def _finish_close(self, ch: _Channel) -> None:
-        self._remove(ch, ChannelState.CLOSED)
-        if not ch.closed_reported:
-            ch.closed_reported = True
-            self._events.append(ChannelClosed(ch.id, False, self._snapshot(ch)))
-
-    def _queue_reset(self, cid: int, reason: str) -> None:
-        self._control.append(encode_reset(cid, reason))
-        self._recent_resets.append((cid, reason))
-
-    def _remove(self, ch: _Channel, final: ChannelState) -> None:
-        del self._channels[ch.id]
-        ch.state = final
-        if final is ChannelState.RESET:
-            self._resets += 1
-        if ch.scheduled:
-            self._sched.remove(ch, ch.priority)
-            ch.scheduled = False
-        self._waiting.discard(ch)
-        self._replay_bytes -= ch.unacked_bytes
-        self._inflight -= sum(m.offset for m in ch.unacked)
-        if ch in self._window_parked:
-            self._window_parked.remove(ch)
-        if self._window_parked and self._inflight < self._inflight_limit:
-            self._unpark()
-        ch.queued_bytes = 0
-        ch.queue.clear()
-        ch.unacked_bytes = 0
-        ch.unacked.clear()
-        ch.parts = []
-        ch.partials.clear()
-        self._tombstones[ch.id] = final
-        self._tombstone_order.append(ch.id)
-        if len(self._tombstone_order) > 4096:
-            self._tombstones.pop(self._tombstone_order.popleft(), None)
-
-    def _forget_tombstone(self, cid: int) -> None:
-        self._tombstones.pop(cid, None)
-        try:
-            self._tombstone_order.remove(cid)
-        except ValueError:
-            pass
-
-    def _undelivered_count(self, ch: _Channel) -> int:
-        return len(ch.unacked) if ch.reliable else len(ch.queue)
-
-    def _allocate_id(self) -> int:
-        for _ in range(0x8000):
-            cid = self._next_id
-            self._next_id = (cid + 2) & 0xFFFF
-            if cid not in self._channels and cid not in self._tombstones:
-                return cid
-        raise LocalProtocolError("no free channel id")
-
-    def _channel(self, channel_id: int) -> _Channel:
-        self._check_usable()
-        ch = self._channels.get(channel_id)
-        if ch is None:
-            raise LocalProtocolError(f"unknown channel {channel_id}")
-        return ch
-
-    def _check_usable(self) -> None:
-        if self._failed:
-            raise ConnectionClosedError("the multiplexer has failed")
-
-    def _snapshot(self, ch: _Channel) -> ChannelStats:
-        return ChannelStats(
-            ch.id, ch.label, ch.state, ch.priority, ch.reliable, ch.messages_sent,
-            ch.bytes_sent, ch.messages_received, ch.bytes_received, len(ch.queue),
-            ch.queued_bytes, len(ch.unacked), ch.unacked_bytes, ch.messages_dropped,
-            ch.messages_incomplete, ch.duplicates, ch.errors, ch.frames_sent,
-            ch.frames_received, ch.delay_total, ch.delay_max, ch.messages_lost,
-        )

@@ -1,0 +1,375 @@
+"""The life cycle of logical channels: open, accept, close, reset, tombstones.
+
+:class:`MuxLifecycle` holds the multiplexer's state and is the one place where
+a channel changes state; :class:`~pyapp.core.mux.Multiplexer` builds on it.
+
+Logical channel states (the only transitions; anything else is an error)::
+
+    state           event                                   next state
+    --------------  --------------------------------------  -----------------------------
+    (none)          open_channel()                          OPENING  (OPEN queued)
+    (none)          peer OPEN (peer's id parity)            OPEN     (ACCEPT queued, ChannelOpened)
+    OPENING         peer ACCEPT                             OPEN     (ChannelAccepted)
+    OPENING, OPEN   close_channel()                         CLOSING  (CLOSE sent after queued DATA)
+    OPENING, OPEN   peer CLOSE                              CLOSE_RECEIVED (ChannelClosed by_peer)
+    CLOSING         peer CLOSE, our CLOSE already sent      CLOSED   (ChannelClosed)
+    CLOSING         peer CLOSE, our CLOSE not yet sent      CLOSE_RECEIVED (ChannelClosed)
+    CLOSE_RECEIVED  our CLOSE sent, all DATA acked          CLOSED
+    CLOSE_RECEIVED  our CLOSE sent, DATA unacked            (lingers until ACK or peer CLOSE)
+    any             reset_channel() / bad peer input        RESET    (RESET queued, ChannelReset)
+    any             peer RESET                              RESET    (ChannelReset by_peer)
+
+CLOSED and RESET channels are forgotten; their id is remembered (a bounded
+"tombstone" list) so frames that crossed the close/reset are ignored, not
+treated as errors, and ids are not reused while tombstoned.
+
+Example::
+
+    >>> from pyapp.core.mux import Multiplexer, Role
+    >>> from pyapp.core.mux_events import ChannelState
+    >>> a = Multiplexer(Role.INITIATOR)
+    >>> cid = a.open_channel("chat")
+    >>> a.channel_state(cid) is ChannelState.OPENING
+    True
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+from pyapp.core.framing import (
+    FLAG_REPLAY,
+    HEADER_SIZE,
+    MAX_FRAGMENT_PAYLOAD,
+    OPEN_FIXED,
+    Frame,
+    FrameType,
+    decode_open,
+    decode_reason,
+    encode_accept,
+    encode_close,
+    encode_reset,
+)
+from pyapp.core.mux_channel import Channel
+from pyapp.core.mux_events import (
+    ChannelAccepted,
+    ChannelClosed,
+    ChannelOpened,
+    ChannelReset,
+    ChannelState,
+    Event,
+    MessageDropped,
+    ProtocolErrorEvent,
+    Role,
+)
+from pyapp.core.scheduler import DeficitRoundRobin
+from pyapp.exceptions import (
+    ConnectionClosedError,
+    FrameError,
+    LocalProtocolError,
+    RemoteProtocolError,
+)
+
+# Internal module: the public names are exported by pyapp.core.mux (no __all__ here,
+# so the API reference documents them once, there).
+
+_DATA = FrameType.DATA
+
+
+class MuxLifecycle:
+    """State of a multiplexer and its channel state machine (see the module docstring).
+
+    Parameters are documented on :class:`~pyapp.core.mux.Multiplexer`.
+    """
+
+    def __init__(
+        self,
+        role: Role,
+        *,
+        max_message_size: int = 65536,
+        send_queue_limit: int = 1 << 20,
+        max_message_bytes: int = 128 << 20,
+        receive_buffer_limit: int = 128 << 20,
+        replay_buffer_limit: int = 128 << 20,
+        max_channels: int = 1024,
+        reorder_window: int = 16,
+        inflight_limit: int = 256 << 10,
+    ) -> None:
+        if not isinstance(role, Role):
+            raise LocalProtocolError(f"role must be a Role, got {role!r}")
+        self.role = role
+        self._parity = 0 if role is Role.INITIATOR else 1
+        self._next_id = self._parity
+        self._fragment_size = MAX_FRAGMENT_PAYLOAD
+        self._max_message_size = 0
+        self.set_max_message_size(max_message_size)
+        self._send_limit = send_queue_limit
+        self._max_message_bytes = max_message_bytes
+        self._recv_limit = receive_buffer_limit
+        self._replay_limit = replay_buffer_limit
+        self._max_channels = max_channels
+        self._window = reorder_window
+        # Reliable DATA sent and not yet acknowledged, connection-wide. Below HIGH,
+        # channels wait while it is at the limit: ACKs leave the receiver only when
+        # its application has taken the message, so this bounds the receiver's
+        # backlog (a browser delivers data-channel messages to the page however
+        # far behind the page is) and with it the latency of HIGH messages.
+        self._inflight_limit = inflight_limit
+        self._inflight = 0
+        self._window_parked: list[Channel] = []
+
+        self._channels: dict[int, Channel] = {}
+        self._tombstones: dict[int, ChannelState] = {}
+        self._tombstone_order: deque[int] = deque()
+        self._recent_resets: deque[tuple[int, str]] = deque(maxlen=256)
+        self._control: deque[bytes] = deque()
+        self._pending_acks: dict[int, int] = {}
+        self._sched: DeficitRoundRobin[Channel] = DeficitRoundRobin(
+            MAX_FRAGMENT_PAYLOAD + HEADER_SIZE
+        )
+        self._waiting: set[Channel] = set()
+        self._events: list[Event] = []
+        self._replay_bytes = 0
+        self._up = True
+        self._failed = False
+        # counters
+        self._frames_sent = self._bytes_sent = 0
+        self._frames_received = self._bytes_received = self._frames_ignored = 0
+        self._errors = self._unattributed = self._resets = 0
+
+    # ------------------------------------------------------------------ configuration
+
+    @property
+    def fragment_size(self) -> int:
+        """Largest DATA payload per frame: min(16 KiB, max_message_size - header)."""
+        return self._fragment_size
+
+    def set_max_message_size(self, size: int) -> None:
+        """Apply the negotiated SCTP maxMessageSize (takes effect from the next fragment)."""
+        if size < HEADER_SIZE + OPEN_FIXED.size + 64:
+            raise LocalProtocolError(f"max_message_size {size} is too small")
+        self._max_message_size = size
+        self._fragment_size = min(MAX_FRAGMENT_PAYLOAD, size - HEADER_SIZE)
+
+    # ------------------------------------------------------------------ peer control frames
+
+    def _on_open(self, frame: Frame) -> None:
+        cid = frame.channel_id
+        params = decode_open(frame.payload, cid)
+        ch = self._channels.get(cid)
+        if ch is not None:
+            if (
+                frame.flags & FLAG_REPLAY and not ch.local
+                and (ch.label, ch.reliability, ch.priority) == tuple(params)
+            ):
+                self._control.append(encode_accept(cid, replay=True))  # our ACCEPT was lost
+                return
+            raise FrameError(f"duplicate OPEN for channel {cid}", cid)
+        if cid in self._tombstones:
+            if frame.flags & FLAG_REPLAY:
+                self._frames_ignored += 1
+                return
+            self._forget_tombstone(cid)
+        if cid & 1 == self._parity:
+            self._control.append(encode_reset(cid, "wrong channel id parity"))
+            raise FrameError(f"OPEN with channel id {cid} of the wrong parity", cid)
+        if len(self._channels) >= self._max_channels:
+            self._control.append(encode_reset(cid, "too many channels"))
+            raise FrameError(f"OPEN beyond the limit of {self._max_channels} channels", cid)
+        ch = Channel(cid, params.label, params.reliability, params.priority, False,
+                      ChannelState.OPEN)
+        self._channels[cid] = ch
+        ch.frames_received += 1
+        self._control.append(encode_accept(cid))
+        self._events.append(ChannelOpened(cid, params.label, params.reliability, params.priority))
+
+    def _on_accept(self, frame: Frame) -> None:
+        cid = frame.channel_id
+        ch = self._channels.get(cid)
+        if ch is None:
+            self._frame_for_missing_channel(frame, "ACCEPT")
+            return
+        ch.frames_received += 1
+        if not ch.local:
+            raise FrameError(f"ACCEPT for channel {cid}, which the peer opened", cid)
+        if ch.accepted:
+            if frame.flags & FLAG_REPLAY:
+                return
+            raise FrameError(f"duplicate ACCEPT for channel {cid}", cid)
+        ch.accepted = True
+        if ch.state is ChannelState.OPENING:
+            ch.state = ChannelState.OPEN
+        self._events.append(ChannelAccepted(cid))
+        if not ch.scheduled:
+            self._wake(ch)  # unreliable DATA waits for ACCEPT: see _wake
+
+    def _on_close(self, frame: Frame) -> None:
+        cid = frame.channel_id
+        ch = self._channels.get(cid)
+        if ch is None:
+            if cid in self._tombstones and frame.flags & FLAG_REPLAY:
+                # The peer re-sent CLOSE after a restore but we had finished: confirm
+                # (without REPLAY, so this can never ping-pong).
+                self._control.append(encode_close(cid))
+                self._frames_ignored += 1
+                return
+            self._frame_for_missing_channel(frame, "CLOSE")
+            return
+        ch.frames_received += 1
+        state = ch.state
+        if state is ChannelState.OPEN or state is ChannelState.OPENING:
+            self._close_received(ch, by_peer=True)
+        elif state is ChannelState.CLOSING:
+            if ch.close_sent:
+                self._finish_close(ch)
+            else:
+                self._close_received(ch, by_peer=False)
+        elif ch.close_sent:  # CLOSE_RECEIVED, lingering for ACKs: the peer is done
+            self._finish_close(ch)
+        elif not frame.flags & FLAG_REPLAY:
+            raise FrameError(f"duplicate CLOSE for channel {cid}", cid)
+
+    def _on_reset(self, frame: Frame) -> None:
+        cid = frame.channel_id
+        ch = self._channels.get(cid)
+        if ch is None:
+            self._frames_ignored += 1  # resets cross each other; never an error
+            return
+        reason = decode_reason(frame.payload)
+        undelivered = ch.undelivered()
+        self._remove(ch, ChannelState.RESET)
+        self._pending_acks.pop(cid, None)
+        self._events.append(ChannelReset(cid, reason, True, undelivered, ch.snapshot()))
+
+    def _frame_for_missing_channel(self, frame: Frame, what: str) -> None:
+        cid = frame.channel_id
+        kind = self._tombstones.get(cid)
+        if kind is not None:
+            # Frames that crossed our RESET, unreliable stragglers, or replays of
+            # data the close handshake already settled.
+            self._frames_ignored += 1
+            return
+        if frame.type == _DATA:
+            self._control.append(encode_reset(cid, "unknown channel"))
+        raise FrameError(f"{what} for unknown channel {cid}", cid)
+
+    def _protocol_error(self, exc: RemoteProtocolError) -> None:
+        self._errors += 1
+        cid = exc.channel_id if isinstance(exc, FrameError) else None
+        self._events.append(ProtocolErrorEvent(exc, cid))
+        ch = self._channels.get(cid) if cid is not None else None
+        if ch is None:
+            self._unattributed += 1
+            return
+        ch.errors += 1
+        undelivered = ch.undelivered()
+        self._queue_reset(ch.id, exc.reason)
+        self._remove(ch, ChannelState.RESET)
+        self._events.append(ChannelReset(ch.id, exc.reason, False, undelivered, ch.snapshot()))
+
+    def _close_sent(self, ch: Channel) -> None:
+        ch.close_sent = True
+        ch.close_replay = False
+        if ch.state is ChannelState.CLOSE_RECEIVED and not ch.unacked:
+            self._finish_close(ch)
+
+    def _close_received(self, ch: Channel, by_peer: bool) -> None:
+        ch.state = ChannelState.CLOSE_RECEIVED
+        ch.close_requested = True
+        self._waiting.discard(ch)
+        if ch.parts or ch.partials:
+            for partial in ch.partials.values():
+                self._incomplete(ch, partial.size)
+            ch.partials.clear()
+            if ch.parts:
+                raise FrameError("CLOSE inside a fragmented message", ch.id)
+        ch.closed_reported = True
+        self._events.append(ChannelClosed(ch.id, by_peer, ch.snapshot()))
+        if not ch.scheduled:
+            self._wake(ch)
+
+    def _finish_close(self, ch: Channel) -> None:
+        self._remove(ch, ChannelState.CLOSED)
+        if not ch.closed_reported:
+            ch.closed_reported = True
+            self._events.append(ChannelClosed(ch.id, False, ch.snapshot()))
+
+    def _queue_reset(self, cid: int, reason: str) -> None:
+        self._control.append(encode_reset(cid, reason))
+        self._recent_resets.append((cid, reason))
+
+    def _remove(self, ch: Channel, final: ChannelState) -> None:
+        del self._channels[ch.id]
+        ch.state = final
+        if final is ChannelState.RESET:
+            self._resets += 1
+        if ch.scheduled:
+            self._sched.remove(ch, ch.priority)
+            ch.scheduled = False
+        self._waiting.discard(ch)
+        self._replay_bytes -= ch.unacked_bytes
+        self._inflight -= sum(m.offset for m in ch.unacked)
+        if ch in self._window_parked:
+            self._window_parked.remove(ch)
+        if self._window_parked and self._inflight < self._inflight_limit:
+            self._unpark()
+        ch.queued_bytes = 0
+        ch.queue.clear()
+        ch.unacked_bytes = 0
+        ch.unacked.clear()
+        ch.parts = []
+        ch.partials.clear()
+        self._tombstones[ch.id] = final
+        self._tombstone_order.append(ch.id)
+        if len(self._tombstone_order) > 4096:
+            self._tombstones.pop(self._tombstone_order.popleft(), None)
+
+    def _forget_tombstone(self, cid: int) -> None:
+        self._tombstones.pop(cid, None)
+        try:
+            self._tombstone_order.remove(cid)
+        except ValueError:
+            pass
+
+    def _incomplete(self, ch: Channel, size: int) -> None:
+        self._drop_inbound(ch, size, "incomplete")
+
+    def _drop_inbound(self, ch: Channel, size: int, reason: str) -> None:
+        ch.messages_incomplete += 1
+        self._events.append(MessageDropped(ch.id, True, reason, size))
+
+    def _unpark(self) -> None:
+        parked, self._window_parked = self._window_parked, []
+        for ch in parked:
+            if not ch.scheduled and ch.id in self._channels:
+                self._wake(ch)
+
+    def _wake(self, ch: Channel) -> None:
+        # Unreliable DATA must not overtake the OPEN (it travels on the other
+        # transport), so it waits for ACCEPT; reliable DATA may follow OPEN at once.
+        if ch.queue:
+            if not (ch.reliable or ch.accepted):
+                return
+        elif not ch.close_requested or ch.close_sent:
+            return
+        ch.scheduled = True
+        self._sched.add(ch, ch.priority)
+
+    def _allocate_id(self) -> int:
+        for _ in range(0x8000):
+            cid = self._next_id
+            self._next_id = (cid + 2) & 0xFFFF
+            if cid not in self._channels and cid not in self._tombstones:
+                return cid
+        raise LocalProtocolError("no free channel id")
+
+    def _channel(self, channel_id: int) -> Channel:
+        self._check_usable()
+        ch = self._channels.get(channel_id)
+        if ch is None:
+            raise LocalProtocolError(f"unknown channel {channel_id}")
+        return ch
+
+    def _check_usable(self) -> None:
+        if self._failed:
+            raise ConnectionClosedError("the multiplexer has failed")

@@ -1,0 +1,208 @@
+"""The receive data path: DATA frames reassembled into messages, per channel.
+
+Reliable channels are strictly sequential (a gap is a protocol error);
+unreliable channels reassemble several messages at once, in any fragment order,
+give up a partial message once one ``reorder_window`` sequence numbers newer
+has been seen, and count messages of which no fragment ever arrived.
+
+Example::
+
+    >>> from pyapp.core.mux import MessageReceived, Multiplexer, Role
+    >>> a, b = Multiplexer(Role.INITIATOR), Multiplexer(Role.RESPONDER)
+    >>> cid = a.open_channel("chat")
+    >>> a.send(cid, "hi", now=0.0)
+    >>> events = []
+    >>> while (f := a.next_frame(0.0)) is not None:
+    ...     events += b.receive_frame(f.data, 0.0)
+    >>> [e.data for e in events if isinstance(e, MessageReceived)]
+    ['hi']
+"""
+
+from __future__ import annotations
+
+from pyapp.core.framing import FLAG_LAST, FLAG_REPLAY, FLAG_TEXT, SEQ_MASK, Frame
+from pyapp.core.mux_channel import Channel, Partial, behind
+from pyapp.core.mux_events import ChannelState, MessageDropped, MessageReceived
+from pyapp.core.mux_lifecycle import MuxLifecycle
+from pyapp.exceptions import FrameError
+
+# Internal module: the public names are exported by pyapp.core.mux (no __all__ here,
+# so the API reference documents them once, there).
+
+
+class MuxReceiver(MuxLifecycle):
+    """Inbound DATA: reassembly and delivery (see the module docstring)."""
+
+    def _on_data(self, frame: Frame, now: float) -> None:
+        cid = frame.channel_id
+        ch = self._channels.get(cid)
+        if ch is None:
+            self._frame_for_missing_channel(frame, "DATA")
+            return
+        ch.frames_received += 1
+        if ch.state is ChannelState.CLOSE_RECEIVED:
+            raise FrameError("DATA after CLOSE", cid)
+        if ch.reliable:
+            self._recv_reliable(ch, frame)
+        else:
+            self._recv_unreliable(ch, frame)
+
+    def _recv_reliable(self, ch: Channel, frame: Frame) -> None:
+        cid = ch.id
+        flags = frame.flags
+        seq = frame.seq
+        if seq != ch.recv_seq:
+            if flags & FLAG_REPLAY and behind(seq, ch.recv_seq):
+                ch.duplicates += 1  # already delivered before the transport was lost
+                self._pending_acks[cid] = ch.recv_seq
+                return
+            raise FrameError(
+                f"sequence gap on reliable channel: expected {ch.recv_seq}, got {seq}", cid
+            )
+        fragment = frame.fragment
+        if fragment != ch.recv_frag:
+            if fragment == 0 and flags & FLAG_REPLAY:
+                ch.parts = []  # the sender restarted this message after a transport loss
+                ch.parts_bytes = 0
+            else:
+                raise FrameError(
+                    f"fragment gap on reliable channel: expected {ch.recv_frag}, got {fragment}",
+                    cid,
+                )
+        payload = frame.payload
+        text = flags & FLAG_TEXT
+        if fragment == 0:
+            ch.parts_text = text
+        elif text != ch.parts_text:
+            raise FrameError("TEXT flag changed inside a message", cid)
+        total = ch.parts_bytes + len(payload)
+        if total > self._max_message_bytes:
+            raise FrameError(f"message too large (over {self._max_message_bytes} bytes)", cid)
+        if total > self._recv_limit:
+            raise FrameError("receive buffer overflow", cid)
+        if flags & FLAG_LAST:
+            if fragment == 0:
+                body = bytes(payload)
+            else:
+                ch.parts.append(payload)
+                body = b"".join(ch.parts)
+                ch.parts = []
+                ch.parts_bytes = 0
+            ch.recv_seq = (seq + 1) & SEQ_MASK
+            ch.recv_frag = 0
+            self._pending_acks[cid] = ch.recv_seq
+            self._deliver(ch, body, text)
+        else:
+            ch.parts.append(payload)
+            ch.parts_bytes = total
+            ch.recv_frag = fragment + 1
+
+    def _recv_unreliable(self, ch: Channel, frame: Frame) -> None:
+        cid = ch.id
+        seq = frame.seq
+        flags = frame.flags
+        if seq in ch.finished:
+            ch.duplicates += 1
+            return
+        partial = ch.partials.get(seq)
+        if partial is None:
+            newest = ch.newest_seq
+            if newest >= 0 and ((newest - seq) & SEQ_MASK) >= self._window and behind(seq, newest):
+                ch.duplicates += 1  # too late: its message was given up already
+                return
+            partial = Partial(flags & FLAG_TEXT)
+            ch.partials[seq] = partial
+            ch.missing.discard(seq)
+            if newest < 0 or behind(newest, seq):
+                self._note_gap(ch, (newest + 1) & SEQ_MASK if newest >= 0 else 0, seq)
+                ch.newest_seq = seq
+                for old in [s for s in ch.partials if behind(s, seq)]:
+                    if ((seq - old) & SEQ_MASK) >= self._window:
+                        self._give_up(ch, old)
+        elif (flags & FLAG_TEXT) != partial.text:
+            raise FrameError("TEXT flag changed inside a message", cid)
+        fragment = frame.fragment
+        if fragment in partial.fragments:
+            raise FrameError(f"duplicate fragment {fragment} of message {seq}", cid)
+        if (partial.last >= 0 and fragment > partial.last) or (
+            flags & FLAG_LAST and partial.fragments and max(partial.fragments) > fragment
+        ):
+            raise FrameError(f"fragment {fragment} beyond the last fragment of message {seq}", cid)
+        payload = frame.payload
+        partial.size += len(payload)
+        if partial.size > self._max_message_bytes:
+            raise FrameError(f"message too large (over {self._max_message_bytes} bytes)", cid)
+        partial.fragments[fragment] = payload
+        if flags & FLAG_LAST:
+            partial.last = fragment
+        if partial.last >= 0 and len(partial.fragments) == partial.last + 1:
+            del ch.partials[seq]
+            self._remember_finished(ch, seq)
+            frags = partial.fragments
+            body = bytes(frags[0]) if partial.last == 0 else b"".join(
+                [frags[i] for i in range(partial.last + 1)]
+            )
+            if ch.reliability.ordered:
+                if ch.delivered_seq >= 0 and not behind(ch.delivered_seq, seq):
+                    self._drop_inbound(ch, len(body), "late")
+                    return
+                ch.delivered_seq = seq
+            self._deliver(ch, body, partial.text)
+            return
+        # Unreliable: over the buffer limit give up old partial messages first.
+        if ch.partial_bytes() > self._recv_limit:
+            for old in list(ch.partials):
+                if old == seq:
+                    continue
+                self._give_up(ch, old)
+                if ch.partial_bytes() <= self._recv_limit:
+                    break
+            else:
+                raise FrameError("receive buffer overflow", cid)
+
+    def _note_gap(self, ch: Channel, start: int, seq: int) -> None:
+        """Unreliable: messages ``start`` .. ``seq - 1`` have not been seen yet.
+
+        Each is either still on its way (reordering) or lost whole in transit,
+        where no fragment arrives and reassembly never notices; once it is older
+        than the reorder window it is counted as lost, so no loss goes uncounted.
+        """
+        gap = (seq - start) & SEQ_MASK
+        if gap > 4 * self._window:
+            # Too far to track one by one (a burst of loss, or a peer skipping
+            # numbers): everything beyond the window is lost already.
+            lost = gap - self._window
+            ch.messages_lost += lost
+            self._events.append(MessageDropped(ch.id, True, "lost in transit", 0))
+            start = (seq - self._window) & SEQ_MASK
+            gap = self._window
+        for i in range(gap):
+            ch.missing.add((start + i) & SEQ_MASK)
+        for m in [m for m in ch.missing if ((seq - m) & SEQ_MASK) >= self._window]:
+            ch.missing.discard(m)
+            ch.messages_lost += 1
+            self._events.append(MessageDropped(ch.id, True, "lost in transit", 0))
+
+    def _deliver(self, ch: Channel, body: bytes, text: int) -> None:
+        message: bytes | str
+        if text:
+            try:
+                message = str(body, "utf-8")
+            except UnicodeDecodeError:
+                raise FrameError("text message is not valid UTF-8", ch.id) from None
+        else:
+            message = body
+        ch.messages_received += 1
+        ch.bytes_received += len(body)
+        self._events.append(MessageReceived(ch.id, message))
+
+    def _give_up(self, ch: Channel, seq: int) -> None:
+        partial = ch.partials.pop(seq)
+        self._remember_finished(ch, seq)
+        self._incomplete(ch, partial.size)
+
+    def _remember_finished(self, ch: Channel, seq: int) -> None:
+        ch.finished.add(seq)
+        ch.finished_order.append(seq)
+        if len(ch.finished_order) > 2 * self._window:
+            ch.finished.discard(ch.finished_order.popleft())
