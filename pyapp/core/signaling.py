@@ -39,6 +39,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from pyapp.core.turn import parse_ice_servers
 from pyapp.exceptions import InvalidArgumentError, SignalingMessageError
 
 __all__ = [
@@ -159,6 +160,10 @@ class Welcome(ServerMessage):
     """This client's id in the room."""
     peers: tuple[str, ...]
     """The other peers already in the room."""
+    ice_servers: tuple[dict[str, Any], ...] = ()
+    """RTCIceServer dictionaries (TURN with short-lived credentials) for this peer's connections."""
+    ice_expires: int | None = None
+    """Unix time the credentials in ``ice_servers`` stop working (fresh ones come before)."""
 
 
 @dataclass(frozen=True)
@@ -254,6 +259,15 @@ def _bad(reason: str) -> SignalingMessageError:
     return SignalingMessageError("bad-message", reason)
 
 
+def _optional_int(obj: dict[str, Any], key: str) -> int | None:
+    value = obj.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise _bad(f"'{key}' must be an integer")
+    return value
+
+
 def _str_field(obj: dict[str, Any], key: str, pattern: re.Pattern[str] | None = None) -> str:
     value = obj.get(key)
     if not isinstance(value, str):
@@ -302,7 +316,8 @@ def parse_server_message(text: str | bytes) -> ServerMessage:
         if not isinstance(peers, list) or not all(isinstance(p, str) for p in peers):
             raise _bad("'welcome' needs a list of peer ids")
         return Welcome(room=_str_field(obj, "room"), peer_id=_str_field(obj, "peer_id"),
-                       peers=tuple(peers))
+                       peers=tuple(peers), ice_servers=parse_ice_servers(obj.get("ice_servers", [])),
+                       ice_expires=_optional_int(obj, "ice_expires"))
     if kind == "peer-joined":
         return PeerJoined(peer_id=_str_field(obj, "peer_id"))
     if kind == "peer-left":
@@ -336,6 +351,9 @@ def encode(message: ClientMessage | ServerMessage) -> str:
     elif isinstance(message, Welcome):
         obj = {"type": "welcome", "room": message.room, "peer_id": message.peer_id,
                "peers": list(message.peers)}
+        if message.ice_servers:
+            obj["ice_servers"] = list(message.ice_servers)
+            obj["ice_expires"] = message.ice_expires
     elif isinstance(message, PeerJoined):
         obj = {"type": "peer-joined", "peer_id": message.peer_id}
     elif isinstance(message, PeerLeft):

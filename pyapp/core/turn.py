@@ -37,7 +37,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from pyapp.exceptions import SignalingError
+from pyapp.exceptions import SignalingMessageError
 
 __all__ = [
     "TURN_URL_RE",
@@ -110,43 +110,47 @@ def ice_server_entry(urls: tuple[str, ...] | list[str], creds: TurnCredentials) 
     return {"urls": list(urls), "username": creds.username, "credential": creds.credential}
 
 
+def _bad(reason: str) -> SignalingMessageError:
+    return SignalingMessageError("bad-message", reason)
+
+
 def _check_string(value: Any, what: str) -> str:
     if not isinstance(value, str) or len(value) > _MAX_FIELD:
-        raise SignalingError(f"ICE server {what} must be a string of at most {_MAX_FIELD} characters")
+        raise _bad(f"ICE server {what} must be a string of at most {_MAX_FIELD} characters")
     return value
 
 
 def parse_ice_servers(value: Any) -> tuple[dict[str, Any], ...]:
-    """Validate an ``ice_servers`` list from the server; raise SignalingError if bad.
+    """Validate an ``ice_servers`` list from the server; raise SignalingMessageError if bad.
 
     Each entry becomes ``{"urls": [...], "username": ..., "credential": ...}``
     (username/credential only when given). ``turn:``/``turns:`` entries need
     both, as RTCPeerConnection does (it throws InvalidAccessError otherwise).
     """
     if not isinstance(value, list):
-        raise SignalingError("'ice_servers' must be a list")
+        raise _bad("'ice_servers' must be a list")
     if len(value) > MAX_ICE_SERVERS:
-        raise SignalingError(f"'ice_servers' has {len(value)} entries; at most {MAX_ICE_SERVERS}")
+        raise _bad(f"'ice_servers' has {len(value)} entries; at most {MAX_ICE_SERVERS}")
     servers = []
     for entry in value:
         if not isinstance(entry, dict):
-            raise SignalingError("each ICE server must be an object")
+            raise _bad("each ICE server must be an object")
         urls = entry.get("urls")
         if isinstance(urls, str):
             urls = [urls]
         if not isinstance(urls, list) or not urls or len(urls) > MAX_ICE_SERVERS:
-            raise SignalingError(f"an ICE server needs 1-{MAX_ICE_SERVERS} 'urls'")
+            raise _bad(f"an ICE server needs 1-{MAX_ICE_SERVERS} 'urls'")
         for url in urls:
             try:
                 check_turn_url(_check_string(url, "url"))
             except ValueError as exc:
-                raise SignalingError(f"bad ICE server URL: {exc}") from None
+                raise _bad(f"bad ICE server URL: {exc}") from None
         server: dict[str, Any] = {"urls": list(urls)}
         for key in ("username", "credential"):
             if key in entry:
                 server[key] = _check_string(entry[key], key)
         if any(u.startswith("turn") for u in urls) and len(server) != 3:
-            raise SignalingError(f"TURN server {urls[0]!r} comes without username and credential")
+            raise _bad(f"TURN server {urls[0]!r} comes without username and credential")
         servers.append(server)
     return tuple(servers)
 
