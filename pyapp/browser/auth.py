@@ -1,15 +1,22 @@
 """Mutual peer authentication over a dedicated control data channel.
 
 The adapter between a :class:`~pyapp.browser.peer.PeerConnection` and the
-sans-I/O :class:`~pyapp.core.security.handshake.Handshake`: it reads both DTLS
-fingerprints from the local and remote SDP (``a=fingerprint:sha-256``), runs
-HELLO/AUTH on the control channel, re-arms the handshake's one timer, and on
-any failure closes the connection and raises
-:class:`~pyapp.exceptions.AuthenticationError` whose ``reason`` is one of
-:data:`pyapp.core.security.handshake.REASONS` (``"bad signature"``,
-``"fingerprint mismatch"``, ``"unexpected peer id"``, ``"timeout"``,
-``"malformed message"`` ...) or ``"connection closed"`` (the peer hung up
-first).
+sans-I/O :class:`~pyapp.core.security.handshake.Handshake`: it reads the DTLS
+fingerprints from the local SDP (all sha-256/384/512 lines) and the remote SDP
+(the strongest one, RFC 8122 section 5: aiortc offers three lines and
+Chromium keeps only the last), runs HELLO/AUTH on the control channel,
+re-arms the handshake's one timer, and on any failure closes the connection
+and raises :class:`~pyapp.exceptions.AuthenticationError` whose ``reason`` is
+an :class:`~pyapp.core.security.reasons.AuthReason` (``fingerprint_mismatch``,
+``bad_signature``, ``key_changed``, ``timeout``, ``peer_closed``,
+``protocol_violation`` ...) and whose message says what happened and what to do.
+
+**Per-connection state** lives in a :class:`SecurityState` that the
+connection holds (``pc.security``): verification status (``unverified`` /
+``verifying`` / ``verified`` / ``failed``), the session, the failure, the
+control channels already used, and the encrypted-channel cache of
+:mod:`pyapp.browser.secure`. Its ``events`` emit ``"status"`` on every change,
+for a UI that shows each peer's verification state.
 
 **Control channel.** The side playing *offerer* (the impolite side of perfect
 negotiation -- both peers agree on it by construction) creates an in-band
@@ -45,27 +52,21 @@ from typing import TYPE_CHECKING, Any
 
 import js
 
+from pyapp._events import Emitter
 from pyapp.browser.crypto import WebCrypto, default_crypto, detect_algorithms
 from pyapp.browser.datachannel import DataChannel
 from pyapp.browser.identity import Identity, TrustStore
-from pyapp.core.security.handshake import (
-    IDENTITY_CHANGED,
-    MALFORMED,
-    TIMEOUT,
-    Handshake,
-    HandshakeComplete,
-    HandshakeFailed,
-)
+from pyapp.core.security.fingerprint import Fingerprint, sdp_fingerprints, select_fingerprint
+from pyapp.core.security.handshake import Handshake, HandshakeComplete, HandshakeFailed
 from pyapp.core.security.identity import KnownPeers, PeerId, TrustResult
 from pyapp.core.security.interface import KeyAgreementAlgorithm, SignatureAlgorithm, SigningKey
 from pyapp.core.security.keys import Role, SessionKeys
-from pyapp.core.security.transcript import parse_sdp_fingerprint
+from pyapp.core.security.reasons import AuthReason, auth_error
 from pyapp.exceptions import (
     AuthenticationError,
     ConnectionClosedError,
     IdentityChangedError,
     LocalProtocolError,
-    RemoteProtocolError,
 )
 
 if TYPE_CHECKING:
@@ -74,24 +75,23 @@ if TYPE_CHECKING:
 __all__ = [
     "AUTH_LABEL",
     "AUTH_PROTOCOL",
-    "CONNECTION_CLOSED",
     "FAILURES",
+    "AuthReason",
     "AuthResult",
     "IdentityChangedError",
+    "SecurityState",
     "authenticate",
+    "connection_fingerprints",
     "role_of",
+    "security_of",
     "session_of",
 ]
 
 AUTH_LABEL = "pyapp-auth"
 AUTH_PROTOCOL = "pyapp-auth/1"
-CONNECTION_CLOSED = "connection closed"
 
 FAILURES: Counter[str] = Counter()
-"""Authentication failures in this page, by reason."""
-
-_SESSIONS: weakref.WeakKeyDictionary[Any, AuthResult] = weakref.WeakKeyDictionary()
-_USED: weakref.WeakSet[DataChannel] = weakref.WeakSet()
+"""Authentication failures in this page (all connections), by reason code."""
 
 
 @dataclass(frozen=True)
@@ -120,6 +120,56 @@ class AuthResult:
     """Seconds from the call to completion."""
 
 
+class SecurityState:
+    """Authentication and encryption state of one connection (held as ``pc.security``).
+
+    ``status`` is ``"unverified"`` (nothing tried), ``"verifying"``,
+    ``"verified"`` (``session`` set) or ``"failed"`` (``error`` set, with its
+    ``reason``). ``events.on("status", cb)`` calls ``cb(state)`` on every change.
+    """
+
+    def __init__(self) -> None:
+        self.status = "unverified"
+        self.session: AuthResult | None = None
+        self.error: AuthenticationError | None = None
+        self.events = Emitter()
+        self.control_channels: weakref.WeakSet[DataChannel] = weakref.WeakSet()
+        """Control channels already used by a handshake (never adopted twice)."""
+        self.encrypted: dict[int, tuple[Any, bytes | None, Any]] = {}
+        """:mod:`pyapp.browser.secure`'s cache: id(transport) -> (transport, key, EncryptedChannel)."""
+
+    def _set(self, status: str, *, session: AuthResult | None = None,
+              error: AuthenticationError | None = None) -> None:
+        self.status, self.error = status, error
+        if session is not None:
+            self.session = session
+        self.events.emit("status", self)
+
+    @property
+    def reason(self) -> str | None:
+        """The failure's reason code, when ``status == "failed"``."""
+        return self.error.reason if self.error is not None else None
+
+    def close(self) -> None:
+        """Forget the session keys and encrypted channels (the connection closed)."""
+        self.encrypted.clear()
+        self.session = None
+        self.events.clear()
+
+    def __repr__(self) -> str:
+        extra = f" {self.reason}" if self.error is not None else ""
+        return f"<SecurityState {self.status}{extra}>"
+
+
+def security_of(pc: Any) -> SecurityState:
+    """The :class:`SecurityState` of ``pc`` (its ``security`` attribute, made on first use)."""
+    state = getattr(pc, "security", None)
+    if not isinstance(state, SecurityState):
+        state = SecurityState()
+        pc.security = state
+    return state
+
+
 def role_of(pc: PeerConnection) -> Role:
     """The handshake role of our side of ``pc``: the impolite peer is the offerer."""
     return Role.ANSWERER if pc.polite else Role.OFFERER
@@ -127,7 +177,7 @@ def role_of(pc: PeerConnection) -> Role:
 
 def session_of(pc: PeerConnection) -> AuthResult | None:
     """The latest successful :func:`authenticate` result for ``pc``, if any."""
-    return _SESSIONS.get(pc)
+    return security_of(pc).session
 
 
 def _now() -> float:
@@ -144,15 +194,16 @@ async def _until(deadline: float, awaitable: Any) -> Any:
 
 
 async def _control_channel(pc: PeerConnection, role: Role, deadline: float) -> DataChannel:
+    used = security_of(pc).control_channels
     if role is Role.OFFERER:
         channel = pc.create_data_channel(AUTH_LABEL, protocol=AUTH_PROTOCOL)
-        _USED.add(channel)
+        used.add(channel)
         return channel
     found: asyncio.Future[DataChannel] = asyncio.get_event_loop().create_future()
 
     def adopt(ch: DataChannel) -> None:
-        if ch.label == AUTH_LABEL and ch not in _USED and not found.done():
-            _USED.add(ch)
+        if ch.label == AUTH_LABEL and ch not in used and not found.done():
+            used.add(ch)
             found.set_result(ch)
 
     for ch in list(pc.channels):
@@ -166,19 +217,20 @@ async def _control_channel(pc: PeerConnection, role: Role, deadline: float) -> D
         pc.events.off("datachannel", adopt)
 
 
-def _fingerprints(pc: PeerConnection) -> tuple[bytes, bytes]:
+def connection_fingerprints(pc: PeerConnection) -> tuple[list[Fingerprint], Fingerprint]:
+    """Our certificate's fingerprints (local SDP) and the peer's selected one (remote SDP).
+
+    A bad remote SDP raises ``AuthenticationError`` (``unsupported_fingerprint_algorithm``
+    or ``protocol_violation``); a bad local one is our side's fault (``LocalProtocolError``).
+    """
     local, remote = pc.local_description, pc.remote_description
     if local is None or remote is None:
         raise LocalProtocolError("authenticate() needs a negotiated connection (no SDP yet)")
     try:
-        local_fp = parse_sdp_fingerprint(local["sdp"])
-    except RemoteProtocolError as exc:
-        raise LocalProtocolError(f"local SDP: {exc.reason}") from None
-    try:
-        remote_fp = parse_sdp_fingerprint(remote["sdp"])
-    except RemoteProtocolError:
-        raise AuthenticationError(MALFORMED) from None
-    return local_fp, remote_fp
+        local_fps = sdp_fingerprints(local["sdp"])
+    except AuthenticationError as exc:
+        raise LocalProtocolError(f"our own SDP: {exc}") from None
+    return local_fps, select_fingerprint(remote["sdp"])
 
 
 def _warn_identity_changed(trust: TrustResult) -> None:
@@ -213,6 +265,8 @@ async def authenticate(
     * ``timeout`` bounds the whole exchange (including waiting for the
       connection and the control channel): ``"timeout"``.
     """
+    state = security_of(pc)
+    state._set("verifying")
     start = _now()
     deadline = start + timeout
     crypto = crypto or default_crypto()
@@ -229,21 +283,26 @@ async def authenticate(
         try:
             if pc.connection_state != "connected":
                 await _until(deadline, pc.wait_connected())
-            local_fp, remote_fp = _fingerprints(pc)
+            local_fps, remote_fp = connection_fingerprints(pc)
             channel = await _control_channel(pc, role, deadline)
         except TimeoutError:
-            raise AuthenticationError(TIMEOUT) from None
-        except ConnectionClosedError:
-            raise AuthenticationError(CONNECTION_CLOSED) from None
+            raise auth_error(AuthReason.TIMEOUT, "the connection or the peer's control channel "
+                             f"did not come up within {timeout:g} s") from None
+        except ConnectionClosedError as exc:
+            raise auth_error(AuthReason.PEER_CLOSED, str(exc)) from None
         hs = Handshake(
-            crypto, role, key, local_fp, remote_fp, now=_now(), timeout=deadline - _now(),
+            crypto, role, key, local_fps, remote_fp, now=_now(), timeout=deadline - _now(),
             ephemeral_alg=ephemeral_alg, expected_peer_id=expected_peer_id,
             known_peers=store, contact=contact,
         )
         done = await _drive(hs, channel)
     except AuthenticationError as exc:
         FAILURES[exc.reason] += 1
+        state._set("failed", error=exc)
         pc.close()
+        raise
+    except BaseException:  # cancelled, or our own misuse: not verified, not "failed"
+        state._set("unverified")
         raise
     if isinstance(known_peers, TrustStore):
         await known_peers.save()
@@ -252,7 +311,7 @@ async def authenticate(
         done.keys, done.trust, PeerId.from_public_key(key.alg, key.public_key), channel,
         _now() - start,
     )
-    _SESSIONS[pc] = result
+    state._set("verified", session=result)
     return result
 
 
@@ -271,9 +330,12 @@ async def _drive(hs: Handshake, channel: DataChannel) -> HandshakeComplete:
             if isinstance(event, HandshakeComplete):
                 return event
             if isinstance(event, HandshakeFailed):
-                if event.error.reason == IDENTITY_CHANGED and event.trust is not None:
+                if event.error.reason == AuthReason.KEY_CHANGED and event.trust is not None:
                     _warn_identity_changed(event.trust)
-                    raise IdentityChangedError(event.error.reason, event.trust)
+                    err = IdentityChangedError(event.error.reason, event.trust)
+                    err.message = event.error.message
+                    err.args = (event.error.message,)
+                    raise err
                 raise event.error
             timer = hs.get_timer()
             try:
@@ -287,6 +349,6 @@ async def _drive(hs: Handshake, channel: DataChannel) -> HandshakeComplete:
             await hs.receive_message(data, _now())
             await transmit()
     except TimeoutError:
-        raise AuthenticationError(TIMEOUT) from None
-    except ConnectionClosedError:
-        raise AuthenticationError(CONNECTION_CLOSED) from None
+        raise auth_error(AuthReason.TIMEOUT, "the handshake did not finish") from None
+    except ConnectionClosedError as exc:
+        raise auth_error(AuthReason.PEER_CLOSED, str(exc)) from None

@@ -37,7 +37,10 @@ a time, in order, exactly as the core :class:`~pyapp.core.security.envelope.Open
 does (which handles every epoch change itself).
 
 The seed's functions :func:`send_encrypted` / :func:`receive_encrypted` keep
-one EncryptedChannel per transport object.
+one EncryptedChannel per transport object, in the connection's
+:class:`~pyapp.browser.auth.SecurityState` (so it goes away with the
+connection); a transport whose connection is unknown needs an explicit
+``session=`` or ``key=`` and ``role=``, and is then cached on the transport.
 
 Example (in the page)::
 
@@ -54,11 +57,10 @@ Example (in the page)::
 from __future__ import annotations
 
 import asyncio
-import weakref
 from collections import deque
 from typing import Any, Protocol
 
-from pyapp.browser.auth import AuthResult, role_of, session_of
+from pyapp.browser.auth import AuthResult, role_of, security_of
 from pyapp.browser.crypto import default_crypto
 from pyapp.core.security.envelope import (
     AUTHENTICATION_FAILED,
@@ -341,11 +343,6 @@ class EncryptedChannel:
 
 # ---------------------------------------------------------------------- seed API
 
-_CHANNELS: weakref.WeakKeyDictionary[Any, tuple[bytes | None, EncryptedChannel]] = (
-    weakref.WeakKeyDictionary()
-)
-
-
 def _pc_of(transport: Any) -> Any:
     for name in ("peer_connection", "pc"):
         pc = getattr(transport, name, None)
@@ -363,12 +360,17 @@ async def encrypted(transport: Any, key: bytes | None = None, *, role: Role | No
     connection). Without: session mode, using ``session`` or the connection's
     latest :func:`~pyapp.browser.auth.authenticate` result.
     """
-    cached = _CHANNELS.get(transport)
-    if cached is not None:
-        if cached[0] != key:
-            raise LocalProtocolError("this channel is already encrypted under another key")
-        return cached[1]
     pc = _pc_of(transport)
+    cache: dict[int, tuple[Any, bytes | None, Any]]
+    if pc is not None:
+        cache = security_of(pc).encrypted
+    else:  # no connection known: keep it on the transport object itself
+        cache = transport.__dict__.setdefault("_pyapp_encrypted", {})
+    cached = cache.get(id(transport))
+    if cached is not None and cached[0] is transport:
+        if cached[1] != key:
+            raise LocalProtocolError("this channel is already encrypted under another key")
+        return cached[2]
     if key is not None:
         if role is None:
             if pc is None:
@@ -377,12 +379,12 @@ async def encrypted(transport: Any, key: bytes | None = None, *, role: Role | No
         chan = await EncryptedChannel.from_psk(transport, key, role)
     else:
         if session is None and pc is not None:
-            session = session_of(pc)
+            session = security_of(pc).session
         if session is None:
             raise LocalProtocolError(
                 "no authenticated session: await pc.authenticate(identity) first, or pass key=")
         chan = EncryptedChannel.from_session(transport, session)
-    _CHANNELS[transport] = (key, chan)
+    cache[id(transport)] = (transport, key, chan)
     return chan
 
 

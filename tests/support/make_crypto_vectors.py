@@ -19,6 +19,7 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 
 from pyapp.core.security.envelope import EnvelopeHeader, SecureChannel, seal_envelope
+from pyapp.core.security.fingerprint import HashFunction, certificate_fingerprint
 from pyapp.core.security.handshake import Handshake, HandshakeComplete, transcript_from_hellos
 from pyapp.core.security.identity import PeerId
 from pyapp.core.security.interface import KeyAgreementAlgorithm, SignatureAlgorithm
@@ -33,8 +34,10 @@ HKDF_CASES = [
     ("0b" * 22, "000102030405060708090a0b0c", "f0f1f2f3f4f5f6f7f8f9", 42),
     ("0b" * 22, "", "", 42),
 ]
-FP_OFFERER = bytes(range(32))
-FP_ANSWERER = bytes(range(100, 132))
+# The offerer plays aiortc (three fingerprint lines, the answerer's browser kept
+# sha-512); the answerer plays a browser (one sha-256 line).
+FPS_OFFERER = [certificate_fingerprint(b"offerer certificate", h) for h in HashFunction]
+FP_ANSWERER = certificate_fingerprint(b"answerer certificate", HashFunction.SHA256)
 
 
 def _pkcs8(handle: Any) -> str:
@@ -48,8 +51,8 @@ async def _handshake_vector() -> dict[str, Any]:
     crypto = OracleCrypto(seed=b"pyapp handshake vector v1")
     id_o = await crypto.generate_signing_key(SignatureAlgorithm.ED25519)
     id_a = await crypto.generate_signing_key(SignatureAlgorithm.ED25519)
-    off = Handshake(crypto, Role.OFFERER, id_o, FP_OFFERER, FP_ANSWERER, now=0.0)
-    ans = Handshake(crypto, Role.ANSWERER, id_a, FP_ANSWERER, FP_OFFERER, now=0.0)
+    off = Handshake(crypto, Role.OFFERER, id_o, FPS_OFFERER, FP_ANSWERER, now=0.0)
+    ans = Handshake(crypto, Role.ANSWERER, id_a, [FP_ANSWERER], FPS_OFFERER[2], now=0.0)
     await off.start()
     await ans.start()
     msgs: dict[str, bytes] = {}
@@ -63,9 +66,7 @@ async def _handshake_vector() -> dict[str, Any]:
     eo, ea = off.next_event(), ans.next_event()
     assert isinstance(eo, HandshakeComplete) and isinstance(ea, HandshakeComplete)
     assert eo.keys == ea.keys
-    transcript = transcript_from_hellos(
-        msgs["hello_offerer"], msgs["hello_answerer"], FP_OFFERER, FP_ANSWERER
-    ).encode()
+    transcript = transcript_from_hellos(msgs["hello_offerer"], msgs["hello_answerer"]).encode()
     eph_o, eph_a = off._ephemeral, ans._ephemeral  # the vector needs the private halves
     assert eph_o is not None and eph_a is not None
     return {
@@ -77,7 +78,8 @@ async def _handshake_vector() -> dict[str, Any]:
             "ephemeral_alg": "x25519",
             "ephemeral_pkcs8": _pkcs8(eph_o.handle),
             "ephemeral_public_key": eph_o.public_key.hex(),
-            "dtls_fingerprint": FP_OFFERER.hex(),
+            "dtls_fingerprints_in_sdp": [str(fp) for fp in FPS_OFFERER],
+            "dtls_fingerprint_bound": FPS_OFFERER[2].encode().hex(),
         },
         "answerer": {
             "identity_alg": "ed25519",
@@ -87,7 +89,8 @@ async def _handshake_vector() -> dict[str, Any]:
             "ephemeral_alg": "x25519",
             "ephemeral_pkcs8": _pkcs8(eph_a.handle),
             "ephemeral_public_key": eph_a.public_key.hex(),
-            "dtls_fingerprint": FP_ANSWERER.hex(),
+            "dtls_fingerprints_in_sdp": [str(FP_ANSWERER)],
+            "dtls_fingerprint_bound": FP_ANSWERER.encode().hex(),
         },
         "messages": {k: v.hex() for k, v in sorted(msgs.items())},
         "transcript": transcript.hex(),
@@ -222,7 +225,7 @@ async def build_vectors() -> dict[str, Any]:
 
     return {
         "format": "pyapp-crypto-vectors",
-        "version": 1,
+        "version": 2,
         "generator": "tests/support/make_crypto_vectors.py (cryptography oracle)",
         "hkdf_sha256": hkdf,
         "psk_direction_secrets": [psk_vec],

@@ -10,26 +10,27 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pyapp.core.security.envelope import SecureChannel
+from pyapp.core.security.fingerprint import (
+    Fingerprint,
+    HashFunction,
+    certificate_fingerprint,
+    sdp_fingerprints,
+    select_fingerprint,
+)
 from pyapp.core.security.handshake import (
-    REASONS,
     Handshake,
     HandshakeComplete,
     HandshakeFailed,
     HandshakeState,
     HelloMessage,
     parse_message,
-    transcript_from_hellos,
 )
 from pyapp.core.security.identity import KnownPeers, PeerId, TrustStatus
 from pyapp.core.security.interface import KeyAgreementAlgorithm, SignatureAlgorithm
 from pyapp.core.security.keys import Role
-from pyapp.core.security.transcript import (
-    auth_signature_input,
-    encode_fields,
-    format_fingerprint,
-    parse_sdp_fingerprint,
-)
-from pyapp.exceptions import AuthenticationError, LocalProtocolError, RemoteProtocolError
+from pyapp.core.security.reasons import AuthReason, describe
+from pyapp.core.security.transcript import Transcript, auth_signature_input, encode_fields
+from pyapp.exceptions import AuthenticationError, LocalProtocolError
 from tests.support import pump
 from tests.support.oracle_crypto import OracleCrypto
 
@@ -37,6 +38,7 @@ pytestmark = pytest.mark.unit
 
 ED, P256 = SignatureAlgorithm.ED25519, SignatureAlgorithm.ECDSA_P256
 FA, FB, FM1, FM2 = b"\xaa" * 32, b"\xbb" * 32, b"\x11" * 32, b"\x22" * 32
+REASONS = set(AuthReason)
 
 
 def run(fn: Callable[[], Awaitable[None]]) -> None:
@@ -47,12 +49,12 @@ async def make(
     alg_a: SignatureAlgorithm = ED,
     alg_b: SignatureAlgorithm = ED,
     *,
-    fps: tuple[bytes, bytes, bytes, bytes] = (FA, FB, FB, FA),
+    fps: tuple[object, object, object, object] = (FA, FB, FB, FA),
     eph: KeyAgreementAlgorithm = KeyAgreementAlgorithm.X25519,
     crypto: OracleCrypto | None = None,
     **kw_a: object,
 ) -> tuple[Handshake, Handshake]:
-    """Offerer ``a`` and answerer ``b``; fps = (a local, a's view of b, b local, b's view of a)."""
+    """Offerer ``a`` and answerer ``b``; fps = (a local(s), a's view of b, b local(s), b's view of a)."""
     c = crypto or OracleCrypto()
     ka, kb = await c.generate_signing_key(alg_a), await c.generate_signing_key(alg_b)
     a = Handshake(c, Role.OFFERER, ka, fps[0], fps[1], now=0.0, ephemeral_alg=eph, **kw_a)  # type: ignore[arg-type]
@@ -60,6 +62,13 @@ async def make(
     await a.start()
     await b.start()
     return a, b
+
+
+SHA256 = HashFunction.SHA256
+
+
+def fp(digest: bytes) -> Fingerprint:
+    return Fingerprint(SHA256, digest)
 
 
 def reason(h: Handshake) -> str | None:
@@ -104,7 +113,7 @@ def test_pinned_peer_id() -> None:
         right = PeerId.from_public_key(ED, kb.public_key)
         for expected, want in (
             (right, None),
-            (PeerId.from_public_key(ED, bytes(32)), "unexpected peer id"),
+            (PeerId.from_public_key(ED, bytes(32)), "key_changed"),
         ):
             ka = await c.generate_signing_key(ED)
             a = Handshake(c, Role.OFFERER, ka, FA, FB, now=0.0, expected_peer_id=expected)
@@ -151,14 +160,14 @@ def test_known_peers_tofu_and_identity_change() -> None:
         # "bob" comes back with a different key.
         a2, b2 = await make(crypto=c, known_peers=store, contact="bob")
         await pump(a2, b2)
-        assert reason(a2) == "identity changed"
+        assert reason(a2) == "key_changed" and str(ev.peer_id) in str(a2.error)
         fail = a2.next_event()
         assert isinstance(fail, HandshakeFailed) and fail.trust is not None
         assert fail.trust.previous == ev.peer_id
         # An allow-list that excludes the peer.
         a3, b3 = await make(crypto=c, known_peers=KnownPeers(allow=[]), contact="carol")
         await pump(a3, b3)
-        assert reason(a3) == "not allowed"
+        assert reason(a3) == "not_allowed"
 
     run(go)
 
@@ -171,11 +180,14 @@ def test_mitm_signaling_server_is_detected_and_fingerprints_matter() -> None:
         hello_a, hello_b = a.data_to_send()[0], b.data_to_send()[0]
         await a.receive_message(hello_b, now=0.1)
         await b.receive_message(hello_a, now=0.1)
-        assert reason(a) == reason(b) == "fingerprint mismatch"
+        assert reason(a) == reason(b) == "fingerprint_mismatch"
+        assert "relay" in str(a.error) and Fingerprint(SHA256, FM2).hex() in str(a.error)
 
         # Contrast: each side's transcript, and the same without fingerprint fields.
-        view_a = transcript_from_hellos(hello_a, hello_b, FA, FM1)  # what a signs
-        view_b = transcript_from_hellos(hello_a, hello_b, FM2, FB)  # what b verifies
+        ha, hb = parse_message(hello_a), parse_message(hello_b)
+        assert isinstance(ha, HelloMessage) and isinstance(hb, HelloMessage)
+        view_a = Transcript.of(ha.side(fp(FA)), hb.side(fp(FM1)))  # what a would sign
+        view_b = Transcript.of(ha.side(fp(FM2)), hb.side(fp(FB)))  # what b would verify
         assert view_a.encode() != view_b.encode()
         bare_a = encode_fields([f for f in view_a.fields() if f[0] not in (0x01, 0x02)])
         bare_b = encode_fields([f for f in view_b.fields() if f[0] not in (0x01, 0x02)])
@@ -201,14 +213,13 @@ def test_mitm_that_rewrites_hello_fingerprints_fails_on_signature() -> None:
 
         def rewrite(src: Handshake, msg: bytes) -> bytes:
             m = parse_message(msg)
-            if isinstance(m, HelloMessage):  # make the echo fields look consistent
-                fps = (FM2, FB) if src is a else (FM1, FA)
+            if isinstance(m, HelloMessage):  # make the claim match the receiver's own cert
                 m = HelloMessage(
                     m.role,
                     m.alg,
                     m.ephemeral_alg,
                     m.nonce,
-                    *fps,
+                    fp(FB if src is a else FA),
                     m.public_key,
                     m.ephemeral_public_key,
                 )
@@ -216,7 +227,7 @@ def test_mitm_that_rewrites_hello_fingerprints_fails_on_signature() -> None:
             return msg
 
         await pump(a, b, relay=rewrite)
-        assert reason(a) == reason(b) == "bad signature"
+        assert reason(a) == reason(b) == "bad_signature"
 
     run(go)
 
@@ -226,13 +237,13 @@ def test_reflected_hello_fails() -> None:
         a, _ = await make()
         hello_a = a.data_to_send()[0]
         await a.receive_message(hello_a, now=0.1)  # its own HELLO bounced back
-        assert reason(a) == "reflected message"
+        assert reason(a) == "protocol_violation"
         # Same nonce but the role byte flipped: still recognised as our own.
         a, _ = await make()
         hello_a = a.data_to_send()[0]
         flipped = hello_a[:2] + bytes([Role.ANSWERER]) + hello_a[3:]
         await a.receive_message(flipped, now=0.1)
-        assert reason(a) == "reflected message"
+        assert reason(a) == "protocol_violation"
 
     run(go)
 
@@ -252,14 +263,14 @@ def test_reflected_auth_fails() -> None:
         await pump(a, b, relay=hold)
         own_auth = captured[0]
         await a.receive_message(own_auth, now=0.1)
-        assert reason(a) == "reflected message"
+        assert reason(a) == "protocol_violation"
         # Even with the role byte rewritten, a's own signature does not verify as b's.
         a2, b2 = await make()
         captured.clear()
         await pump(a2, b2, relay=hold)
         forged = captured[0][:2] + bytes([Role.ANSWERER]) + captured[0][3:]
         await a2.receive_message(forged, now=0.1)
-        assert reason(a2) == "bad signature"
+        assert reason(a2) == "bad_signature"
 
     run(go)
 
@@ -281,7 +292,7 @@ def test_replayed_handshake_messages_fail() -> None:
         await a2.start()
         await a2.receive_message(old[1], now=0.1)  # b's old HELLO
         await a2.receive_message(old[2], now=0.1)  # b's old AUTH
-        assert reason(a2) == "bad signature"
+        assert reason(a2) == "bad_signature"
 
     run(go)
 
@@ -293,10 +304,10 @@ def test_out_of_order_and_duplicate_messages() -> None:
         a.data_to_send()
         await a.receive_message(hello_b, now=0.1)
         await a.receive_message(hello_b, now=0.1)  # second HELLO
-        assert reason(a) == "malformed message"
+        assert reason(a) == "protocol_violation"
         a, b = await make()
-        await a.receive_message(bytes([2, 1, 1]) + bytes(64), now=0.1)  # AUTH before HELLO
-        assert reason(a) == "malformed message"
+        await a.receive_message(bytes([2, 2, 1]) + bytes(64), now=0.1)  # AUTH before HELLO
+        assert reason(a) == "protocol_violation"
 
     run(go)
 
@@ -317,12 +328,12 @@ def test_algorithm_and_version_mismatch() -> None:
         await a.start()
         await b.start()
         await pump(a, b)
-        assert reason(a) == reason(b) == "unsupported algorithm"
+        assert reason(a) == reason(b) == "unsupported_algorithm"
         a, b = await make()
         hello = bytearray(b.data_to_send()[0])
-        hello[1] = 2
+        hello[1] = 1  # the sha-256-only handshake of earlier releases
         await a.receive_message(bytes(hello), now=0.1)
-        assert reason(a) == "unsupported version"
+        assert reason(a) == "unsupported_version" and "version 1" in str(a.error)
 
     run(go)
 
@@ -333,7 +344,7 @@ def test_invalid_ephemeral_point_is_malformed() -> None:
         hello = b.data_to_send()[0]
         bad = hello[:-64] + bytes(64)  # 0x04 || zeros: not on the curve
         await a.receive_message(bad, now=0.1)
-        assert reason(a) == "malformed message"
+        assert reason(a) == "protocol_violation"
 
     run(go)
 
@@ -389,6 +400,10 @@ def test_state_machine_fuzz_mutated_messages(data: st.DataObject) -> None:
     run(go)
 
 
+def hexfp(n: int, size: int) -> str:
+    return ":".join(f"{(n + i) % 256:02X}" for i in range(size))
+
+
 SDP = """v=0\r
 o=- 4611731400430051336 2 IN IP4 127.0.0.1\r
 a=fingerprint:sha-1 AA:BB:CC:DD:EE:FF:00:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD\r
@@ -397,29 +412,131 @@ a=fingerprint:SHA-256 {fp}\r
 a=setup:actpass\r
 """
 
+AIORTC_LINES = "".join(
+    f"a=fingerprint:{h.sdp_name} {hexfp(h.value, h.digest_size)}\r\n" for h in HashFunction)
+
 
 def test_sdp_fingerprint_parsing() -> None:
-    fp = bytes(range(32))
-    text = format_fingerprint(fp)
-    assert parse_sdp_fingerprint(SDP.format(fp=text)) == fp
-    assert parse_sdp_fingerprint(SDP.format(fp=text.lower())) == fp
+    text = hexfp(0, 32)
+    want = Fingerprint(SHA256, bytes(range(32)))
+    assert sdp_fingerprints(SDP.format(fp=text)) == [want]
+    assert select_fingerprint(SDP.format(fp=text.lower())) == want
     spaced = SDP.replace("a=fingerprint:SHA-256 {fp}", "  a=fingerprint: sha-256   {fp}  ")
-    assert parse_sdp_fingerprint(spaced.format(fp=text).replace("\r", "")) == fp
+    assert select_fingerprint(spaced.format(fp=text).replace("\r", "")) == want
     twice = SDP.format(fp=text) + f"a=fingerprint:sha-256 {text}\r\n"
-    assert parse_sdp_fingerprint(twice) == fp  # same cert repeated per m-section
-    with pytest.raises(RemoteProtocolError, match="conflicting"):
-        parse_sdp_fingerprint(twice + "a=fingerprint:sha-256 " + format_fingerprint(bytes(32)))
-    with pytest.raises(RemoteProtocolError, match="no sha-256"):
-        parse_sdp_fingerprint("v=0\r\na=fingerprint:sha-1 AA:BB\r\n")
+    assert sdp_fingerprints(twice) == [want]  # same cert repeated per m-section
+    with pytest.raises(AuthenticationError, match="two different sha-256") as exc:
+        select_fingerprint(twice + "a=fingerprint:sha-256 " + hexfp(9, 32))
+    assert exc.value.reason == "protocol_violation"
     for bad in (text[:-3], text + ":00", text.replace(":", "", 1), "ZZ" + text[2:]):
-        with pytest.raises(RemoteProtocolError):
-            parse_sdp_fingerprint(SDP.format(fp=bad))
+        with pytest.raises(AuthenticationError) as exc:
+            sdp_fingerprints(SDP.format(fp=bad))
+        assert exc.value.reason == "protocol_violation"
+    with pytest.raises(AuthenticationError, match="no a=fingerprint") as exc:
+        sdp_fingerprints("v=0\r\n")
+    assert exc.value.reason == "protocol_violation"
+
+
+def test_sdp_with_several_algorithms_and_the_strongest_is_selected() -> None:
+    # aiortc's three lines: all are read, sha-512 is what a verifier binds (RFC 8122 s5).
+    fps = sdp_fingerprints("v=0\r\n" + AIORTC_LINES)
+    assert [f.hash for f in fps] == [HashFunction.SHA256, HashFunction.SHA384, HashFunction.SHA512]
+    assert select_fingerprint(fps).hash is HashFunction.SHA512
+    # Chromium keeps only the last line; with the order reversed, only sha-256.
+    assert select_fingerprint("a=fingerprint:sha-512 " + hexfp(3, 64)) == fps[2]
+    assert select_fingerprint("a=fingerprint:SHA-384 " + hexfp(2, 48)).hash is HashFunction.SHA384
+    # Unknown hash functions next to a known one are skipped.
+    assert select_fingerprint(SDP.format(fp=hexfp(0, 32))).hash is HashFunction.SHA256
+
+
+@pytest.mark.parametrize("name", ["sha-1", "md5", "sha-224", "md2", "sha3-256"])
+def test_sdp_with_only_other_algorithms_is_refused_by_name(name: str) -> None:
+    with pytest.raises(AuthenticationError) as exc:
+        select_fingerprint(f"v=0\r\na=fingerprint:{name} {hexfp(0, 20)}\r\n")
+    assert exc.value.reason == "unsupported_fingerprint_algorithm"
+    assert name in str(exc.value) and "sha-256, sha-384 or sha-512" in str(exc.value)
+
+
+def test_certificate_fingerprint_matches_hashlib() -> None:
+    import hashlib
+
+    der = b"0\x82\x01\x0a" + bytes(range(200))
+    for h in HashFunction:
+        got = certificate_fingerprint(der, h)
+        assert got.digest == hashlib.new(h.sdp_name.replace("-", ""), der).digest()
+        assert Fingerprint.parse(h.sdp_name, got.hex()) == got
+
+
+@pytest.mark.parametrize(
+    ("a_local", "b_sees_a"),
+    [
+        ("all", HashFunction.SHA512),  # aiortc offers three; Chromium keeps the last
+        ("all", HashFunction.SHA256),  # ... or the first, when the order is reversed
+        ("all", HashFunction.SHA384),  # SDP cut to the middle line
+        ("sha-256", HashFunction.SHA256),  # two browsers
+    ],
+)
+def test_both_sides_bind_the_same_fingerprints_whatever_lines_they_kept(
+        a_local: str, b_sees_a: HashFunction) -> None:
+    async def go() -> None:
+        a_fps = [certificate_fingerprint(b"cert-a", h) for h in HashFunction]
+        if a_local == "sha-256":
+            a_fps = a_fps[:1]
+        b_fp = certificate_fingerprint(b"cert-b", HashFunction.SHA256)
+        a_view = certificate_fingerprint(b"cert-a", b_sees_a)
+        a, b = await make(fps=(a_fps, b_fp, [b_fp], a_view))
+        await pump(a, b)
+        ea, eb = a.next_event(), b.next_event()
+        assert isinstance(ea, HandshakeComplete) and isinstance(eb, HandshakeComplete)
+        assert ea.transcript_hash == eb.transcript_hash and ea.keys == eb.keys
+
+    run(go)
+
+
+def test_a_fingerprint_the_holder_never_published_is_a_mismatch() -> None:
+    """The peer saw our cert under sha-384, but our SDP has only sha-256: rewritten SDP."""
+
+    async def go() -> None:
+        cert_a = b"cert-a"
+        a_view = certificate_fingerprint(cert_a, HashFunction.SHA384)
+        a, b = await make(fps=([certificate_fingerprint(cert_a)], FB, FB, a_view))
+        await pump(a, b)
+        assert reason(a) == "fingerprint_mismatch" and "sha-384" in str(a.error)
+
+    run(go)
+
+
+def test_unknown_hash_code_in_hello_is_named() -> None:
+    async def go() -> None:
+        a, b = await make()
+        hello = bytearray(b.data_to_send()[0])
+        hello[5 + 32] = 9  # the hash code byte
+        await a.receive_message(bytes(hello), now=0.1)
+        assert reason(a) == "unsupported_fingerprint_algorithm"
+
+    run(go)
+
+
+def test_peer_closed_and_every_reason_has_a_message() -> None:
+    async def go() -> None:
+        a, _ = await make()
+        a.connection_lost("control channel closed by the peer")
+        assert reason(a) == "peer_closed" and "closed by the peer" in str(a.error)
+        ev = a.next_event()
+        assert isinstance(ev, HandshakeFailed) and ev.error is a.error
+
+    run(go)
+    for r in AuthReason:
+        text = describe(r)
+        assert text and text != r.value and "pyapp" not in text.split()[0]
 
 
 @settings(max_examples=200)
 @given(st.text(max_size=400))
 def test_sdp_parser_fuzz(text: str) -> None:
     try:
-        assert len(parse_sdp_fingerprint(text)) == 32
-    except RemoteProtocolError:
-        pass
+        fp = select_fingerprint(text)
+    except AuthenticationError as exc:
+        assert exc.reason in ("protocol_violation", "unsupported_fingerprint_algorithm")
+    else:
+        assert len(fp.digest) == fp.hash.digest_size

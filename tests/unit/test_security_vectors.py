@@ -85,13 +85,11 @@ def test_handshake_vector() -> None:
         c = OracleCrypto()
         v = VECTORS["handshake"]
         o, a, msgs = v["offerer"], v["answerer"], v["messages"]
-        t = transcript_from_hellos(
-            H(msgs["hello_offerer"]),
-            H(msgs["hello_answerer"]),
-            H(o["dtls_fingerprint"]),
-            H(a["dtls_fingerprint"]),
-        )
+        t = transcript_from_hellos(H(msgs["hello_offerer"]), H(msgs["hello_answerer"]))
         assert t.encode().hex() == v["transcript"]
+        assert t.offerer.fingerprint.encode().hex() == o["dtls_fingerprint_bound"]
+        assert t.answerer.fingerprint.encode().hex() == a["dtls_fingerprint_bound"]
+        assert str(t.offerer.fingerprint).startswith("sha-512 ")
         th = await c.sha256(t.encode())
         assert th.hex() == v["transcript_hash"]
         for side, role in ((o, Role.OFFERER), (a, Role.ANSWERER)):

@@ -4,7 +4,9 @@ Modules:
 
 * :mod:`~pyapp.core.security.interface` -- the async ``Crypto`` Protocol (WebCrypto / oracle).
 * :mod:`~pyapp.core.security.identity` -- PeerId, trust-on-first-use, identity export.
-* :mod:`~pyapp.core.security.transcript` -- SDP fingerprints and the signed transcript.
+* :mod:`~pyapp.core.security.fingerprint` -- DTLS fingerprints from SDP (sha-256/384/512).
+* :mod:`~pyapp.core.security.reasons` -- why an authentication failed (``AuthReason``).
+* :mod:`~pyapp.core.security.transcript` -- the signed transcript.
 * :mod:`~pyapp.core.security.handshake` -- the HELLO/AUTH state machine.
 * :mod:`~pyapp.core.security.keys` -- the HKDF key schedule.
 * :mod:`~pyapp.core.security.envelope` -- AES-256-GCM envelopes, rekeying.
@@ -18,15 +20,19 @@ Example::
 """
 
 from pyapp.core.security.envelope import RekeyPolicy, SecureChannel
+from pyapp.core.security.fingerprint import Fingerprint, HashFunction, select_fingerprint
 from pyapp.core.security.handshake import Handshake, HandshakeComplete, HandshakeFailed
 from pyapp.core.security.identity import KnownPeers, PeerId, TrustStatus
 from pyapp.core.security.interface import Crypto, KeyAgreementAlgorithm, SignatureAlgorithm
 from pyapp.core.security.keys import Role, SessionKeys
-from pyapp.core.security.transcript import parse_sdp_fingerprint
+from pyapp.core.security.reasons import AuthReason, describe
 
 __all__ = [
+    "AuthReason",
     "Crypto",
+    "Fingerprint",
     "Handshake",
+    "HashFunction",
     "HandshakeComplete",
     "HandshakeFailed",
     "KeyAgreementAlgorithm",
@@ -38,5 +44,6 @@ __all__ = [
     "SessionKeys",
     "SignatureAlgorithm",
     "TrustStatus",
-    "parse_sdp_fingerprint",
+    "describe",
+    "select_fingerprint",
 ]

@@ -14,35 +14,45 @@ State table (the only place transitions happen; ``_fail`` is the error edge)::
 
 Wire messages (integers big-endian)::
 
-    HELLO  0x01 | version 0x01 | role (0 offerer, 1 answerer) | alg (1 Ed25519,
+    HELLO  0x01 | version 0x02 | role (0 offerer, 1 answerer) | alg (1 Ed25519,
            2 ECDSA P-256) | ecdh alg (1 X25519, 2 P-256) | nonce (32)
-           | sender's DTLS fingerprint (32) | sender's view of the receiver's
-           DTLS fingerprint (32) | identity public key (32 or 65)
-           | ephemeral public key (32 or 65)
-    AUTH   0x02 | version 0x01 | role | signature (64)
+           | hash (1 sha-256, 2 sha-384, 3 sha-512) | digest (32/48/64): the
+           receiver's DTLS certificate as the sender selected it from its
+           remote SDP | identity public key (32 or 65) | ephemeral public key (32 or 65)
+    AUTH   0x02 | version 0x02 | role | signature (64)
 
-The fingerprints inside HELLO only give a precise early error ("fingerprint
-mismatch"); security comes from the transcript, which each side builds from
-*its own* SDP view, never from the peer's claims.
+Fingerprints: each side selects the peer's certificate fingerprint from its
+remote SDP (strongest of sha-256/384/512, RFC 8122 section 5) and tells the
+peer in HELLO. The receiver checks that claim against *its own* local SDP
+lines: a relay that terminates DTLS on both sides presents its own
+certificates, so the claim matches nothing and the handshake fails at once
+with ``fingerprint_mismatch`` -- on both sides. Both transcripts then bind
+the same pair (our certificate as the peer saw it, confirmed; the peer's as
+we saw it), whatever subset of lines each browser kept. A relay that also
+rewrites the claims gets past the early check but not the signatures
+(``bad_signature``): our transcript holds what *we* saw.
 
-Failures are :class:`~pyapp.exceptions.AuthenticationError` with ``reason``
-one of :data:`REASONS`, delivered as a :class:`HandshakeFailed` event (and in
-``Handshake.error``); the machine then stays in ``FAILED``. Calls must not
+Failures are :class:`~pyapp.exceptions.AuthenticationError` whose ``reason``
+is an :class:`~pyapp.core.security.reasons.AuthReason` (the message says what
+happened and what to do), delivered as a :class:`HandshakeFailed` event (and
+in ``Handshake.error``); the machine then stays in ``FAILED``. Calls must not
 overlap: await each before feeding the next message.
 
 Example::
 
     import asyncio
+    from pyapp.core.security.fingerprint import Fingerprint, HashFunction
     from pyapp.core.security.handshake import Handshake, HandshakeComplete
     from pyapp.core.security.interface import SignatureAlgorithm as Alg
     from pyapp.core.security.keys import Role
     from tests.support.oracle_crypto import OracleCrypto
+    SHA256 = HashFunction.SHA256
 
     async def demo() -> bool:
         c = OracleCrypto()
-        fa, fb = b"A" * 32, b"B" * 32
-        a = Handshake(c, Role.OFFERER, await c.generate_signing_key(Alg.ED25519), fa, fb, now=0.0)
-        b = Handshake(c, Role.ANSWERER, await c.generate_signing_key(Alg.ED25519), fb, fa, now=0.0)
+        fa, fb = Fingerprint(SHA256, b"A" * 32), Fingerprint(SHA256, b"B" * 32)
+        a = Handshake(c, Role.OFFERER, await c.generate_signing_key(Alg.ED25519), [fa], fb, now=0.0)
+        b = Handshake(c, Role.ANSWERER, await c.generate_signing_key(Alg.ED25519), [fb], fa, now=0.0)
         await a.start(); await b.start()
         for _ in range(2):  # HELLO round, then AUTH round
             for src, dst in ((a, b), (b, a)):
@@ -59,8 +69,10 @@ from __future__ import annotations
 
 import enum
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from pyapp.core.security.fingerprint import Fingerprint, HashFunction
 from pyapp.core.security.identity import KnownPeers, PeerId, TrustResult, TrustStatus
 from pyapp.core.security.interface import (
     SIGNATURE_SIZE,
@@ -74,8 +86,8 @@ from pyapp.core.security.interface import (
     signature_public_key_size,
 )
 from pyapp.core.security.keys import Role, SessionKeys, derive_session_keys
+from pyapp.core.security.reasons import AuthReason, auth_error
 from pyapp.core.security.transcript import (
-    FINGERPRINT_SIZE,
     NONCE_SIZE,
     PROTOCOL_VERSION,
     SideParams,
@@ -87,8 +99,8 @@ from pyapp.exceptions import AuthenticationError, LocalProtocolError
 __all__ = [
     "AUTH",
     "HELLO",
-    "REASONS",
     "AuthMessage",
+    "AuthReason",
     "Handshake",
     "HandshakeComplete",
     "HandshakeEvent",
@@ -102,30 +114,9 @@ __all__ = [
 HELLO = 0x01
 AUTH = 0x02
 AUTH_SIZE = 3 + SIGNATURE_SIZE
-HELLO_FIXED_SIZE = 5 + NONCE_SIZE + 2 * FINGERPRINT_SIZE
+HELLO_FIXED_SIZE = 6 + NONCE_SIZE  # then the digest, the identity key, the ephemeral key
 
-BAD_SIGNATURE = "bad signature"
-FINGERPRINT_MISMATCH = "fingerprint mismatch"
-UNEXPECTED_PEER_ID = "unexpected peer id"
-TIMEOUT = "timeout"
-MALFORMED = "malformed message"
-NOT_ALLOWED = "not allowed"
-IDENTITY_CHANGED = "identity changed"
-REFLECTED = "reflected message"
-UNSUPPORTED_ALGORITHM = "unsupported algorithm"
-UNSUPPORTED_VERSION = "unsupported version"
-REASONS = (
-    BAD_SIGNATURE,
-    FINGERPRINT_MISMATCH,
-    UNEXPECTED_PEER_ID,
-    TIMEOUT,
-    MALFORMED,
-    NOT_ALLOWED,
-    IDENTITY_CHANGED,
-    REFLECTED,
-    UNSUPPORTED_ALGORITHM,
-    UNSUPPORTED_VERSION,
-)
+V = AuthReason
 
 
 @dataclass(frozen=True)
@@ -140,19 +131,17 @@ class HelloMessage:
     """Key-agreement group of ``ephemeral_public_key``."""
     nonce: bytes
     """Fresh 32 random bytes."""
-    sender_fingerprint: bytes
-    """The sender's own DTLS certificate fingerprint."""
-    receiver_fingerprint: bytes
-    """The fingerprint the sender saw for the receiver in the SDP."""
+    receiver_fingerprint: Fingerprint
+    """The receiver's certificate, as the sender selected it from its remote SDP."""
     public_key: bytes
     """Sender's raw identity public key."""
     ephemeral_public_key: bytes
     """Sender's raw ephemeral public key."""
 
-    def side(self, fingerprint: bytes) -> SideParams:
-        """This HELLO's transcript contribution, with ``fingerprint`` as the sender's DTLS fingerprint.
+    def side(self, fingerprint: Fingerprint) -> SideParams:
+        """This HELLO's transcript contribution, with ``fingerprint`` as the sender's certificate.
 
-        Pass the fingerprint *you* saw in the SDP, not ``sender_fingerprint``.
+        Pass the fingerprint *you* selected from your remote SDP.
         """
         return SideParams(
             self.role,
@@ -169,8 +158,7 @@ class HelloMessage:
         return (
             bytes([HELLO, PROTOCOL_VERSION, self.role, self.alg, self.ephemeral_alg])
             + self.nonce
-            + self.sender_fingerprint
-            + self.receiver_fingerprint
+            + self.receiver_fingerprint.encode()
             + self.public_key
             + self.ephemeral_public_key
         )
@@ -190,51 +178,61 @@ class AuthMessage:
         return bytes([AUTH, PROTOCOL_VERSION, self.role]) + self.signature
 
 
-def _enum(cls: type[enum.IntEnum], value: int) -> enum.IntEnum:
+def _enum(cls: type[enum.IntEnum], value: int, what: str) -> enum.IntEnum:
     try:
         return cls(value)
     except ValueError:
-        raise AuthenticationError(MALFORMED) from None
+        if cls is HashFunction:
+            raise auth_error(V.UNSUPPORTED_FINGERPRINT_ALGORITHM, f"hash code {value}") from None
+        raise auth_error(V.UNSUPPORTED_ALGORITHM, f"unknown {what} code {value}") from None
 
 
 def parse_message(data: bytes) -> HelloMessage | AuthMessage:
     """Parse one handshake message; any defect raises ``AuthenticationError``."""
     if len(data) < 3:
-        raise AuthenticationError(MALFORMED)
+        raise auth_error(V.PROTOCOL_VIOLATION, f"a {len(data)}-byte handshake message")
+    if data[0] not in (HELLO, AUTH):
+        raise auth_error(V.PROTOCOL_VIOLATION, f"unknown handshake message type 0x{data[0]:02x}")
     if data[1] != PROTOCOL_VERSION:
-        raise AuthenticationError(UNSUPPORTED_VERSION)
-    role = Role(_enum(Role, data[2]))
+        raise auth_error(V.UNSUPPORTED_VERSION,
+                         f"peer speaks version {data[1]}, we speak {PROTOCOL_VERSION}")
+    if data[2] not in (0, 1):
+        raise auth_error(V.PROTOCOL_VIOLATION, f"unknown role {data[2]}")
+    role = Role(data[2])
     if data[0] == AUTH:
         if len(data) != AUTH_SIZE:
-            raise AuthenticationError(MALFORMED)
+            raise auth_error(V.PROTOCOL_VIOLATION, f"AUTH of {len(data)} bytes, not {AUTH_SIZE}")
         return AuthMessage(role, bytes(data[3:]))
-    if data[0] != HELLO or len(data) < HELLO_FIXED_SIZE:
-        raise AuthenticationError(MALFORMED)
-    alg = SignatureAlgorithm(_enum(SignatureAlgorithm, data[3]))
-    eph_alg = KeyAgreementAlgorithm(_enum(KeyAgreementAlgorithm, data[4]))
-    pk_len, eph_len = signature_public_key_size(alg), ecdh_public_key_size(eph_alg)
-    if len(data) != HELLO_FIXED_SIZE + pk_len + eph_len:
-        raise AuthenticationError(MALFORMED)
+    if len(data) < HELLO_FIXED_SIZE:
+        raise auth_error(V.PROTOCOL_VIOLATION, f"HELLO of {len(data)} bytes is too short")
+    alg = SignatureAlgorithm(_enum(SignatureAlgorithm, data[3], "identity algorithm"))
+    eph_alg = KeyAgreementAlgorithm(_enum(KeyAgreementAlgorithm, data[4], "key agreement"))
     off = 5
     nonce = bytes(data[off : off + NONCE_SIZE])
     off += NONCE_SIZE
-    sender_fp = bytes(data[off : off + FINGERPRINT_SIZE])
-    off += FINGERPRINT_SIZE
-    receiver_fp = bytes(data[off : off + FINGERPRINT_SIZE])
-    off += FINGERPRINT_SIZE
+    func = HashFunction(_enum(HashFunction, data[off], "hash"))
+    off += 1
+    pk_len, eph_len = signature_public_key_size(alg), ecdh_public_key_size(eph_alg)
+    want = HELLO_FIXED_SIZE + func.digest_size + pk_len + eph_len
+    if len(data) != want:
+        raise auth_error(V.PROTOCOL_VIOLATION, f"HELLO of {len(data)} bytes, not {want}")
+    receiver_fp = Fingerprint(func, bytes(data[off : off + func.digest_size]))
+    off += func.digest_size
     public_key = bytes(data[off : off + pk_len])
     ephemeral = bytes(data[off + pk_len :])
-    return HelloMessage(role, alg, eph_alg, nonce, sender_fp, receiver_fp, public_key, ephemeral)
+    return HelloMessage(role, alg, eph_alg, nonce, receiver_fp, public_key, ephemeral)
 
 
-def transcript_from_hellos(
-    hello_a: bytes, hello_b: bytes, fingerprint_a: bytes, fingerprint_b: bytes
-) -> Transcript:
-    """Rebuild a transcript from two HELLOs and their senders' fingerprints (tests, vectors)."""
+def transcript_from_hellos(hello_a: bytes, hello_b: bytes) -> Transcript:
+    """Rebuild a transcript from two HELLOs (tests, vectors).
+
+    Each HELLO carries the sender's view of the *other* side's certificate,
+    which is what that side binds for itself once it has confirmed it.
+    """
     a, b = parse_message(hello_a), parse_message(hello_b)
     if not isinstance(a, HelloMessage) or not isinstance(b, HelloMessage) or a.role is b.role:
-        raise AuthenticationError(MALFORMED)
-    return Transcript.of(a.side(fingerprint_a), b.side(fingerprint_b))
+        raise auth_error(V.PROTOCOL_VIOLATION, "need one HELLO from each role")
+    return Transcript.of(a.side(b.receiver_fingerprint), b.side(a.receiver_fingerprint))
 
 
 class HandshakeState(enum.Enum):
@@ -274,21 +272,27 @@ class HandshakeFailed(HandshakeEvent):
     """Authentication failed; the connection must be closed."""
 
     error: AuthenticationError
-    """``error.reason`` is one of :data:`REASONS`."""
+    """``error.reason`` is an :class:`~pyapp.core.security.reasons.AuthReason`."""
     trust: TrustResult | None = None
-    """For "identity changed" / "not allowed": the store's verdict (with the previous PeerId)."""
+    """For ``key_changed`` / ``not_allowed`` from a store: its verdict (with the previous PeerId)."""
 
 
 class Handshake:
-    """One side of the handshake. Feed messages in, take messages and events out."""
+    """One side of the handshake. Feed messages in, take messages and events out.
+
+    ``local_fingerprints``: every fingerprint of our certificate in our own
+    (local) SDP. ``remote_fingerprint``: the peer's, selected from our remote
+    SDP (:func:`~pyapp.core.security.fingerprint.select_fingerprint`). A bare
+    32-byte digest is taken as sha-256.
+    """
 
     def __init__(
         self,
         crypto: Crypto,
         role: Role,
         identity: SigningKey,
-        local_fingerprint: bytes,
-        remote_fingerprint: bytes,
+        local_fingerprints: Iterable[Fingerprint | bytes] | Fingerprint | bytes,
+        remote_fingerprint: Fingerprint | bytes,
         *,
         now: float,
         timeout: float = 10.0,
@@ -297,16 +301,15 @@ class Handshake:
         known_peers: KnownPeers | None = None,
         contact: str | None = None,
     ) -> None:
-        if (
-            len(local_fingerprint) != FINGERPRINT_SIZE
-            or len(remote_fingerprint) != FINGERPRINT_SIZE
-        ):
-            raise LocalProtocolError("fingerprints are 32-byte SHA-256 digests")
+        if isinstance(local_fingerprints, (bytes, Fingerprint)):
+            local_fingerprints = [local_fingerprints]
+        self.local_fingerprints = tuple(_fingerprint(fp) for fp in local_fingerprints)
+        if not self.local_fingerprints:
+            raise LocalProtocolError("pass at least one local fingerprint (from the local SDP)")
+        self.remote_fingerprint = _fingerprint(remote_fingerprint)
         self._crypto = crypto
         self.role = role
         self._identity = identity
-        self.local_fingerprint = local_fingerprint
-        self.remote_fingerprint = remote_fingerprint
         self.deadline = now + timeout
         self._ephemeral_alg = ephemeral_alg
         self._expected = expected_peer_id
@@ -317,9 +320,9 @@ class Handshake:
         self._out: deque[bytes] = deque()
         self._events: deque[HandshakeEvent] = deque()
         self._busy = False
-        self._local: SideParams | None = None
         self._ephemeral: EcdhKeyPair | None = None
         self._peer: HelloMessage | None = None
+        self._nonce = b""
         self._transcript_hash = b""
         self._shared = b""
 
@@ -342,7 +345,11 @@ class Handshake:
     def handle_timer(self, now: float) -> None:
         """Fail with "timeout" if the deadline has passed and we are not done."""
         if self.get_timer() is not None and now >= self.deadline:
-            self._fail(TIMEOUT)
+            self._fail(auth_error(V.TIMEOUT, "no complete handshake from the peer in time"))
+
+    def connection_lost(self, detail: str = "the control channel closed") -> None:
+        """The transport under the handshake went away: fail with ``peer_closed`` (if not done)."""
+        self._fail(auth_error(V.PEER_CLOSED, detail))
 
     async def start(self) -> None:
         """Generate the nonce and ephemeral key and queue our HELLO."""
@@ -355,21 +362,12 @@ class Handshake:
             if self.state is not HandshakeState.IDLE:  # timer fired while we awaited
                 return
             self._ephemeral = eph
-            self._local = SideParams(
-                self.role,
-                self._identity.alg,
-                self._identity.public_key,
-                nonce,
-                eph.alg,
-                eph.public_key,
-                self.local_fingerprint,
-            )
+            self._nonce = nonce
             hello = HelloMessage(
                 self.role,
                 self._identity.alg,
                 eph.alg,
                 nonce,
-                self.local_fingerprint,
                 self.remote_fingerprint,
                 self._identity.public_key,
                 eph.public_key,
@@ -399,7 +397,7 @@ class Handshake:
                 else:
                     await self._on_auth(msg, now)
             except AuthenticationError as exc:
-                self._fail(exc.reason)
+                self._fail(exc)
         finally:
             self._busy = False
 
@@ -410,40 +408,46 @@ class Handshake:
             raise LocalProtocolError("overlapping handshake calls; await each one")
         self._busy = True
 
-    def _fail(self, reason: str, trust: TrustResult | None = None) -> None:
+    def _fail(self, error: AuthenticationError, trust: TrustResult | None = None) -> None:
         if self.state in (HandshakeState.DONE, HandshakeState.FAILED):
             return
         self.state = HandshakeState.FAILED
-        self.error = AuthenticationError(reason)
+        self.error = error
         self._out.clear()
         self._events.append(HandshakeFailed(self.error, trust))
 
     def _still(self, state: HandshakeState) -> None:
         # After every await: a timer may have failed us meanwhile.
         if self.state is not state:
-            raise AuthenticationError(self.error.reason if self.error else TIMEOUT)
+            raise self.error or auth_error(V.TIMEOUT)
 
     async def _on_hello(self, msg: HelloMessage) -> None:
-        local = self._local
-        if self.state is not HandshakeState.HELLO_SENT or local is None or self._ephemeral is None:
-            raise AuthenticationError(MALFORMED)  # a second HELLO
-        if msg.role is self.role or msg.nonce == local.nonce:
-            raise AuthenticationError(REFLECTED)
+        eph = self._ephemeral
+        if self.state is not HandshakeState.HELLO_SENT or eph is None:
+            raise auth_error(V.PROTOCOL_VIOLATION, "a second HELLO")
+        if msg.role is self.role or msg.nonce == self._nonce:
+            raise auth_error(V.PROTOCOL_VIOLATION,
+                             "our own HELLO came back (reflected), or both sides took one role")
         if msg.ephemeral_alg is not self._ephemeral_alg:
-            raise AuthenticationError(UNSUPPORTED_ALGORITHM)
-        if (msg.sender_fingerprint, msg.receiver_fingerprint) != (
-            self.remote_fingerprint,
-            self.local_fingerprint,
-        ):
-            raise AuthenticationError(FINGERPRINT_MISMATCH)
-        remote = msg.side(self.remote_fingerprint)  # our SDP view, not the peer's claim
+            raise auth_error(V.UNSUPPORTED_ALGORITHM,
+                             f"peer's key agreement is {msg.ephemeral_alg.name}, "
+                             f"ours {self._ephemeral_alg.name}")
+        if msg.receiver_fingerprint not in self.local_fingerprints:
+            raise auth_error(V.FINGERPRINT_MISMATCH,
+                             f"the peer sees our certificate as {msg.receiver_fingerprint}, our SDP "
+                             "has " + ", ".join(str(fp) for fp in self.local_fingerprints))
+        # What we bind for ourselves: our certificate as the peer saw it (now confirmed);
+        # for the peer: its certificate as *we* saw it, never its claim.
+        local = SideParams(self.role, self._identity.alg, self._identity.public_key, self._nonce,
+                           eph.alg, eph.public_key, msg.receiver_fingerprint)
+        remote = msg.side(self.remote_fingerprint)
         transcript = Transcript.of(local, remote).encode()
         th = await self._crypto.sha256(transcript)
         self._still(HandshakeState.HELLO_SENT)
         try:
-            shared = await self._crypto.ecdh_derive(self._ephemeral, msg.ephemeral_public_key)
-        except InvalidKeyError:
-            raise AuthenticationError(MALFORMED) from None
+            shared = await self._crypto.ecdh_derive(eph, msg.ephemeral_public_key)
+        except InvalidKeyError as exc:
+            raise auth_error(V.PROTOCOL_VIOLATION, f"peer's ephemeral key: {exc}") from None
         self._still(HandshakeState.HELLO_SENT)
         sig = await self._crypto.sign(self._identity, auth_signature_input(self.role, th))
         self._still(HandshakeState.HELLO_SENT)
@@ -454,25 +458,27 @@ class Handshake:
     async def _on_auth(self, msg: AuthMessage, now: float) -> None:
         peer = self._peer
         if self.state is not HandshakeState.AUTH_SENT or peer is None:
-            raise AuthenticationError(MALFORMED)  # AUTH before HELLO, or a second AUTH
+            raise auth_error(V.PROTOCOL_VIOLATION, "AUTH before HELLO, or a second AUTH")
         if msg.role is self.role:
-            raise AuthenticationError(REFLECTED)
+            raise auth_error(V.PROTOCOL_VIOLATION, "our own AUTH came back (reflected)")
         signed = auth_signature_input(peer.role, self._transcript_hash)
         ok = await self._crypto.verify(peer.alg, peer.public_key, msg.signature, signed)
         self._still(HandshakeState.AUTH_SENT)
         if not ok:
-            raise AuthenticationError(BAD_SIGNATURE)
+            raise auth_error(V.BAD_SIGNATURE, f"AUTH from PeerId "
+                             f"{PeerId.from_public_key(peer.alg, peer.public_key)}")
         peer_id = PeerId.from_public_key(peer.alg, peer.public_key)
         if self._expected is not None and peer_id != self._expected:
-            raise AuthenticationError(UNEXPECTED_PEER_ID)
+            raise auth_error(V.KEY_CHANGED, f"pinned PeerId {self._expected}, the peer proved {peer_id}")
         trust = None
         if self._known is not None:
             trust = self._known.check(peer.alg, peer.public_key, contact=self._contact)
             if trust.status is TrustStatus.NOT_ALLOWED:
-                self._fail(NOT_ALLOWED, trust)
+                self._fail(auth_error(V.NOT_ALLOWED, f"PeerId {peer_id}"), trust)
                 return
             if trust.status is TrustStatus.IDENTITY_CHANGED:
-                self._fail(IDENTITY_CHANGED, trust)
+                self._fail(auth_error(V.KEY_CHANGED, f"{trust.previous} on record, the peer "
+                                                     f"proved {peer_id}"), trust)
                 return
         keys = await derive_session_keys(self._crypto, self._shared, self._transcript_hash)
         self._still(HandshakeState.AUTH_SENT)
@@ -485,3 +491,11 @@ class Handshake:
                 peer_id, peer.alg, peer.public_key, self._transcript_hash, keys, trust
             )
         )
+
+
+def _fingerprint(fp: Fingerprint | bytes) -> Fingerprint:
+    if isinstance(fp, Fingerprint):
+        return fp
+    if len(fp) != HashFunction.SHA256.digest_size:
+        raise LocalProtocolError("a bare fingerprint must be a 32-byte sha-256 digest")
+    return Fingerprint(HashFunction.SHA256, bytes(fp))
