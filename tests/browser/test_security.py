@@ -358,17 +358,19 @@ def test_wrong_pinned_peer_id_and_silent_peer_fail(page):
             res["silent"] = exc.reason
         res["silent_s"] = loop.time() - t0
         res["silent_closed"] = a.closed
+        res["state"] = [a.security.status, a.security.reason]
         b.close()
         res["failures"] = dict(FAILURES)
         json.dumps(res)
     """)
     # The pinning side rejects; the other side had already verified a valid peer.
-    assert out["pinned"][0] == "unexpected peer id"
+    assert out["pinned"][0] == "key_changed"
     assert out["pinned_state"] == "closed"
     assert out["silent"] == "timeout"
     assert 0.9 <= out["silent_s"] < 2.5
     assert out["silent_closed"] is True
-    assert out["failures"]["unexpected peer id"] >= 1 and out["failures"]["timeout"] >= 1
+    assert out["failures"]["key_changed"] >= 1 and out["failures"]["timeout"] >= 1
+    assert out["state"] == ["failed", "timeout"]
 
 
 def test_identity_changed_is_loud_and_allow_list_enforced(page):
@@ -390,6 +392,7 @@ def test_identity_changed_is_loud_and_allow_list_enforced(page):
         err = results[0]
         res["changed"] = [type(err).__name__, err.reason, str(err.previous) == str(ib.peer_id),
                           str(err.presented) == str(impostor.peer_id), a.closed]
+        res["changed_text"] = str(err)
         b.close()
         a, b = await connected_pair()
         results = await asyncio.gather(a.authenticate(ia, known_peers=KnownPeers(allow=[ib.peer_id])),
@@ -399,8 +402,9 @@ def test_identity_changed_is_loud_and_allow_list_enforced(page):
         json.dumps(res)
     """)
     assert out["first"] == "first seen"
-    assert out["changed"] == ["IdentityChangedError", "identity changed", True, True, True]
-    assert out["allow"] == "not allowed"
+    assert out["changed"] == ["IdentityChangedError", "key_changed", True, True, True]
+    assert "impostor" in out["changed_text"]
+    assert out["allow"] == "not_allowed"
     assert any("SECURITY WARNING" in line for line in page.console)
 
 
@@ -444,14 +448,14 @@ outcome = await asyncio.gather(alice.authenticate(ia, timeout=5), bob.authentica
 
 def test_mitm_relay_fails_on_both_sides_with_fingerprint_mismatch(page):
     out = page.pyjson(MITM + textwrap.dedent("""
-        from pyapp.core.security.transcript import parse_sdp_fingerprint
+        from pyapp.core.security.fingerprint import select_fingerprint
         res = {"reasons": [getattr(r, "reason", repr(r)) for r in outcome],
                "closed": [alice.closed, bob.closed]}
         hello_a = relayed["a->b"][0]; hello_b = relayed["b->a"][0]
         ma, mb = parse_message(hello_a), parse_message(hello_b)
         res["relayed"] = [len(relayed["a->b"]), len(relayed["b->a"]), ma.role.name, mb.role.name]
         # What each victim saw in its own SDP: different certificates on the two legs.
-        fp = lambda pc, which: parse_sdp_fingerprint(getattr(pc, which)["sdp"])
+        fp = lambda pc, which: select_fingerprint(getattr(pc, which)["sdp"])
         a_view = (fp(alice, "local_description"), fp(alice, "remote_description"))
         b_view = (fp(bob, "remote_description"), fp(bob, "local_description"))
         res["views_differ"] = a_view != b_view
@@ -478,7 +482,7 @@ def test_mitm_relay_fails_on_both_sides_with_fingerprint_mismatch(page):
         for pc in (alice, r1, r2, bob): pc.close()
         json.dumps(res)
     """))
-    assert out["reasons"] == ["fingerprint mismatch", "fingerprint mismatch"]
+    assert out["reasons"] == ["fingerprint_mismatch", "fingerprint_mismatch"]
     assert out["closed"] == [True, True]
     assert out["relayed"] == [1, 1, "OFFERER", "ANSWERER"]  # HELLOs crossed; no AUTH was ever sent
     assert out["views_differ"] is True
