@@ -37,9 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-import time
 from collections import deque
-from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 import js
@@ -47,6 +45,7 @@ import js
 from pyapp._events import Emitter
 from pyapp.browser._ffi import spawn
 from pyapp.browser.datachannel import DataChannel
+from pyapp.browser.mux_channel import MultiplexedChannel, _now
 from pyapp.core.framing import Transport
 from pyapp.core.mux import (
     ChannelAccepted,
@@ -65,7 +64,6 @@ from pyapp.core.mux import (
     ProtocolErrorEvent,
     Reliability,
     Role,
-    SendQueueFull,
     SendWindowOpened,
 )
 from pyapp.exceptions import (
@@ -125,217 +123,6 @@ _PRIORITY_HINT = {Priority.VERY_LOW: "very-low", Priority.LOW: "low",
 def supports_priority_hint() -> bool:
     """Whether this browser implements ``priority`` in RTCDataChannelInit (webrtc-priority)."""
     return bool(js.Reflect.has(js.RTCDataChannel.prototype, "priority"))
-
-
-def _now() -> float:
-    return time.monotonic()
-
-
-class MultiplexedChannel:
-    """One logical channel of a :class:`MuxSession`.
-
-    ``await send(data)`` (bytes → binary, str → text) waits while this channel's
-    send queue is full; ``await receive()`` / ``async for`` yield messages;
-    ``close()`` closes gracefully (queued data is still delivered).
-    Events (``channel.events.on``): ``message`` (when a callback is registered,
-    messages go to it instead of the inbox), ``open``, ``close``, ``reset`` (reason).
-    """
-
-    def __init__(self, session: MuxSession, channel_id: int, label: str,
-                 reliability: Reliability, priority: Priority, local: bool) -> None:
-        self.session = session
-        self.channel_id = channel_id
-        self.label = label
-        self.reliability = reliability
-        self.priority = priority
-        self.local = local
-        self.events = Emitter()
-        self._inbox: deque[bytes | str] = deque()
-        self._inbox_bytes = 0
-        self._waiter: asyncio.Future[None] | None = None
-        self._window: asyncio.Event = asyncio.Event()
-        self._window.set()
-        self._accepted: asyncio.Future[None] = asyncio.get_event_loop().create_future()
-        self._done = False
-        self.error: BaseException | None = None
-        self.dropped_inbound = 0
-        self.last_stats: ChannelStats | None = None
-
-    # ------------------------------------------------------------------ properties
-
-    @property
-    def state(self) -> str:
-        """``opening``, ``open``, ``closing``, ``closed`` or ``reset``."""
-        if self._done:
-            return "reset" if isinstance(self.error, ChannelResetError) else "closed"
-        try:
-            return self.session.mux.channel_state(self.channel_id).value
-        except (LocalProtocolError, ConnectionClosedError):
-            return "closed"
-
-    @property
-    def stats(self) -> ChannelStats | None:
-        """The multiplexer's counters for this channel (last known after it ended)."""
-        if not self._done:
-            try:
-                self.last_stats = self.session.mux.channel_stats(self.channel_id)
-            except (LocalProtocolError, ConnectionClosedError):
-                pass
-        return self.last_stats
-
-    @property
-    def queued_inbound(self) -> int:
-        """Bytes received and not yet consumed by ``receive``."""
-        return self._inbox_bytes
-
-    # ------------------------------------------------------------------ sending
-
-    async def send(self, data: bytes | bytearray | memoryview | str) -> None:
-        """Queue one message; waits while this channel's send queue is full.
-
-        Raises ChannelResetError / ConnectionClosedError once the channel ended,
-        MessageTooLargeError, or DeliveryError if the session failed with this
-        message unacknowledged. On an UNRELIABLE channel a full queue drops the
-        oldest messages instead (counted in ``stats.messages_dropped``).
-        """
-        session = self.session
-        size = len(data) if not isinstance(data, str) else len(data.encode())
-        while True:
-            self._raise_if_done()
-            if (session._paused or session._paused_unreliable) and not await session._wait_unpaused(self):
-                return
-            if session.mux.can_send(self.channel_id, size):
-                try:
-                    session.mux.send(self.channel_id, data, _now())
-                except (SendQueueFull, DeliveryError):
-                    pass  # raced with another sender on this channel: wait for the window
-                else:
-                    session._after_local_action()
-                    return
-            self._window.clear()
-            await self._window.wait()
-
-    def send_nowait(self, data: bytes | bytearray | memoryview | str) -> None:
-        """Queue one message without waiting (for callbacks, e.g. an echo).
-
-        Raises SendQueueFull (a LocalProtocolError) when this channel's queue is
-        full instead of waiting; otherwise like :meth:`send`.
-        """
-        self._raise_if_done()
-        self.session.mux.send(self.channel_id, data, _now())
-        self.session._after_local_action()
-
-    def _raise_if_done(self) -> None:
-        if self._done:
-            raise self.error or ConnectionClosedError(f"channel {self.label!r} is closed")
-
-    # ------------------------------------------------------------------ receiving
-
-    def _deliver(self, data: bytes | str) -> None:
-        if self.events.has_listeners("message"):
-            self.events.emit("message", data)
-            return
-        size = len(data)
-        if self._inbox_bytes + size > self.session.inbox_limit and self._inbox:
-            self.dropped_inbound += 1
-            self.session._reset_local(self, "receive queue overflow (consumer too slow)")
-            return
-        self._inbox.append(data)
-        self._inbox_bytes += size
-        self._wake_reader()
-
-    def _wake_reader(self) -> None:
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-
-    async def receive(self) -> bytes | str:
-        """The next message. After the channel ends, the remaining messages are
-        still returned; then ChannelResetError (reset) or ConnectionClosedError."""
-        while not self._inbox:
-            self._raise_if_done()
-            self._waiter = asyncio.get_event_loop().create_future()
-            try:
-                await self._waiter
-            finally:
-                self._waiter = None
-        data = self._inbox.popleft()
-        self._inbox_bytes -= len(data)
-        return data
-
-    async def __aiter__(self) -> AsyncIterator[bytes | str]:
-        while True:
-            try:
-                yield await self.receive()
-            except ConnectionClosedError:
-                return
-
-    async def wait_accepted(self, timeout: float | None = None) -> None:
-        """Wait until the peer has accepted the channel (ACCEPT frame)."""
-        await asyncio.wait_for(asyncio.shield(self._accepted), timeout)
-
-    # ------------------------------------------------------------------ end
-
-    def close(self) -> None:
-        """Close gracefully: what is queued is still sent, then the peer is told."""
-        if self._done:
-            return
-        try:
-            self.session.mux.close_channel(self.channel_id)
-        except (LocalProtocolError, ConnectionClosedError):
-            return
-        self.session._after_local_action()
-
-    def reset(self, reason: str = "reset by application") -> None:
-        """Abort the channel at once; the peer gets a RESET with ``reason``."""
-        if not self._done:
-            self.session._reset_local(self, reason)
-
-    def _finish(self, error: BaseException | None, stats: ChannelStats | None) -> None:
-        if self._done:
-            return
-        self._done = True
-        self.error = error
-        if stats is not None:
-            self.last_stats = stats
-        if not self._accepted.done():
-            self._accepted.set_exception(error or ConnectionClosedError("channel closed"))
-            self._accepted.exception()
-        self._window.set()
-        self._wake_reader()
-        if isinstance(error, ChannelResetError):
-            self.events.emit("reset", error.reason)
-        self.events.emit("close")
-
-    # ------------------------------------------------------------------ encryption (issue 4)
-
-    async def send_encrypted(self, message: bytes | str, key: bytes | None = None) -> None:
-        """Send ``message`` sealed with AES-256-GCM (seed 2.1).
-
-        Without ``key``: the session keys of this connection's authentication
-        (``await pc.authenticate(identity)`` first). With ``key``: a pre-shared
-        key (never used directly; working keys are derived with HKDF).
-
-        Example::
-
-            await orders.send_encrypted(b"bid 42", key=psk)
-            print(await peer_orders.receive_encrypted(key=psk))
-        """
-        from pyapp.browser.secure import send_encrypted
-
-        await send_encrypted(self, message, key)
-
-    async def receive_encrypted(self, key: bytes | None = None) -> bytes:
-        """The next message, decrypted; raises DecryptionError for a tampered,
-        replayed or wrong-key message (which is dropped and counted)."""
-        from pyapp.browser.secure import receive_encrypted
-
-        result: bytes = await receive_encrypted(self, key)
-        return result
-
-    def __repr__(self) -> str:
-        return (f"<MultiplexedChannel {self.channel_id} {self.label!r} {self.priority.name} "
-                f"{'reliable' if self.reliability.reliable else 'unreliable'} {self.state}>")
 
 
 class MuxSession:
