@@ -277,7 +277,7 @@ class RelayError(PyAppError):
                     "(UDP, or TCP with ?transport=tcp) from this network")
         else:
             hint = "the relay refused the request; its log says why"
-        text = f" {error_text}" if error_text else ""
+        text = f" {error_text.strip().rstrip('.')}" if error_text.strip() else ""
         super().__init__(f"TURN relay {url}: error {error_code}{text}: {hint}")
         self.url = url
         self.error_code = error_code
