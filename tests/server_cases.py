@@ -3,18 +3,27 @@
 Each scenario is ``async def case(base_url: str) -> None`` and asserts on what the
 server sends. Every bad-input case also checks that a bystander client in
 another conversation keeps working.
+
+Every client connects from its own loopback address (127.x.y.z: Linux routes the
+whole 127/8 to lo), so the server's per-address limits see each test client as a
+separate host, and a case that exercises a per-address limit shares one address
+on purpose (``Client.connect(url, address=addr)``). The cases assume the
+server's default limits (web.limits.Limits).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import random
 import threading
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp
+
+from web.limits import Limits
 
 Case = Callable[[str], Awaitable[None]]
 CASES: dict[str, Case] = {}
@@ -32,9 +41,17 @@ class Client:
         self.peer_id: str | None = None
 
     @classmethod
-    async def connect(cls, base_url: str) -> Client:
-        session = aiohttp.ClientSession()
-        ws = await session.ws_connect(base_url.replace("http", "ws", 1) + "/ws", max_msg_size=0)
+    async def connect(cls, base_url: str, address: str | None = None,
+                      headers: dict[str, str] | None = None) -> Client:
+        """Connect from ``address`` (default: a fresh loopback address of its own)."""
+        connector = aiohttp.TCPConnector(local_addr=(address or fresh_address(), 0))
+        session = aiohttp.ClientSession(connector=connector)
+        try:
+            ws = await session.ws_connect(base_url.replace("http", "ws", 1) + "/ws",
+                                          max_msg_size=0, headers=headers)
+        except BaseException:
+            await session.close()
+            raise
         return cls(session, ws)
 
     async def send(self, obj: Any) -> None:
@@ -63,13 +80,25 @@ class Client:
         return welcome
 
     async def closed(self, timeout: float = 5.0) -> tuple[int | None, str]:
-        """Wait for the server to close us; returns (code, reason)."""
+        """Wait for the server to close us; returns (code, reason). A reset fails the test."""
+        code, reason, _ = await self.refusal(timeout)
+        return code, reason
+
+    async def refusal(self, timeout: float = 5.0) -> tuple[int | None, str, list[dict[str, Any]]]:
+        """Read until the server's close: (close code, reason, messages received before it).
+
+        The close frame must arrive intact: a reset or a transport error instead
+        (what a socket closed with unread data produces) fails the test.
+        """
+        before: list[dict[str, Any]] = []
         while True:
             msg = await self.ws.receive(timeout)
-            if msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSING, aiohttp.WSMsgType.CLOSED):
-                return self.ws.close_code, str(msg.extra or "")
-            if msg.type == aiohttp.WSMsgType.ERROR:
-                return self.ws.close_code, str(msg.data)
+            if msg.type == aiohttp.WSMsgType.TEXT:
+                before.append(json.loads(msg.data))
+                continue
+            assert msg.type == aiohttp.WSMsgType.CLOSE, (
+                f"expected the server's close frame, got {msg.type} {msg.data!r} {msg.extra!r}")
+            return msg.data, str(msg.extra or ""), before
 
     async def close(self) -> None:
         await self.ws.close()
@@ -78,6 +107,20 @@ class Client:
 
 def room() -> str:
     return "t-" + uuid.uuid4().hex[:12]
+
+
+def fresh_address() -> str:
+    """A loopback address other than 127.0.0.1, unlikely to be in use by another client."""
+    return f"127.{random.randint(1, 254)}.{random.randint(1, 254)}.{random.randint(2, 254)}"
+
+
+def assert_refused(code: int | None, reason: str, before: list[dict[str, Any]],
+                   error_code: str, close_code: int) -> None:
+    """The refusal arrived whole: the error message (with a text), then the close naming it."""
+    errors = [m for m in before if m.get("type") == "error"]
+    assert errors and errors[-1]["code"] == error_code and errors[-1]["message"], before
+    assert code == close_code, (code, reason)
+    assert reason.startswith(error_code + ": ") and len(reason) > len(error_code) + 2, reason
 
 
 async def bystanders(base_url: str) -> tuple[Client, Client]:
@@ -152,7 +195,32 @@ async def expect_error(base_url: str, payload: Any, code: str, join_first: bool 
 
 @case
 async def malformed_json(base_url: str) -> None:
-    await expect_error(base_url, "{not json", "bad-message")
+    await expect_error(base_url, "{not json", "bad-json")
+
+
+@case
+async def non_finite_numbers_are_refused_not_relayed(base_url: str) -> None:
+    r = room()
+    a, b = await Client.connect(base_url), await Client.connect(base_url)
+    await a.join(r)
+    await b.join(r)
+    for constant in ("NaN", "Infinity", "-Infinity"):
+        await a.send(f'{{"type":"signal","to":"{b.peer_id}","data":{{"x":{constant}}}}}')
+        err = await a.recv_type("error")
+        assert err["code"] == "non-finite-number" and constant.lstrip("-") in err["message"], err
+    # b got none of them: the next signal it sees is this one.
+    await still_relaying(a, b)
+    for c in (a, b):
+        await c.close()
+
+
+@case
+async def too_deep_nesting(base_url: str) -> None:
+    deep: Any = {}
+    for _ in range(40):
+        deep = {"d": deep}
+    await expect_error(base_url, {"type": "signal", "to": "abcdef", "data": deep}, "too-deep")
+    await expect_error(base_url, "[" * 20_000 + "]" * 20_000, "too-deep")
 
 
 @case
@@ -208,8 +276,19 @@ async def oversize_message_closes_with_reason(base_url: str) -> None:
     bad = await Client.connect(base_url)
     await bad.join(room())
     await bad.send({"type": "signal", "to": "abcdef", "data": {"sdp": "x" * (70 * 1024)}})
-    code, reason = await bad.closed()
-    assert code == 1009, (code, reason)
+    assert_refused(*await bad.refusal(), "too-large", 1009)
+    await still_relaying(a, b)
+    for c in (bad, a, b):
+        await c.close()
+
+
+@case
+async def invalid_utf8_closes_with_reason(base_url: str) -> None:
+    a, b = await bystanders(base_url)
+    bad = await Client.connect(base_url)
+    # A text frame that is not UTF-8 (the public API only sends valid text).
+    await bad.ws._writer.send_frame(b'{"type":"ping","id":"\xff"}', aiohttp.WSMsgType.TEXT)
+    assert_refused(*await bad.refusal(), "bad-utf8", 1007)
     await still_relaying(a, b)
     for c in (bad, a, b):
         await c.close()
@@ -220,28 +299,14 @@ async def flooding_client_is_limited_then_closed(base_url: str) -> None:
     a, b = await bystanders(base_url)
     bad = await Client.connect(base_url)
     await bad.join(room())
-    # 160 is past the burst (100) plus the strikes (20), and few enough that the
-    # server has read everything before it closes (unread data would make the
-    # kernel reset the connection and discard the server's last messages).
-    for i in range(160):
-        if bad.ws.closed:
-            break
-        try:
-            await bad.send({"type": "ping", "id": i})
-        except (ConnectionError, RuntimeError):
-            break
-    kinds: set[str] = set()
-    code = None
-    while True:
-        msg = await bad.ws.receive(5)
-        if msg.type == aiohttp.WSMsgType.TEXT:
-            data = json.loads(msg.data)
-            kinds.add(data.get("code") or data["type"])
-        else:
-            code = bad.ws.close_code
-            break
-    assert "rate-limited" in kinds, kinds
-    assert code == 1008, code
+    # Far past the burst (100) plus the strikes (20), sent without waiting: the
+    # server is still receiving when it decides to close, and must not reset the
+    # socket under unread data (that would discard the error and the close).
+    for i in range(2000):
+        await bad.send({"type": "ping", "id": i})
+    code, reason, before = await bad.refusal()
+    assert "rate-limited" in {m.get("code") for m in before}, before
+    assert_refused(code, reason, before, "flooding", 1008)
     await still_relaying(a, b)
     for c in (bad, a, b):
         await c.close()
@@ -261,6 +326,97 @@ async def room_full(base_url: str) -> None:
     assert err["code"] == "room-full" and err["ref"] == "join"
     await still_relaying(clients[0], clients[1])
     for c in [*clients, extra]:
+        await c.close()
+
+
+@case
+async def connections_per_address(base_url: str) -> None:
+    limit = Limits().connections_per_address
+    addr = fresh_address()
+    held = [await Client.connect(base_url, address=addr) for _ in range(limit)]
+    for c in held[:3]:  # they work
+        await c.send({"type": "ping", "id": 5})
+        assert (await c.recv_type("pong"))["id"] == 5
+    extra = await Client.connect(base_url, address=addr)
+    assert_refused(*await extra.refusal(), "too-many-connections", 1008)
+    await extra.close()
+    other = await Client.connect(base_url)  # another address is not affected
+    await other.send({"type": "ping", "id": 6})
+    assert (await other.recv_type("pong"))["id"] == 6
+    await held.pop().close()
+    for _ in range(100):  # the server counts the close once it has processed it
+        again = await Client.connect(base_url, address=addr)
+        await again.send({"type": "ping", "id": 7})
+        msg = await again.recv()
+        if msg["type"] == "pong":
+            break
+        assert msg["code"] == "too-many-connections", msg
+        await again.close()
+        await asyncio.sleep(0.02)
+    else:
+        raise AssertionError("a freed connection slot was never given back")
+    for c in [*held, again, other]:
+        await c.close()
+
+
+@case
+async def joins_per_minute_per_address(base_url: str) -> None:
+    limit = Limits().joins_per_minute
+    r = room()
+    host = await Client.connect(base_url)
+    await host.join(r)  # the room exists: these joins create none
+    addr = fresh_address()
+    # Spread over connections so no connection's own message rate is what stops them.
+    clients = [await Client.connect(base_url, address=addr) for _ in range(8)]
+    joins = 0
+    refused = None
+    while refused is None and joins <= limit:
+        for c in clients:
+            await c.send({"type": "join", "room": r})
+            msg = await c.recv_type("welcome") if joins < limit else await c.recv()
+            if msg["type"] == "error":
+                refused = msg
+                break
+            if msg["type"] == "welcome":
+                joins += 1
+                await c.send({"type": "leave"})
+    assert joins == limit and refused is not None, (joins, refused)
+    assert refused["code"] == "join-rate-limited" and refused["ref"] == "join", refused
+    # Another address still joins.
+    other = await Client.connect(base_url)
+    await other.join(r)
+    for c in [*clients, host, other]:
+        await c.close()
+
+
+@case
+async def rooms_per_minute_per_address(base_url: str) -> None:
+    limit = Limits().rooms_per_minute
+    addr = fresh_address()
+    clients = [await Client.connect(base_url, address=addr) for _ in range(4)]
+    made = 0
+    refused = None
+    while refused is None and made <= limit:
+        for c in clients:
+            await c.send({"type": "join", "room": room()})
+            msg = await c.recv()
+            while msg["type"] not in ("welcome", "error"):
+                msg = await c.recv()
+            if msg["type"] == "error":
+                refused = msg
+                break
+            made += 1
+            await c.send({"type": "leave"})
+    assert made == limit and refused is not None, (made, refused)
+    assert refused["code"] == "room-rate-limited" and refused["ref"] == "join", refused
+    # Joining a room that exists creates nothing, so it is still allowed.
+    r = room()
+    host = await Client.connect(base_url)
+    await host.join(r)
+    welcome = await clients[0].join(r)
+    assert welcome["peers"] == [host.peer_id]
+    # And the refused join left no trace: nobody sees a member in the refused room.
+    for c in [*clients, host]:
         await c.close()
 
 

@@ -1,0 +1,360 @@
+"""One signaling client on the server: its socket, its outbound queue, its limits.
+
+Delivery to a client never waits for that client. Messages for it go into a
+bounded queue (messages and bytes) that one writer task empties; a client whose
+queue overflows is dropped: it leaves its room at once (its peers get
+``peer-left``), and its socket is closed with ``slow-consumer`` without waiting
+for the backlog to drain.
+
+Every refusal reaches the client: an ``error`` message with a code and a text
+goes out first, then the close, whose reason names the same code. Closing never
+resets the socket while the client is still sending: the server keeps reading
+(and discarding) until the client's close frame and FIN arrive, or for at most
+``Limits.close_timeout`` seconds, then aborts. aiohttp's own closes (a frame over
+the size limit, invalid UTF-8, a protocol error) get the same treatment and a
+reason, through :class:`SignalingSocket`.
+
+Example (what ``web.server`` does per WebSocket)::
+
+    ws = SignalingSocket(limits)
+    await ws.prepare(request)
+    session = ClientSession(ws, broker, store, limits, address)
+    await session.run()          # returns once the socket is fully closed
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from aiohttp import WSCloseCode, WSMsgType, web
+
+from pyapp.core.signaling import (
+    Join,
+    Leave,
+    Ping,
+    Pong,
+    ServerError,
+    ServerMessage,
+    Signal,
+    TokenBucket,
+    Welcome,
+    close_reason,
+    encode,
+    parse_client_message,
+)
+from pyapp.exceptions import SignalingMessageError
+from web.broker import Broker, BrokerUnavailable, RoomFull, UnknownPeer
+from web.limits import Limits, LimitStore
+
+log = logging.getLogger("pyapp.server")
+
+__all__ = ["SignalingSocket", "ClientSession"]
+
+_CLOSE_EVENTS = (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR)
+
+
+class SignalingSocket(web.WebSocketResponse):
+    """aiohttp's server WebSocket, with reasons on its own closes and a clean linger.
+
+    aiohttp closes a socket itself when a frame is over ``max_msg_size`` (1009),
+    a text frame is not UTF-8 (1007) or a frame breaks the protocol (1002), with
+    an empty reason, and then closes the TCP connection at once; a client still
+    sending (the rest of a 10 MB frame) then gets a reset that discards what the
+    server sent it. Here those closes send an ``error`` message and a reason
+    first, and every transport close lingers: FIN after the last byte, keep
+    reading until the client's FIN or ``close_timeout``, then abort.
+    """
+
+    def __init__(self, limits: Limits) -> None:
+        super().__init__(heartbeat=limits.heartbeat or None, max_msg_size=limits.max_message_bytes,
+                         timeout=limits.close_timeout, compress=False)
+        self.limits = limits
+        self._linger: asyncio.Task[None] | None = None
+
+    def _reasons(self) -> dict[int, tuple[str, str]]:
+        return {
+            WSCloseCode.MESSAGE_TOO_BIG: (
+                "too-large", f"message larger than {self.limits.max_message_bytes} bytes"),
+            WSCloseCode.INVALID_TEXT: ("bad-utf8", "text frame is not valid UTF-8"),
+            WSCloseCode.PROTOCOL_ERROR: ("protocol-error", "frame breaks the WebSocket protocol"),
+        }
+
+    async def close(self, *, code: int = WSCloseCode.OK, message: bytes = b"",
+                    drain: bool = True) -> bool:
+        explained = self._reasons().get(code)
+        if explained is not None and not message and not self.closed:
+            error_code, text = explained
+            with contextlib.suppress(ConnectionError, RuntimeError):
+                await self.send_str(encode(ServerError(code=error_code, message=text)))
+            message = close_reason(error_code, text).encode()
+        try:
+            return await asyncio.wait_for(
+                super().close(code=code, message=message, drain=False), self.limits.close_timeout)
+        except TimeoutError:
+            self.abort()
+            return True
+
+    def _close_transport(self) -> None:
+        # aiohttp calls this to end the connection; linger instead of closing under the client.
+        transport = self._req.transport if self._req is not None else None
+        if transport is None or self._linger is not None:
+            return
+        self._linger = asyncio.ensure_future(_linger(transport, self.limits.close_timeout))
+
+    def abort(self) -> None:
+        """Drop the connection now (the client is not reading, or the close timed out)."""
+        transport = self._req.transport if self._req is not None else None
+        if transport is not None:
+            transport.abort()
+
+    async def wait_closed(self) -> None:
+        """Wait for the linger to end (bounded by ``close_timeout``)."""
+        if self._linger is not None:
+            await self._linger
+
+
+async def _linger(transport: asyncio.BaseTransport, timeout: float) -> None:
+    assert isinstance(transport, asyncio.WriteTransport)
+    if transport.is_closing():
+        return
+    if transport.can_write_eof():
+        # FIN after what is buffered: the client reads everything, then sees the end.
+        transport.write_eof()
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    # The protocol keeps reading (and discarding) what the client still sends, so
+    # nothing is left unread when the socket closes, and the kernel sends no reset.
+    while not transport.is_closing() and loop.time() < deadline:
+        await asyncio.sleep(0.02)
+    if not transport.is_closing():
+        transport.abort()
+
+
+class ClientSession:
+    """One WebSocket client: limits, validates and relays what it sends; queues what it gets."""
+
+    def __init__(self, ws: SignalingSocket, broker: Broker, store: LimitStore, limits: Limits,
+                 address: str, clock: Callable[[], float] = time.monotonic) -> None:
+        self.ws = ws
+        self.broker = broker
+        self.store = store
+        self.limits = limits
+        self.address = address
+        self.clock = clock
+        self.room: str | None = None
+        self.peer_id: str | None = None
+        self.bucket = TokenBucket(limits.messages_per_second, limits.burst, clock())
+        self.strikes = 0
+        self.closing: tuple[int, str] | None = None
+        """(close code, reason) once the session decided to close."""
+        self._queue: deque[str] = deque()
+        self._queued_bytes = 0
+        self._wakeup = asyncio.Event()
+        self._receiving = False
+        self._task: asyncio.Task[Any] | None = None
+        self._writer: asyncio.Task[None] | None = None
+        self._leaving: asyncio.Task[None] | None = None
+
+    # ------------------------------------------------------------------ outbound
+
+    async def deliver(self, message: ServerMessage) -> None:
+        """The broker's callback: queue ``message``; never waits for this client."""
+        self.deliver_nowait(message)
+
+    def deliver_nowait(self, message: ServerMessage) -> bool:
+        """Queue ``message``; False if this client is closing or was just dropped for it."""
+        if self.closing is not None:
+            return False
+        if isinstance(message, ServerError) and message.code == "evicted":
+            self.room = self.peer_id = None  # the broker already took it out of the room
+        text = encode(message)
+        if (len(self._queue) >= self.limits.queue_messages
+                or self._queued_bytes + len(text) > self.limits.queue_bytes):
+            log.warning("client %s at %s does not read (%d messages, %d bytes queued); dropping it",
+                        self.peer_id, self.address, len(self._queue), self._queued_bytes)
+            self._leaving = asyncio.ensure_future(self.leave())
+            self.refuse("slow-consumer", f"more than {self.limits.queue_messages} messages or "
+                        f"{self.limits.queue_bytes} bytes waiting for you to read them",
+                        WSCloseCode.POLICY_VIOLATION)
+            return False
+        self._push(text)
+        return True
+
+    def _push(self, text: str) -> None:
+        self._queue.append(text)
+        self._queued_bytes += len(text)
+        self._wakeup.set()
+
+    async def _write_loop(self) -> None:
+        ws = self.ws
+        try:
+            while True:
+                while not self._queue:
+                    if self.closing is not None:
+                        return
+                    self._wakeup.clear()
+                    await self._wakeup.wait()
+                text = self._queue.popleft()
+                self._queued_bytes -= len(text)
+                await ws.send_str(text)
+        except (ConnectionError, RuntimeError) as exc:  # the transport went away under us
+            log.debug("writer for %s stopped: %s", self.peer_id, exc)
+
+    def refuse(self, code: str, text: str, close_code: int | None = None,
+               ref: str | None = None) -> None:
+        """Send ``error`` (past the queue limits); with ``close_code``, then close with its reason."""
+        if self.closing is not None:
+            return
+        self._push(encode(ServerError(code=code, message=text, ref=ref)))
+        if close_code is not None:
+            self.closing = (close_code, close_reason(code, text))
+            self._wakeup.set()
+            if self._receiving and self._task is not None:
+                self._task.cancel()  # break out of receive(); run() closes
+
+    # ------------------------------------------------------------------ inbound
+
+    async def run(self) -> None:
+        """Serve the client until its socket is closed (by either side)."""
+        self._task = asyncio.current_task()
+        self._writer = asyncio.ensure_future(self._write_loop())
+        ws = self.ws
+        try:
+            while self.closing is None:
+                self._receiving = True
+                try:
+                    msg = await ws.receive()
+                except asyncio.CancelledError:
+                    if self.closing is None or self._task is None:
+                        raise
+                    self._task.uncancel()
+                    break
+                finally:
+                    self._receiving = False
+                if msg.type == WSMsgType.TEXT:
+                    await self.handle_text(msg.data)
+                elif msg.type == WSMsgType.BINARY:
+                    self.refuse("bad-message", "binary messages are not part of the protocol")
+                elif msg.type in _CLOSE_EVENTS:
+                    if msg.type == WSMsgType.ERROR:
+                        log.info("websocket error from %s at %s: %s", self.peer_id, self.address,
+                                 ws.exception())
+                    break
+        finally:
+            await self._shutdown()
+
+    async def _shutdown(self) -> None:
+        await self.leave()
+        if self._leaving is not None:
+            await self._leaving
+        writer = self._writer
+        assert writer is not None
+        ws = self.ws
+        if self.closing is not None and not ws.closed:
+            code, reason = self.closing
+            # What was queued before the refusal goes first, but never waits on a slow reader.
+            self._wakeup.set()
+            done, _ = await asyncio.wait({writer}, timeout=self.limits.close_timeout / 2)
+            if not done:
+                writer.cancel()
+            await ws.close(code=code, message=reason.encode())
+        else:
+            if self.closing is None:
+                self.closing = (WSCloseCode.OK, "")
+            self._wakeup.set()
+            if not ws.closed:
+                await ws.close()
+        writer.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await writer
+        await ws.wait_closed()
+
+    async def handle_text(self, text: str) -> None:
+        if self.closing is not None:
+            return
+        wait = 0.0 if self.bucket.take(self.clock()) else 1.0 / self.limits.messages_per_second
+        if not wait and self.limits.address_messages_per_second > 0:
+            wait = await self.store.take(f"msg:{self.address}",
+                                         self.limits.address_messages_per_second,
+                                         float(max(1, self.limits.address_burst)))
+        if wait:
+            self.strikes += 1
+            if self.strikes >= self.limits.flood_strikes:
+                self.refuse("flooding", f"{self.strikes} messages in a row over the rate limit",
+                            WSCloseCode.POLICY_VIOLATION)
+            else:
+                self.refuse("rate-limited",
+                            f"over {self.limits.messages_per_second:g} messages/s per connection "
+                            f"or {self.limits.address_messages_per_second:g} per address; "
+                            f"message dropped, retry in {wait:.2f} s")
+            return
+        self.strikes = 0
+        try:
+            msg = parse_client_message(text)
+        except SignalingMessageError as exc:
+            self.refuse(exc.code, exc.reason)
+            return
+        try:
+            await self._dispatch(msg)
+        except BrokerUnavailable as exc:
+            self.refuse("unavailable", f"{exc}; try again shortly")
+
+    async def _dispatch(self, msg: object) -> None:
+        if isinstance(msg, Ping):
+            self.deliver_nowait(Pong(id=msg.id))
+        elif isinstance(msg, Join):
+            await self._join(msg)
+        elif isinstance(msg, Leave):
+            await self.leave()
+        elif isinstance(msg, Signal):
+            if self.room is None or self.peer_id is None:
+                self.refuse("not-joined", "join a room before sending signals", ref="signal")
+                return
+            try:
+                await self.broker.relay(self.room, self.peer_id, msg.to, msg.data)
+            except UnknownPeer as exc:
+                self.refuse("unknown-peer", str(exc), ref="signal")
+
+    async def _join(self, msg: Join) -> None:
+        if self.room is not None:
+            self.refuse("already-joined", f"already in room {self.room!r}; leave first", ref="join")
+            return
+        limits = self.limits
+        if limits.joins_per_minute > 0:
+            wait = await self.store.take(f"join:{self.address}", limits.joins_per_minute / 60,
+                                         float(limits.joins_per_minute))
+            if wait:
+                self.refuse("join-rate-limited", f"over {limits.joins_per_minute} joins/min from "
+                            f"your address; retry in {wait:.1f} s", ref="join")
+                return
+        try:
+            peer_id, others = await self.broker.join(msg.room, msg.peer_id, self.deliver)
+        except RoomFull as exc:
+            self.refuse("room-full", str(exc), ref="join")
+            return
+        if not others and limits.rooms_per_minute > 0:
+            # Nobody else there: this join created the room.
+            wait = await self.store.take(f"room:{self.address}", limits.rooms_per_minute / 60,
+                                         float(limits.rooms_per_minute))
+            if wait:
+                await self.broker.leave(msg.room, peer_id)
+                self.refuse("room-rate-limited", f"over {limits.rooms_per_minute} new rooms/min "
+                            f"from your address; retry in {wait:.1f} s", ref="join")
+                return
+        if self.closing is not None:  # dropped while joining: do not stay listed
+            await self.broker.leave(msg.room, peer_id)
+            return
+        self.room, self.peer_id = msg.room, peer_id
+        self.deliver_nowait(Welcome(room=msg.room, peer_id=peer_id, peers=tuple(others)))
+
+    async def leave(self) -> None:
+        if self.room is not None and self.peer_id is not None:
+            room, peer_id = self.room, self.peer_id
+            self.room = self.peer_id = None
+            await self.broker.leave(room, peer_id)
