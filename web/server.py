@@ -219,6 +219,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cert", type=Path)
     parser.add_argument("--key", type=Path)
     parser.add_argument("--static", type=Path, default=ROOT / "static")
+    parser.add_argument("--cert-dir", type=Path, default=ROOT / ".certs",
+                        help="where the self-signed pair is kept (without --cert/--key)")
     parser.add_argument("--trust-proxy", type=int, nargs="?", const=1, default=0, metavar="N",
                         help="behind N reverse proxies (default 1 when given): take the client "
                              "address from X-Forwarded-For; never set it without a proxy")
@@ -245,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
             cert, key = args.cert, args.key  # the operator's pair: used as given, never rewritten
         else:
             hosts = [args.host, *lan_addresses()] if args.host in ("0.0.0.0", "::") else [args.host]
-            cert, key = self_signed_cert(ROOT / ".certs", hosts)
+            cert, key = self_signed_cert(args.cert_dir, hosts)
         ssl_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         ssl_context.load_cert_chain(cert, key)
     broker, store = None, None

@@ -6,6 +6,14 @@ other peers' connections are not disturbed. Signals sent while disconnected are
 queued (bounded) and flushed on reconnect. A heartbeat (ping/pong) detects a
 dead server that the browser has not noticed yet.
 
+When the server refuses something (a rate limit, a full room, too many
+connections from this address, a message too large ...) it sends an ``error``
+with a code and, if it also closes the socket, a close whose reason names that
+code. Both become :class:`~pyapp.exceptions.SignalingRefusedError` (``code``,
+``text``, ``ref``, ``close_code``): emitted as the ``error`` event, and raised by
+:meth:`SignalingClient.join` when the join is refused. After a close the server
+explained, the reconnect waits at least ``refused_backoff`` seconds.
+
 Example (in the page)::
 
     client = SignalingClient(default_url())
@@ -38,8 +46,15 @@ from pyapp.core.signaling import (
     Welcome,
     encode,
     parse_server_message,
+    refusal,
+    refusal_from_close,
 )
-from pyapp.exceptions import ConnectionClosedError, LocalProtocolError, SignalingError
+from pyapp.exceptions import (
+    ConnectionClosedError,
+    LocalProtocolError,
+    SignalingError,
+    SignalingRefusedError,
+)
 
 __all__ = ["SignalingClient", "default_url"]
 
@@ -54,12 +69,14 @@ def default_url() -> str:
 class SignalingClient:
     """Events (``client.events.on(name, cb)``): ``state`` (connecting/open/reconnecting/closed),
     ``welcome`` (Welcome), ``peer-joined`` / ``peer-left`` (peer id), ``signal`` (sender, data),
-    ``error`` (ServerError or SignalingError).
+    ``error`` (:class:`SignalingRefusedError` for what the server refused, with its
+    ``code``; another :class:`SignalingError` for a malformed server message).
     """
 
     def __init__(self, url: str, *, reconnect: bool = True, min_backoff: float = 0.25,
                  max_backoff: float = 8.0, ping_interval: float = 10.0,
-                 ping_timeout: float = 5.0, max_queued: int = 256) -> None:
+                 ping_timeout: float = 5.0, max_queued: int = 256,
+                 refused_backoff: float = 2.0) -> None:
         self.url = url
         self.reconnect = reconnect
         self.min_backoff = min_backoff
@@ -67,6 +84,9 @@ class SignalingClient:
         self.ping_interval = ping_interval
         self.ping_timeout = ping_timeout
         self.max_queued = max_queued
+        self.refused_backoff = refused_backoff
+        self.last_refusal: SignalingRefusedError | None = None
+        """The last refusal the server sent (error message or explained close)."""
         self.events = Emitter()
         self.state = "closed"
         self.room: str | None = None
@@ -126,18 +146,30 @@ class SignalingClient:
             self._owner.close()
             self._owner = None
         self._ws = None
+        code = int(getattr(event, "code", 1006) or 1006)
+        reason = str(getattr(event, "reason", "") or "")
+        refused = refusal_from_close(code, reason) if not self._closing else None
+        if refused is not None:
+            self._refused(refused)
         if self._closing or not self.reconnect:
             self._set_state("closed")
             if self._welcome is not None and not self._welcome.done():
-                self._welcome.set_exception(ConnectionClosedError(
-                    f"signaling closed: {getattr(event, 'reason', '')}"))
+                self._welcome.set_exception(refused or ConnectionClosedError(
+                    f"signaling closed (code {code}): {reason or 'no reason given'}"))
             return
         self._set_state("reconnecting")
         if self._reconnect_task is None or self._reconnect_task.done():
-            self._reconnect_task = spawn(self._reconnect_loop(), "signaling reconnect")
+            first = max(self.min_backoff, self.refused_backoff) if refused else self.min_backoff
+            self._reconnect_task = spawn(self._reconnect_loop(first), "signaling reconnect")
 
-    async def _reconnect_loop(self) -> None:
-        delay = self.min_backoff
+    def _refused(self, error: SignalingRefusedError) -> None:
+        self.last_refusal = error
+        if error.ref == "join" and self._welcome is not None and not self._welcome.done():
+            self._welcome.set_exception(error)
+        self.events.emit("error", error)
+
+    async def _reconnect_loop(self, first: float | None = None) -> None:
+        delay = first if first is not None else self.min_backoff
         while not self._closing and self._ws is None:
             await asyncio.sleep(delay)
             if self._closing:
@@ -199,14 +231,17 @@ class SignalingClient:
         elif isinstance(msg, Pong):
             self._last_pong = asyncio.get_event_loop().time()
         elif isinstance(msg, ServerError):
-            if msg.ref == "join" and self._welcome is not None and not self._welcome.done():
-                self._welcome.set_exception(SignalingError(f"{msg.code}: {msg.message}"))
-            self.events.emit("error", msg)
+            self._refused(refusal(msg))
 
     # ------------------------------------------------------------------ API
 
     async def join(self, room: str, timeout: float = 10.0) -> Welcome:
-        """Join ``room``; returns the server's welcome (your id and the peers there)."""
+        """Join ``room``; returns the server's welcome (your id and the peers there).
+
+        Raises :class:`SignalingRefusedError` if the server refuses the join
+        (``room-full``, ``join-rate-limited``, ``room-rate-limited`` ...) or closes
+        the connection with a reason before answering.
+        """
         await self.connect(timeout)
         if self.room is not None:
             raise LocalProtocolError(f"already in room {self.room!r}")

@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pyapp.core.turn import parse_ice_servers
-from pyapp.exceptions import InvalidArgumentError, SignalingMessageError
+from pyapp.exceptions import InvalidArgumentError, SignalingMessageError, SignalingRefusedError
 
 __all__ = [
     "ROOM_RE",
@@ -66,6 +66,8 @@ __all__ = [
     "CLOSE_CODES",
     "close_reason",
     "parse_close_reason",
+    "refusal",
+    "refusal_from_close",
 ]
 
 ROOM_RE = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
@@ -388,6 +390,24 @@ def parse_close_reason(reason: str) -> tuple[str, str] | None:
     if not sep or code not in ERROR_CODES:
         return None
     return code, text
+
+
+def refusal(message: ServerError) -> SignalingRefusedError:
+    """The typed error a client raises (or emits) for the server's ``error`` message."""
+    return SignalingRefusedError(message.code, message.message, ref=message.ref)
+
+
+def refusal_from_close(close_code: int, reason: str) -> SignalingRefusedError | None:
+    """The typed error for a close the server explained; None for a plain close.
+
+    The server's closes carry ``"<error code>: <text>"`` as their reason
+    (:func:`close_reason`); a close without one (a normal close, a network drop:
+    1006) is not a refusal.
+    """
+    parsed = parse_close_reason(reason)
+    if parsed is None:
+        return None
+    return SignalingRefusedError(parsed[0], parsed[1], close_code=close_code)
 
 
 class TokenBucket:
