@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -141,6 +142,116 @@ def build_wheel(dest: Path) -> Path:
     return wheels[0]
 
 
+# A memory snapshot of the Pyodide heap with every pyapp module imported, made at build
+# time by Node (which ships with npm, needed for the runtime anyway) from the exact runtime
+# files and wheel the page gets. The page restores it instead of booting CPython and
+# importing pyapp. Pyodide's snapshot API is private (`_makeSnapshot`, `makeMemorySnapshot`,
+# `_loadSnapshot`) and a snapshot only fits the build that made it, so the manifest records
+# what it was made from and the loader falls back to a normal start when anything differs.
+SNAPSHOT_MAKER = r"""
+import { readFileSync, writeFileSync } from "node:fs";
+import { pathToFileURL } from "node:url";
+const [indexURL, wheelPath, out] = process.argv.slice(1);
+const check = `
+import sys, pyapp.browser.app
+assert "pyapp.browser.app" in sys.modules
+len(sys.modules)`;
+try {
+  const { loadPyodide } = await import(pathToFileURL(indexURL + "pyodide.mjs").href);
+  const raw = readFileSync(wheelPath);
+  const py = await loadPyodide({ indexURL, _makeSnapshot: true });
+  py.unpackArchive(new Uint8Array(raw.buffer, raw.byteOffset, raw.byteLength), "wheel");
+  const modules = py.runPython(`
+import gc, importlib, pkgutil, pyapp
+for _m in pkgutil.walk_packages(pyapp.__path__, "pyapp."):
+    importlib.import_module(_m.name)
+del _m
+gc.collect()
+${check}`);
+  const heap = py._module.HEAP8.length;
+  const snapshot = py.makeMemorySnapshot();
+  // Verify: a fresh runtime restored from it imports the app (and it fits the heap, pyodide#6254).
+  const restored = await loadPyodide({ indexURL, _loadSnapshot: snapshot });
+  const again = restored.runPython(check);
+  if (again !== modules) throw new Error(`restored snapshot has ${again} modules, expected ${modules}`);
+  writeFileSync(out, snapshot);
+  console.log(JSON.stringify({ modules, heap, size: snapshot.length }));
+} catch (err) {
+  // One short line (a Python traceback's last line); exitCode, not exit(), so it is flushed.
+  const lines = String(err?.message ?? err).split("\n").filter((l) => l.trim());
+  process.stderr.write(`${lines[lines.length - 1] ?? err}\n`);
+  process.exitCode = 1;
+}
+"""
+RUNTIME_FILES = ["pyodide.mjs", "pyodide.asm.mjs", "pyodide.asm.wasm", "python_stdlib.zip"]
+
+
+def runtime_facts(runtime: Path) -> dict[str, object]:
+    """What identifies the served Pyodide build: a digest of its files and its BUILD_ID."""
+    match = re.search(r'BUILD_ID:"([0-9a-f]{64})"', (runtime / "pyodide.mjs").read_text())
+    return {
+        "sha256": _digest(*(runtime / name for name in RUNTIME_FILES)),
+        "build_id": match.group(1) if match else None,
+        "sizes": {name: (runtime / name).stat().st_size for name in PYODIDE_FILES},
+    }
+
+
+def build_snapshot(runtime: Path, facts: dict[str, object], wheel: Path, wheel_hash: str) -> dict[str, object] | None:
+    """Make (or reuse) static/snapshots/<key>/pyapp.snapshot; None when it cannot be made."""
+    node = shutil.which("node")
+    if os.environ.get("PYAPP_NO_SNAPSHOT") or node is None or not facts.get("build_id"):
+        log("memory snapshot skipped (PYAPP_NO_SNAPSHOT set, no node, or no BUILD_ID): pages start normally")
+        return None
+    maker_hash = hashlib.sha256(SNAPSHOT_MAKER.encode()).hexdigest()
+    key = hashlib.sha256(f"{facts['sha256']}|{wheel_hash}|{maker_hash}".encode()).hexdigest()[:16]
+    snapshots = STATIC / "snapshots"
+    folder = snapshots / key
+    target, meta_file = folder / "pyapp.snapshot", folder / "snapshot.json"
+    if not (target.exists() and meta_file.exists()):
+        staging = snapshots / f".build-{os.getpid()}"
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(parents=True)
+        try:
+            out = subprocess.run(
+                [node, "--input-type=module", "-e", SNAPSHOT_MAKER, "--", f"{runtime}/",
+                 str(wheel), str(staging / "pyapp.snapshot")],
+                check=True, capture_output=True, text=True, timeout=300)
+        except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
+            reason = (getattr(exc, "stderr", "") or "").strip() or str(exc)
+            log(f"memory snapshot failed, pages will start normally: {reason[-300:]}")
+            shutil.rmtree(staging, ignore_errors=True)
+            return None
+        made = json.loads(out.stdout.strip().splitlines()[-1])
+        data = (staging / "pyapp.snapshot").read_bytes()
+        meta = {
+            "file": f"snapshots/{key}/pyapp.snapshot",
+            "sha256": hashlib.sha256(data).hexdigest(),
+            "size": len(data),
+            "heap": made["heap"],
+            "modules": made["modules"],
+            "wheel_sha256": wheel_hash,
+            "runtime_sha256": facts["sha256"],
+            "build_id": facts["build_id"],
+        }
+        # Precompressed copy: the server sends it to browsers that accept gzip (most of
+        # the heap is zeros: ~31 MB -> ~7 MB on the wire).
+        import gzip
+
+        (staging / "pyapp.snapshot.gz").write_bytes(gzip.compress(data, compresslevel=6, mtime=0))
+        (staging / "snapshot.json").write_text(json.dumps(meta, indent=2) + "\n")
+        try:
+            os.replace(staging, folder)
+        except OSError:  # another build made the same snapshot first
+            shutil.rmtree(staging, ignore_errors=True)
+        log(f"memory snapshot made ({made['modules']} modules, {len(data) / 1e6:.1f} MB)")
+    olds = sorted((d for d in snapshots.iterdir() if d.is_dir() and not d.name.startswith(".")),
+                  key=lambda d: d.stat().st_mtime, reverse=True)
+    for old in olds[3:]:
+        shutil.rmtree(old, ignore_errors=True)
+    meta = json.loads(meta_file.read_text())
+    return meta if isinstance(meta, dict) else None
+
+
 def build_static() -> None:
     """Build static/: the Pyodide runtime, the pyapp wheel and the page shell."""
     ensure_npm_packages()
@@ -176,10 +287,15 @@ def build_static() -> None:
             tmp = STATIC / f".{name}.tmp{os.getpid()}"
             shutil.copy2(src, tmp)
             os.replace(tmp, STATIC / name)
+    facts = runtime_facts(runtime)
+    snapshot = build_snapshot(runtime, facts, folder / built.name, wheel_hash)
     manifest = {
         "wheel": f"wheels/{folder.name}/{built.name}",
         "sha256": wheel_hash,
+        "wheel_size": (folder / built.name).stat().st_size,
         "pyodide": "pyodide/",
+        "runtime": facts,
+        "snapshot": snapshot,
     }
     tmp = STATIC / f".manifest.json.tmp{os.getpid()}"
     tmp.write_text(json.dumps(manifest, indent=2) + "\n")

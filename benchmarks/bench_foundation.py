@@ -1,8 +1,16 @@
-"""Foundation figures: startup_ratio, bulk_ratio, small_msg_ratio (issue 2).
+"""Foundation figures: startup_ratio, page_heap_mb, bulk_ratio, small_msg_ratio.
 
-* startup_ratio: page open → Python ready to connect (the app page), divided by
+* startup_ratio: page open → Python ready to connect (the app page: pyapp imported
+  and its ``start()`` run; restored from the build's memory snapshot), divided by
   bare Pyodide (``loadPyodide()`` + ``runPython``) from the same server, each in a
   fresh browser context (cold cache), interleaved, medians of 5.
+  startup_nosnapshot_ms: the same app page with ``?nosnapshot=1`` (the fallback
+  path: a normal Pyodide start, the wheel fetched in parallel);
+  startup_snapshot_used: the share of app loads that really restored the snapshot.
+* page_heap_mb: memory of a started app page (after a forced GC, CDP): V8 heap in
+  use + ArrayBuffer backing stores + the wasm linear memory; the parts are
+  page_js_heap_mb and page_wasm_mb, and page_heap_mb_nosnapshot / bare_heap_mb
+  are the same for the normal start and for bare Pyodide.
 * bulk_ratio: 64 MiB as 64 KiB messages over a DataChannel, Python (pyapp's
   ``DataChannel.send`` with backpressure, a Python receiver) vs raw JS in the same
   page; throughput ratio of medians of 3 interleaved rounds.
@@ -43,25 +51,69 @@ def _transfer_pair(page: Any, count: int, size: int, rounds: int) -> tuple[float
     return statistics.median(js_ms), statistics.median(py_ms)
 
 
-def run(ctx: Any) -> dict[str, float]:
-    # --- startup
-    app_ms, bare_ms = [], []
-    for _ in range(5):
-        context = ctx.chromium.new_context()
-        page = context.new_page()
-        page.goto(ctx.server.url + "/bench-bare.html")
-        page.evaluate("() => bareReady")
-        bare_ms.append(page.evaluate("() => bareTimings.ready"))
-        context.close()
-        context = ctx.chromium.new_context()
-        page = context.new_page()
-        page.goto(ctx.server.url + "/?noapp=1")
-        page.evaluate("() => pyappReady.then(() => true)")
-        app_ms.append(page.evaluate("() => pyappTimings.ready"))
-        context.close()
-    startup_ratio = statistics.median(app_ms) / statistics.median(bare_ms)
-    ctx.note(f"startup: app {statistics.median(app_ms):.0f} ms vs bare Pyodide {statistics.median(bare_ms):.0f} ms")
+def _heap(page: Any) -> tuple[float, float]:
+    """(V8 heap + backing stores, wasm memory) in MiB, after a forced GC."""
+    cdp = page.context.new_cdp_session(page)
+    cdp.send("HeapProfiler.collectGarbage")
+    usage = cdp.send("Runtime.getHeapUsage")
+    wasm = page.evaluate("() => globalThis.pyodide ? pyodide._module.HEAP8.buffer.byteLength : "
+                         "(globalThis.bareWasmBytes ?? 0)")
+    cdp.detach()
+    return (usage["usedSize"] + usage.get("backingStorageSize", 0)) / 2**20, wasm / 2**20
 
+
+def _load(ctx: Any, path: str, ready: str, timing: str) -> tuple[float, Any, Any]:
+    context = ctx.chromium.new_context()
+    page = context.new_page()
+    page.goto(ctx.server.url + path)
+    page.evaluate(ready)
+    return float(page.evaluate(timing)), page, context
+
+
+def _startup(ctx: Any) -> dict[str, float]:
+    app_ms, bare_ms, fallback_ms, used = [], [], [], 0
+    heaps: dict[str, tuple[float, float]] = {}
+    rounds = 5
+    for i in range(rounds):
+        ms, page, context = _load(ctx, "/bench-bare.html", "() => bareReady", "() => bareTimings.ready")
+        bare_ms.append(ms)
+        if i == 0:
+            heaps["bare"] = _heap(page)
+        context.close()
+        ms, page, context = _load(ctx, "/?noapp=1", "() => pyappReady.then(() => true)", "() => pyappTimings.ready")
+        app_ms.append(ms)
+        used += page.evaluate("() => pyappStartup.snapshot") == "used"
+        if i == 0:
+            heaps["app"] = _heap(page)
+        context.close()
+        ms, page, context = _load(ctx, "/?noapp=1&nosnapshot=1", "() => pyappReady.then(() => true)",
+                                  "() => pyappTimings.ready")
+        fallback_ms.append(ms)
+        if i == 0:
+            heaps["nosnapshot"] = _heap(page)
+        context.close()
+    app, bare, fallback = (statistics.median(x) for x in (app_ms, bare_ms, fallback_ms))
+    ctx.note(f"startup: app {app:.0f} ms (snapshot restored in {used}/{rounds}), "
+             f"app without snapshot {fallback:.0f} ms, bare Pyodide {bare:.0f} ms")
+    ctx.note("page memory (MiB, V8 heap + backing stores / wasm): " + ", ".join(
+        f"{k} {js:.1f} / {wasm:.1f}" for k, (js, wasm) in heaps.items()))
+    return {
+        "startup_ratio": app / bare,
+        "startup_app_ms": app,
+        "startup_bare_ms": bare,
+        "startup_nosnapshot_ms": fallback,
+        "startup_nosnapshot_ratio": fallback / bare,
+        "startup_snapshot_used": used / rounds,
+        "page_heap_mb": sum(heaps["app"]),
+        "page_js_heap_mb": heaps["app"][0],
+        "page_wasm_mb": heaps["app"][1],
+        "page_heap_mb_nosnapshot": sum(heaps["nosnapshot"]),
+        "bare_heap_mb": sum(heaps["bare"]),
+    }
+
+
+def run(ctx: Any) -> dict[str, float]:
+    figures = _startup(ctx)
     page = ctx.page()
     try:
         mib = 1024 * 1024
@@ -74,10 +126,7 @@ def run(ctx: Any) -> dict[str, float]:
         ctx.note(f"small: raw JS {n / (js_small / 1000):.0f} msg/s, Python {n / (py_small / 1000):.0f} msg/s")
     finally:
         page.page.context.close()
-    return {
-        "startup_ratio": startup_ratio,
-        "startup_app_ms": statistics.median(app_ms),
-        "startup_bare_ms": statistics.median(bare_ms),
+    return figures | {
         "bulk_ratio": bulk_ratio,
         "bulk_js_mbps": 64 * mib / (js_ms / 1000) / 1e6,
         "bulk_py_mbps": 64 * mib / (py_ms / 1000) / 1e6,
