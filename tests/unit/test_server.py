@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import datetime
+import socket
+import ssl
 from pathlib import Path
+from unittest import mock
 
+import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
 
-from tests.server_cases import CASES
-from web.server import Limits, make_app
+import web.server as server_module
+from tests.server_cases import CASES, Client, assert_refused, fresh_address, room
+from web.certs import cert_covers, cert_names, self_signed_cert
+from web.limits import InMemoryLimitStore, client_address
+from web.server import SESSIONS, Limits, make_app
 
 pytestmark = pytest.mark.unit
 
@@ -34,3 +42,296 @@ def test_server_case(name: str, tmp_path: Path) -> None:
             await server.close()
 
     asyncio.run(main())
+
+
+# ---------------------------------------------------------------- in-process specifics
+
+def _run(app_limits: Limits, body, tmp_path: Path, **app_kwargs) -> None:
+    async def main() -> None:
+        app = make_app(static_dir=_static(tmp_path), limits=app_limits, **app_kwargs)
+        server = TestServer(app, host="127.0.0.1")
+        await server.start_server()
+        try:
+            await asyncio.wait_for(body(str(server.make_url("")).rstrip("/"), app), 60)
+        finally:
+            await server.close()
+
+    asyncio.run(main())
+
+
+def _small_rcvbuf(addr_info) -> socket.socket:
+    family, type_, proto, _, _ = addr_info
+    sock = socket.socket(family, type_, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    return sock
+
+
+async def _slow_client(base_url: str) -> Client:
+    """A client that reads nothing: its receive buffer is tiny and aiohttp stops reading
+    from the socket once its own queue holds 64 KiB."""
+    connector = aiohttp.TCPConnector(local_addr=(fresh_address(), 0), socket_factory=_small_rcvbuf)
+    session = aiohttp.ClientSession(connector=connector)
+    ws = await session.ws_connect(base_url.replace("http", "ws", 1) + "/ws", max_msg_size=0)
+    return Client(session, ws)
+
+
+def test_slow_reader_is_dropped_without_stalling_its_sender(tmp_path: Path) -> None:
+    limits = Limits(queue_bytes=128 * 1024, queue_messages=64, close_timeout=1.0)
+
+    async def body(url: str, app) -> None:
+        r = room()
+        sender = await Client.connect(url)
+        await sender.join(r)
+        slow = await _slow_client(url)
+        await slow.send({"type": "join", "room": r})
+        slow_id = (await sender.recv_type("peer-joined"))["peer_id"]
+        blob = "x" * 30_000
+        loop = asyncio.get_running_loop()
+        left = False
+        worst_pong = 0.0
+        for i in range(400):  # ~12 MB offered; the queue holds 128 KiB
+            await sender.send({"type": "signal", "to": slow_id, "data": {"i": i, "blob": blob}})
+            sent = loop.time()
+            await sender.send({"type": "ping", "id": i})
+            while True:
+                msg = await sender.recv(timeout=5)
+                if msg["type"] == "peer-left":
+                    assert msg["peer_id"] == slow_id
+                    left = True
+                elif msg["type"] == "pong" and msg["id"] == i:
+                    worst_pong = max(worst_pong, loop.time() - sent)
+                    break
+                elif msg["type"] == "error":
+                    assert msg["code"] in ("unknown-peer", "rate-limited"), msg
+            if left:
+                break
+            await asyncio.sleep(0.02)  # stay under the sender's own message rate
+        assert left, "the slow reader was never dropped"
+        # The sender never waited on the slow reader (the old server stalled it for ~22 s).
+        assert worst_pong < 2.0, worst_pong
+        # It is out of the room at once: a newcomer does not see it.
+        newcomer = await Client.connect(url)
+        welcome = await newcomer.join(r)
+        assert welcome["peers"] == [sender.peer_id], welcome
+        # Its socket is gone: once it reads, it finds the end (a close or a reset) soon.
+        deadline = loop.time() + 10
+        while loop.time() < deadline:
+            msg = await slow.ws.receive(timeout=10)
+            if msg.type != aiohttp.WSMsgType.TEXT:
+                break
+        else:
+            raise AssertionError("the slow reader's socket was not closed")
+        # And the server let go of it (its close is bounded by close_timeout).
+        for _ in range(100):
+            if len(app[SESSIONS]) == 2:  # sender and newcomer
+                break
+            await asyncio.sleep(0.05)
+        assert len(app[SESSIONS]) == 2, list(app[SESSIONS])
+        for c in (sender, slow, newcomer):
+            await c.close()
+
+    _run(limits, body, tmp_path)
+
+
+def test_trust_proxy_keys_limits_by_forwarded_address(tmp_path: Path) -> None:
+    limits = Limits(connections_per_address=2, trust_proxy=1)
+
+    async def body(url: str, app) -> None:
+        proxy = fresh_address()  # every connection comes through "the proxy"
+        via = [await Client.connect(url, address=proxy,
+                                    headers={"X-Forwarded-For": "10.0.0.1, 203.0.113.9"})
+               for _ in range(2)]
+        for c in via:
+            await c.send({"type": "ping", "id": 1})
+            assert (await c.recv_type("pong"))["id"] == 1
+        # A third client with the same forwarded address is over the limit, whatever it
+        # claims on the left of the header: only the proxy's own entry counts.
+        third = await Client.connect(url, address=proxy,
+                                     headers={"X-Forwarded-For": "198.51.100.4, 203.0.113.9"})
+        assert_refused(*await third.refusal(), "too-many-connections", 1008)
+        # Another forwarded client through the same proxy is counted apart.
+        other = await Client.connect(url, address=proxy, headers={"X-Forwarded-For": "203.0.113.10"})
+        await other.send({"type": "ping", "id": 2})
+        assert (await other.recv_type("pong"))["id"] == 2
+        for c in [*via, third, other]:
+            await c.close()
+
+    _run(limits, body, tmp_path)
+
+
+def test_forwarded_for_is_ignored_without_trust_proxy(tmp_path: Path) -> None:
+    limits = Limits(connections_per_address=1)
+
+    async def body(url: str, app) -> None:
+        addr = fresh_address()
+        first = await Client.connect(url, address=addr, headers={"X-Forwarded-For": "203.0.113.1"})
+        await first.send({"type": "ping", "id": 1})
+        assert (await first.recv_type("pong"))["id"] == 1
+        spoof = await Client.connect(url, address=addr, headers={"X-Forwarded-For": "203.0.113.2"})
+        assert_refused(*await spoof.refusal(), "too-many-connections", 1008)
+        for c in (first, spoof):
+            await c.close()
+
+    _run(limits, body, tmp_path)
+
+
+def test_address_bucket_survives_reconnects(tmp_path: Path) -> None:
+    # The per-connection limit is generous here; the address's bucket is what must hold.
+    limits = Limits(messages_per_second=10_000, burst=10_000, address_messages_per_second=20,
+                    address_burst=40, flood_strikes=10_000)
+
+    async def body(url: str, app) -> None:
+        r = room()
+        receiver = await Client.connect(url)
+        await receiver.join(r)
+        addr = fresh_address()
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        for _ in range(10):  # reconnect ten times, each time sending 30 signals at once
+            flooder = await Client.connect(url, address=addr)
+            while True:  # the join itself spends a token of the address, and may wait for one
+                await flooder.send({"type": "join", "room": r})
+                msg = await flooder.recv()
+                if msg["type"] == "welcome":
+                    break
+                assert msg["code"] == "rate-limited", msg
+                await asyncio.sleep(0.1)
+            for i in range(30):
+                await flooder.send({"type": "signal", "to": receiver.peer_id, "data": {"i": i}})
+            await flooder.close()  # the server handles all 30 before the close frame
+        elapsed = loop.time() - start
+        relayed = 0
+        while True:
+            try:
+                msg = await receiver.recv(timeout=0.5)
+            except TimeoutError:
+                break
+            relayed += msg["type"] == "signal"
+        # At most the burst plus the refill over the run (the joins spent tokens too);
+        # a per-connection limit alone would have let all 300 through.
+        allowed = 40 + 20 * elapsed
+        assert 30 <= relayed <= allowed, (relayed, allowed, elapsed)
+        await receiver.close()
+
+    _run(limits, body, tmp_path)
+
+
+# ---------------------------------------------------------------- the limit store
+
+def test_in_memory_store_counts_connections_and_buckets() -> None:
+    now = [0.0]
+    store = InMemoryLimitStore(clock=lambda: now[0], sweep_every=3)
+
+    async def main() -> None:
+        assert await store.open_connection("a", 2) and await store.open_connection("a", 2)
+        assert not await store.open_connection("a", 2)
+        assert await store.open_connection("b", 2)
+        await store.close_connection("a")
+        assert store.connections("a") == 1
+        assert await store.open_connection("a", 2)
+        assert await store.open_connection("a", 0)  # 0: no limit
+        for _ in range(3):
+            await store.close_connection("a")
+        assert store.connections("a") == 0
+        # Bucket: burst 3, 2 tokens/s.
+        assert [await store.take("k", 2.0, 3.0) for _ in range(3)] == [0.0, 0.0, 0.0]
+        assert await store.take("k", 2.0, 3.0) == pytest.approx(0.5)
+        now[0] = 0.5
+        assert await store.take("k", 2.0, 3.0) == 0.0
+        assert await store.take("k", 2.0, 3.0, cost=2.0) == pytest.approx(1.0)
+        # Full buckets are forgotten on a sweep; the one in use is kept.
+        now[0] = 100.0
+        for _ in range(3):  # the third take since the last sweep sweeps (sweep_every=3)
+            await store.take("k2", 2.0, 3.0)
+        assert store.bucket_count() == 1
+        await store.aclose()
+
+    asyncio.run(main())
+
+
+def test_limits_reject_negative_values() -> None:
+    with pytest.raises(ValueError, match="connections_per_address"):
+        Limits(connections_per_address=-1)
+    with pytest.raises(ValueError, match="queue_bytes"):
+        Limits(queue_bytes=0)
+
+
+def test_address_keys() -> None:
+    from aiohttp.test_utils import make_mocked_request
+
+    def key(remote: str, xff: str | None = None, trust: int = 0) -> str:
+        headers = {"X-Forwarded-For": xff} if xff else {}
+        req = make_mocked_request("GET", "/ws", headers=headers)
+        req = req.clone(remote=remote)
+        return client_address(req, trust)
+
+    assert key("192.0.2.1") == "192.0.2.1"
+    assert key("192.0.2.1", "203.0.113.5") == "192.0.2.1"
+    assert key("192.0.2.1", "203.0.113.5", trust=1) == "203.0.113.5"
+    assert key("192.0.2.1", "1.1.1.1, 203.0.113.5, 10.0.0.2", trust=2) == "203.0.113.5"
+    assert key("192.0.2.1", "203.0.113.5", trust=3) == "203.0.113.5"  # fewer hops than trusted
+    assert key("2001:db8::1") == key("2001:db8::ffff") == "2001:db8::/64"
+    assert key("::ffff:192.0.2.9") == "192.0.2.9"
+
+
+# ---------------------------------------------------------------- certificates
+
+def _names(cert: Path) -> set[str]:
+    info = cert_names(cert)
+    assert info is not None
+    return info[0]
+
+
+def test_self_signed_cert_is_remade_when_it_does_not_cover_the_hosts(tmp_path: Path) -> None:
+    cert, key = self_signed_cert(tmp_path, ["192.0.2.10"])
+    assert {"localhost", "127.0.0.1", "192.0.2.10"} <= _names(cert)
+    first = cert.read_bytes()
+    # Same addresses: reused as is.
+    assert self_signed_cert(tmp_path, ["192.0.2.10"]) == (cert, key)
+    assert cert.read_bytes() == first
+    # The LAN address changed: a new pair that names it.
+    self_signed_cert(tmp_path, ["192.0.2.77"])
+    assert cert.read_bytes() != first
+    assert "192.0.2.77" in _names(cert)
+    assert cert_covers(cert, ["localhost", "127.0.0.1", "192.0.2.77"])
+    assert not cert_covers(cert, ["192.0.2.10"])
+    # A wildcard bind names no address of its own.
+    assert "0.0.0.0" not in _names(self_signed_cert(tmp_path, ["0.0.0.0", "192.0.2.77"])[0])
+    # The key matches the new certificate (TLS would refuse a mismatched pair).
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(cert, key)
+
+
+def test_self_signed_cert_is_remade_when_unreadable_or_expiring(tmp_path: Path) -> None:
+    cert, _ = self_signed_cert(tmp_path, [])
+    later = datetime.datetime.now(datetime.UTC) + datetime.timedelta(days=823)
+    assert cert_covers(cert, ["localhost"])
+    assert not cert_covers(cert, ["localhost"], now=later)  # within a week of expiry
+    cert.write_text("not a certificate")
+    assert not cert_covers(cert, ["localhost"])
+    self_signed_cert(tmp_path, [])
+    assert "localhost" in _names(cert)
+
+
+def test_given_cert_and_key_are_never_touched(tmp_path: Path) -> None:
+    # A pair that does not name the served host: the operator's choice, used as given.
+    own = tmp_path / "own"
+    cert, key = self_signed_cert(own, ["192.0.2.200"])
+    before = (cert.read_bytes(), key.read_bytes(), cert.stat().st_mtime_ns)
+    seen: list[tuple[str, int, ssl.SSLContext | None]] = []
+
+    async def fake_serve(host, port, ssl_context, app) -> None:
+        seen.append((host, port, ssl_context))
+
+    cert_dir = tmp_path / "auto"
+    with mock.patch.object(server_module, "serve", fake_serve):
+        assert server_module.main(["--host", "192.0.2.1", "--port", "0", "--cert", str(cert),
+                                   "--key", str(key), "--cert-dir", str(cert_dir)]) == 0
+    assert seen and seen[0][2] is not None
+    assert (cert.read_bytes(), key.read_bytes(), cert.stat().st_mtime_ns) == before
+    assert not cert_dir.exists(), "no self-signed pair is made when --cert/--key are given"
+    # Without them, the automatic pair is made for the served host.
+    with mock.patch.object(server_module, "serve", fake_serve):
+        assert server_module.main(["--host", "192.0.2.1", "--port", "0", "--tls",
+                                   "--cert-dir", str(cert_dir)]) == 0
+    assert "192.0.2.1" in _names(cert_dir / "cert.pem")
