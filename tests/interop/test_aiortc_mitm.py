@@ -1,0 +1,167 @@
+"""A relaying man in the middle built on aiortc: two peer connections bridging page A and page B,
+each presenting the relay's own DTLS certificate, relaying every data-channel message.
+
+Both pages must refuse it with ``fingerprint_mismatch`` -- with aiortc's default SDP (three
+fingerprint lines) and with the SDP cut down to one line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from pyapp.core.security.handshake import HelloMessage, parse_message
+from tests.conftest import PyPage, ServerProcess, new_pypage, wait_until
+from tests.interop.page import SETUP
+from tests.support.aiortc_peer import (
+    AiortcPeer,
+    Channel,
+    PeerThread,
+    SdpFilter,
+    SignalingPeer,
+    keep_one_fingerprint,
+)
+
+pytestmark = [pytest.mark.e2e, pytest.mark.interop]
+
+START_AUTH = """
+from pyapp.core.security.fingerprint import select_fingerprint
+async def _auth():
+    me = await new_identity()
+    try:
+        r = await PC.authenticate(me, timeout=12)
+        return {"ok": str(r.peer_id)}
+    except Exception as exc:
+        return {"error": type(exc).__name__, "reason": getattr(exc, "reason", None),
+                "message": str(exc)}
+TASK = asyncio.ensure_future(_auth())
+None
+"""
+
+RESULT = """
+res = TASK.result()
+res["closed"] = PC.closed
+res["status"] = PC.security.status
+res["remote_selected"] = str(select_fingerprint(PC.remote_description["sdp"]))
+json.dumps(res)
+"""
+
+
+@dataclass
+class Relay:
+    """The man in the middle: leg ``a`` answers page A, leg ``b`` dials page B."""
+
+    a: AiortcPeer
+    b: AiortcPeer
+    relayed: dict[str, list[bytes | str]] = field(default_factory=lambda: {"a->b": [], "b->a": []})
+    tasks: list[asyncio.Future[None]] = field(default_factory=list)
+
+    def start(self) -> None:
+        self.tasks.append(asyncio.ensure_future(self._bridge()))
+
+    async def _bridge(self) -> None:
+        # Every channel page A opens is mirrored towards page B, and piped both ways.
+        while True:
+            ch_a = await self.a.incoming.get()
+            ch_b = self.b.create_channel(ch_a.label, protocol=ch_a.dc.protocol)
+            self.tasks.append(asyncio.ensure_future(self._pipe(ch_a, ch_b, "a->b")))
+            self.tasks.append(asyncio.ensure_future(self._pipe(ch_b, ch_a, "b->a")))
+
+    async def _pipe(self, src: Channel, dst: Channel, log: str) -> None:
+        await dst.wait_open()
+        while True:
+            try:
+                message = await src.receive(timeout=3600)
+            except ConnectionError:
+                return
+            self.relayed[log].append(message)
+            dst.send(message)
+
+    async def close(self) -> None:
+        for task in self.tasks:
+            task.cancel()
+        await self.a.close()
+        await self.b.close()
+
+
+@pytest.fixture(scope="module")
+def pages(chromium: Any, server: ServerProcess) -> Iterator[tuple[PyPage, PyPage]]:
+    a, b = new_pypage(chromium, server), new_pypage(chromium, server)
+    for page in (a, b):
+        page.py(SETUP)
+    yield a, b
+    for page in (a, b):
+        page.page.context.close()
+
+
+def run_mitm(page_a: PyPage, page_b: PyPage, thread: PeerThread, server: ServerProcess,
+             sdp_filter: SdpFilter | None) -> tuple[dict[str, Any], dict[str, Any], Relay]:
+    room = "mitm-" + uuid.uuid4().hex[:10]
+    sig = thread.run(SignalingPeer.connect(server.url, room))
+    id_a = page_a.py(f"await IO.join({room!r}, polite=False)")
+    id_b = page_b.py(f"await IO.join({room!r}, polite=True)")
+
+    async def joined() -> list[str]:
+        return [await asyncio.wait_for(sig.joined.get(), 10) for _ in range(2)]
+
+    assert thread.run(joined()) == [id_a, id_b]
+    relay = Relay(AiortcPeer(sig, id_a, sdp_filter=sdp_filter),
+                  AiortcPeer(sig, id_b, sdp_filter=sdp_filter))
+    # Page A dials who it believes is B (the relay); the relay dials page B as "A".
+    page_a.py(f"PC = IO.pc({sig.peer_id!r}); PC.create_data_channel('x'); None")
+    page_b.py(f"PC = IO.pc({sig.peer_id!r}); None")
+
+    async def dial_b() -> None:
+        relay.b.create_channel("x")
+        await relay.b.dial()
+        relay.start()
+
+    thread.run(dial_b())
+    for page in (page_a, page_b):
+        page.py("await PC.wait_connected(30)", timeout=40)
+    for page in (page_a, page_b):
+        page.py(START_AUTH)
+    for page in (page_a, page_b):
+        wait_until(lambda p=page: p.py("TASK.done()"), timeout=30)
+    out_a, out_b = page_a.pyjson(RESULT), page_b.pyjson(RESULT)
+    return out_a, out_b, relay
+
+
+@pytest.mark.parametrize("cut", [None, "sha-256", "sha-512"], ids=["default-sdp", "only-sha-256",
+                                                                   "only-sha-512"])
+def test_relaying_mitm_fails_with_fingerprint_mismatch(pages: tuple[PyPage, PyPage],
+                                                       peer_thread: PeerThread,
+                                                       server: ServerProcess,
+                                                       cut: str | None) -> None:
+    page_a, page_b = pages
+    out_a, out_b, relay = run_mitm(page_a, page_b, peer_thread, server,
+                                   keep_one_fingerprint(cut) if cut else None)
+    try:
+        for out in (out_a, out_b):
+            assert out.get("reason") == "fingerprint_mismatch", json.dumps(out)
+            assert out["error"] == "AuthenticationError"
+            assert "relay" in out["message"]  # the user reads why, not "malformed message"
+            assert out["closed"] is True and out["status"] == "failed"
+        # What each page bound for the relay's leg: the cut line, or Chromium's kept last one.
+        want = cut or "sha-512"
+        assert out_a["remote_selected"].startswith(want + " ")
+        assert out_b["remote_selected"].startswith(want + " ")
+        sent = [line for sdp in relay.a.sent_sdp + relay.b.sent_sdp for line in sdp.split("\r\n")
+                if line.startswith("a=fingerprint:")]
+        assert len(sent) == (2 if cut else 6)
+        # The relay really relayed: each HELLO crossed (and named the relay's certificate
+        # as seen by the sender), and no AUTH was ever sent.
+        relayed = relay.relayed
+        assert [len(relayed["a->b"]), len(relayed["b->a"])] == [1, 1]
+        hello_a = parse_message(bytes(relayed["a->b"][0]))  # type: ignore[arg-type]
+        assert isinstance(hello_a, HelloMessage) and hello_a.role.name == "OFFERER"
+        assert str(hello_a.receiver_fingerprint) == out_a["remote_selected"]
+    finally:
+        peer_thread.run(relay.close())
+        peer_thread.run(relay.a.signaling.close())
