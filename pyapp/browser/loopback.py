@@ -1,4 +1,4 @@
-"""Two PeerConnections in one page, signaling each other directly.
+"""Two Connections in one page, signaling each other directly.
 
 Useful for tests, benchmarks and trying the API in the console: no server is
 involved, but the WebRTC path (ICE, DTLS, SCTP) is the browser's real one.
@@ -18,22 +18,22 @@ import asyncio
 from typing import Any
 
 from pyapp.browser._ffi import spawn
-from pyapp.browser.peer import PeerConnection
+from pyapp.browser.connection import Connection
 
 __all__ = ["connected_pair", "loopback_pair"]
 
 
-def loopback_pair(**kwargs: Any) -> tuple[PeerConnection, PeerConnection]:
-    """Two PeerConnections wired to each other's ``handle_signal`` (not yet negotiated).
+def loopback_pair(**kwargs: Any) -> tuple[Connection, Connection]:
+    """Two Connections wired to each other's ``handle_signal`` (not yet negotiated).
 
     The first is impolite, the second polite. Signals are delivered as tasks, in
     order, like a real signaling channel would.
     """
-    a_box: list[PeerConnection] = []
-    b_box: list[PeerConnection] = []
+    a_box: list[Connection] = []
+    b_box: list[Connection] = []
     queues: dict[str, asyncio.Queue[dict[str, Any]]] = {"a": asyncio.Queue(), "b": asyncio.Queue()}
 
-    async def pump(name: str, target: list[PeerConnection]) -> None:
+    async def pump(name: str, target: list[Connection]) -> None:
         queue = queues[name]
         while True:
             message = await queue.get()
@@ -42,8 +42,8 @@ def loopback_pair(**kwargs: Any) -> tuple[PeerConnection, PeerConnection]:
                 return
             await pc.handle_signal(message)
 
-    a = PeerConnection(signal=lambda m: queues["b"].put_nowait(m), polite=False, **kwargs)
-    b = PeerConnection(signal=lambda m: queues["a"].put_nowait(m), polite=True, **kwargs)
+    a = Connection(signal=lambda m: queues["b"].put_nowait(m), polite=False, **kwargs)
+    b = Connection(signal=lambda m: queues["a"].put_nowait(m), polite=True, **kwargs)
     a_box.append(a)
     b_box.append(b)
     tasks = [spawn(pump("a", a_box), "loopback signaling to a"),
@@ -55,7 +55,7 @@ def loopback_pair(**kwargs: Any) -> tuple[PeerConnection, PeerConnection]:
 
 
 async def connected_pair(label: str = "pyapp-probe", timeout: float = 10.0,
-                         **kwargs: Any) -> tuple[PeerConnection, PeerConnection]:
+                         **kwargs: Any) -> tuple[Connection, Connection]:
     """A loopback pair that has finished connecting (a data channel forces negotiation).
 
     The channel used to trigger negotiation is closed again before returning.

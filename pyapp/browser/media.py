@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, Any
 import js
 from pyodide.ffi import JsException
 
-from pyapp.browser._ffi import ProxyOwner, await_js, is_null, js_object, spawn
+from pyapp.browser._ffi import await_js, is_null, js_object, spawn
 from pyapp.core.power import PowerSettings
 from pyapp.exceptions import BrowserError, PyAppError, UnsupportedFeatureError
 
@@ -108,9 +108,8 @@ class MediaTuner:
         self.errors: list[PyAppError] = []
         self._origins: dict[str, _TrackOrigin] = {}
         self._lock = asyncio.Lock()
-        self._owner = ProxyOwner("media tuner")
-        self._owner.listen(pc.js_pc, "negotiationneeded", self._on_maybe_new_sender)
-        self._owner.listen(pc.js_pc, "signalingstatechange", self._on_signaling)
+        pc.events.on("negotiationneeded", self._on_maybe_new_sender)
+        pc.events.on("signalingstatechange", self._on_signaling)
         pc.events.on("connectionstatechange", self._on_state)
 
     # ------------------------------------------------------------------ public
@@ -158,8 +157,9 @@ class MediaTuner:
 
     def close(self) -> None:
         """Stop following the connection; safe to call twice."""
+        self.pc.events.off("negotiationneeded", self._on_maybe_new_sender)
+        self.pc.events.off("signalingstatechange", self._on_signaling)
         self.pc.events.off("connectionstatechange", self._on_state)
-        self._owner.close()
 
     # ------------------------------------------------------------------ internals
 
@@ -222,12 +222,12 @@ class MediaTuner:
             if str(track.readyState) != "ended":  # a camera stopped meanwhile is no error
                 self.errors.append(exc)
 
-    def _on_maybe_new_sender(self, _event: Any) -> None:
+    def _on_maybe_new_sender(self) -> None:
         if self.caps is not None:
             spawn(self.reapply(), "tuning a new video sender")
 
-    def _on_signaling(self, _event: Any) -> None:
-        if self.caps is not None and self.pc.signaling_state == "stable":
+    def _on_signaling(self, state: str) -> None:
+        if self.caps is not None and state == "stable":
             spawn(self.reapply(), "tuning video senders after negotiation")
 
     def _on_state(self, state: str) -> None:

@@ -60,7 +60,8 @@ from typing import TYPE_CHECKING, Any
 
 from pyapp._events import Emitter
 from pyapp.browser._ffi import ProxyOwner, _report, guard, spawn, translate_js_error
-from pyapp.browser.stats import channel_statistics, mux_session, stats_poller
+from pyapp.browser.peer import PeerConnection
+from pyapp.browser.stats import channel_statistics, stats_poller
 from pyapp.core.framing import Reliability
 from pyapp.core.probe import Prober, ProbeStatistics, respond
 from pyapp.core.quality import ConnectionQuality, QualityTracker
@@ -75,8 +76,8 @@ from pyapp.exceptions import (
 )
 
 if TYPE_CHECKING:
+    from pyapp.browser.connection import Connection
     from pyapp.browser.mux import MultiplexedChannel, MuxSession
-    from pyapp.browser.peer import PeerConnection
 
 __all__ = [
     "PROBE_LABEL",
@@ -215,8 +216,9 @@ class QualityMonitor:
     (TimelinePoint), ``error`` (the exception of a failed poll).
     """
 
-    def __init__(self, pc: PeerConnection, interval: float = 1.0,
+    def __init__(self, pc: PeerConnection | Connection, interval: float = 1.0,
                  callback: QualityCallback | None = None, *,
+                 session: MuxSession | None = None,
                  probe: bool | None = None, probe_interval: float | None = None,
                  probe_timeout: float | None = None, probe_window: int = 20,
                  history: int = 300, lost_timeout: float = 5.0,
@@ -228,7 +230,11 @@ class QualityMonitor:
             _check_interval(probe_interval)
         if history < 1:
             raise InvalidArgumentError(f"history must be >= 1, got {history}")
-        self.pc = pc
+        peer = pc if isinstance(pc, PeerConnection) else pc.peer
+        self.pc = peer
+        """The wrapper whose stats are polled."""
+        self.session = session
+        """The multiplexer the probe runs on (None: the connection's, when it has one)."""
         self.callback = callback
         self.events = Emitter()
         self._interval = float(interval)
@@ -275,7 +281,12 @@ class QualityMonitor:
         self._closed = False
         self._failing = 0
         self._loop = asyncio.get_event_loop()
-        pc.events.on("connectionstatechange", self._on_pc_state)
+        peer.events.on("connectionstatechange", self._on_pc_state)
+
+    def _mux(self) -> MuxSession | None:
+        if self.session is not None:
+            return self.session
+        return self.pc.connection.mux
 
     # ------------------------------------------------------------------ properties
 
@@ -320,7 +331,7 @@ class QualityMonitor:
             # Two long-lived proxies instead of a Promise->Future bridge (and a task) per poll.
             self._owner = ProxyOwner("quality monitor")
             self._js_poller = stats_poller(
-                self.pc.js_pc,
+                self.pc,
                 self._owner.proxy(guard(self._on_stats_json, "quality monitor poll")),
                 self._owner.proxy(guard(self._on_stats_error, "quality monitor poll")))
         now = self._clock()
@@ -429,11 +440,11 @@ class QualityMonitor:
     def _open_probe(self, now: float) -> None:
         if self._probe_mode is False:
             return
-        session = mux_session(self.pc)
+        session = self._mux()
         if session is None:
             if not self._probe_mode:
                 return
-            session = self.pc.multiplexer()
+            session = self.session = self.pc.connection.multiplexer()
         answer_probes(session)
         channel = session.create_multiplexed_channel(
             label=PROBE_LABEL, reliability=Reliability.UNRELIABLE, priority=Priority.HIGH)
@@ -513,7 +524,7 @@ class QualityMonitor:
         started = time.perf_counter()
         try:
             stats = parse_stats(json.loads(text), self._clock())
-            channels = channel_statistics(mux_session(self.pc))
+            channels = channel_statistics(self._mux())
             if channels:
                 stats = replace(stats, channels=channels)
             quality = self._sample(stats)

@@ -1,4 +1,8 @@
-"""``PeerConnection``: an RTCPeerConnection driven from Python, with perfect negotiation.
+"""``PeerConnection``: the thin wrapper of one RTCPeerConnection, with perfect negotiation.
+
+It knows negotiation, data channels, tracks, states and events, and nothing of
+pyapp's features: :class:`~pyapp.browser.connection.Connection` composes those
+(multiplexer, media, power, stats, monitoring, security) around one wrapper.
 
 Signaling is pluggable: give the connection a ``signal`` callable that delivers
 a JSON-able dict to the remote peer (e.g. through
@@ -22,7 +26,7 @@ import asyncio
 import inspect
 from collections.abc import Awaitable, Callable
 from types import SimpleNamespace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import js
 
@@ -41,13 +45,14 @@ from pyapp.exceptions import (
 )
 
 if TYPE_CHECKING:
-    from pyapp.browser.auth import AuthResult
+    from pyapp.browser.auth import AuthResult, SecurityState
+    from pyapp.browser.connection import Connection
     from pyapp.browser.identity import Identity
+    from pyapp.browser.media import MediaTuner
     from pyapp.browser.monitor import QualityCallback, QualityMonitor
     from pyapp.browser.mux import MultiplexedChannel, MuxSession
-    from pyapp.core.stats import ConnectionStatistics
 
-__all__ = ["PeerConnection", "WebRtcConnection", "IceServer", "SignalFn"]
+__all__ = ["IceServer", "PeerConnection", "SignalFn"]
 
 SignalFn = Callable[[dict[str, Any]], Awaitable[None] | None]
 IceServer = dict[str, Any]
@@ -109,10 +114,15 @@ class PeerConnection:
     """Python face of one RTCPeerConnection.
 
     Events (``pc.events.on(name, callback)``): ``connectionstatechange``,
-    ``iceconnectionstatechange``, ``signalingstatechange`` (callback gets the new
-    state), ``datachannel`` (a :class:`DataChannel` the peer opened), ``track``
-    (the JS RTCTrackEvent), ``error`` (an exception from negotiation).
+    ``iceconnectionstatechange``, ``signalingstatechange``, ``sctpstatechange``
+    (callback gets the new state), ``negotiationneeded`` (no argument),
+    ``datachannel`` (a :class:`DataChannel` the peer opened), ``track`` (the JS
+    RTCTrackEvent), ``error`` (an exception from negotiation), ``closing`` (no
+    argument; :meth:`close` started, channels still open).
     """
+
+    #: Builds the facade for :attr:`connection`; set by :mod:`pyapp.browser.connection`.
+    facade_factory: ClassVar[Callable[[PeerConnection], Connection] | None] = None
 
     def __init__(self, signal: SignalFn | None = None, *, polite: bool = True,
                  ice_servers: list[IceServer] | None = None,
@@ -124,7 +134,8 @@ class PeerConnection:
         self.js_pc = call_js(js.RTCPeerConnection.new, js_object(config))
         self.events = Emitter()
         self.channels: list[DataChannel] = []
-        self._mux: MuxSession | None = None
+        self._connection: Connection | None = None
+        self._sctp: Any = None
         self._owner = ProxyOwner("peer connection")
         self._signal_lock = asyncio.Lock()
         self._state_changed = asyncio.Event()
@@ -174,8 +185,27 @@ class PeerConnection:
         return None if is_null(size) or not size else int(size)
 
     @property
+    def sctp_state(self) -> str | None:
+        """``pc.sctp.state`` (``connecting``, ``connected``, ``closed``), None before SCTP exists."""
+        sctp = self.js_pc.sctp
+        return None if is_null(sctp) else str(sctp.state)
+
+    @property
     def closed(self) -> bool:
         return self._closed
+
+    def _watch_sctp(self) -> None:
+        # pc.sctp appears with the first description that has a data section;
+        # its statechange ("closed") is how a remote hang-up shows at once, while
+        # ICE only notices after consent freshness fails (~15-30 s).
+        if self._sctp is not None or self._closed:
+            return
+        sctp = self.js_pc.sctp
+        if is_null(sctp):
+            return
+        self._sctp = sctp
+        self._owner.listen(sctp, "statechange",
+                           lambda _event: self.events.emit("sctpstatechange", str(sctp.state)))
 
     def _state_listener(self, name: str) -> Callable[[Any], None]:
         getter = {"connectionstatechange": "connectionState",
@@ -184,6 +214,7 @@ class PeerConnection:
 
         def listener(_event: Any) -> None:
             self._state_changed.set()
+            self._watch_sctp()
             self.events.emit(name, str(getattr(self.js_pc, getter)))
 
         return listener
@@ -228,6 +259,7 @@ class PeerConnection:
     async def _on_negotiation_needed(self, _event: Any) -> None:
         if self._closed:
             return
+        self.events.emit("negotiationneeded")
         self.negotiation.making_offer = True
         try:
             await await_js(self.js_pc.setLocalDescription())
@@ -333,209 +365,95 @@ class PeerConnection:
         js_channel = call_js(self.js_pc.createDataChannel, label, js_object(init))
         return self._wrap_channel(js_channel)
 
-    # ------------------------------------------------------------------ multiplexing (issue 3)
-
-    def multiplexer(self, **options: Any) -> MuxSession:
-        """This connection's :class:`~pyapp.browser.mux.MuxSession` (created on first use).
-
-        Both peers must call it (it creates two negotiated data channels). Options
-        (first call only) go to MuxSession, e.g. ``high_water``, ``inbox_limit``,
-        ``max_message_bytes``.
-        """
-        if self._mux is None:
-            if self._closed:
-                raise ConnectionClosedError("peer connection is closed")
-            from pyapp.browser.mux import MuxSession
-
-            self._mux = MuxSession(self, **options)
-        elif options:
-            raise LocalProtocolError("the multiplexer already exists; options apply on first use")
-        return self._mux
-
-    def detach_multiplexer(self) -> MuxSession | None:
-        """Take the MuxSession off this connection (to resume it on another one) so that
-        closing this connection does not fail its channels."""
-        session, self._mux = self._mux, None
-        if session is not None:
-            session.transport_lost()
-        return session
-
-    def adopt_multiplexer(self, session: MuxSession) -> None:
-        """Continue ``session`` (detached from a previous connection to the same peer) here.
-
-        Both peers adopt their session on the new connection; every reliable
-        message not yet acknowledged is replayed and duplicates are dropped.
-        """
-        if self._closed:
-            raise ConnectionClosedError("peer connection is closed")
-        if self._mux is not None:
-            raise LocalProtocolError("this connection already has a multiplexer")
-        session.resume_on(self)
-        self._mux = session
-
-    def create_multiplexed_channel(self, channel_id: int | None = None, *, label: str = "",
-                                   reliability: Reliability | None = None,
-                                   priority: Priority | None = None) -> MultiplexedChannel:
-        """Open a logical channel over this connection's multiplexer (seed API).
-
-        Example::
-
-            orders = pc.create_multiplexed_channel(label="orders")
-            await orders.send(b"bid 42")
-        """
-        return self.multiplexer().create_multiplexed_channel(
-            channel_id, label=label, reliability=reliability, priority=priority)
-
-    def create_data_channel_with_reliability(self, label: str,
-                                             reliability: Reliability) -> MultiplexedChannel:
-        """A logical channel with a reliability (seed API).
-
-        Example::
-
-            ticks = pc.create_data_channel_with_reliability("ticks", DataChannelReliability.UNRELIABLE)
-        """
-        return self.multiplexer().create_data_channel_with_reliability(label, reliability)
-
-    def create_data_channel_with_priority(self, label: str, priority: Priority,
-                                          reliability: Reliability | None = None) -> MultiplexedChannel:
-        """A logical channel with a priority, and optionally a reliability (seed API).
-
-        Example::
-
-            urgent = pc.create_data_channel_with_priority("cancel", DataChannelPriority.HIGH)
-        """
-        return self.multiplexer().create_data_channel_with_priority(label, priority, reliability)
-
     def add_track(self, track: Any, *streams: Any) -> Any:
         """``pc.addTrack(track, ...streams)``; returns the JS RTCRtpSender."""
         if self._closed:
             raise ConnectionClosedError("peer connection is closed")
         return call_js(self.js_pc.addTrack, track, *streams)
 
+    def remove_track(self, sender: Any) -> None:
+        """``pc.removeTrack(sender)`` (no-op once closed)."""
+        if not self._closed:
+            call_js(self.js_pc.removeTrack, sender)
+
     def get_senders(self) -> list[Any]:
         return list(self.js_pc.getSenders())
 
+    def get_transceivers(self) -> list[Any]:
+        return list(self.js_pc.getTransceivers())
+
+    def get_stats_report(self) -> Any:
+        """Start ``getStats()``: the JS Promise of the report (a JS Map).
+
+        Raises ConnectionClosedError when the connection is closed.
+        """
+        if self._closed:
+            raise ConnectionClosedError("peer connection is closed")
+        return call_js(self.js_pc.getStats)
+
     async def get_stats_raw(self) -> list[dict[str, Any]]:
         """``getStats()`` as a list of plain dicts (the report is a JS Map)."""
-        report = await await_js(self.js_pc.getStats())
+        report = await await_js(self.get_stats_report())
         return [value.to_py() if hasattr(value, "to_py") else dict(value)
                 for value in report.values()]
 
-    # ------------------------------------------------------------------ mobile & power (issue 6)
+    # ------------------------------------------------------------------ the facade (transitional)
 
     @property
-    def media_tuner(self) -> Any:
-        """This connection's :class:`pyapp.browser.media.MediaTuner` (created on first use)."""
-        tuner = getattr(self, "_media_tuner", None)
-        if tuner is None:
-            from pyapp.browser.media import MediaTuner
+    def connection(self) -> Connection:
+        """The :class:`~pyapp.browser.connection.Connection` that owns this wrapper.
 
-            tuner = self._media_tuner = MediaTuner(self)
-        return tuner
-
-    async def set_mobile_options(self, is_mobile: bool) -> None:
-        """Mobile video caps on every video sender and track (seed 4.1); False restores desktop.
-
-        Mobile: ``maxBitrate`` 128 kbit/s and ``maxFramerate`` 15 on every encoding,
-        ``applyConstraints({width: 320, height: 240, frameRate: 15})`` on the video
-        tracks. Tracks added later get the current settings. Example::
-
-            await pc.set_mobile_options(read_device_profile().is_mobile)
+        Made on first use for a bare PeerConnection. Prefer building a
+        ``Connection`` directly: it holds the features (multiplexer, media,
+        power, stats, monitoring, security).
         """
-        from pyapp.browser.media import MOBILE_CAPS
+        if self._connection is None:
+            factory = PeerConnection.facade_factory
+            if factory is None:
+                raise LocalProtocolError(
+                    "no connection facade: import pyapp.browser (or pyapp.browser.connection) first")
+            self._connection = factory(self)
+        return self._connection
 
-        if is_mobile:
-            await self.media_tuner.apply(MOBILE_CAPS)
-        else:
-            await self.media_tuner.restore()
+    def bind_connection(self, connection: Connection) -> None:
+        """Called by the facade that owns this wrapper (one facade per wrapper)."""
+        if self._connection is not None and self._connection is not connection:
+            raise LocalProtocolError("this PeerConnection already belongs to another Connection")
+        self._connection = connection
 
-    async def set_battery_aware_options(self, power: Any = None) -> Any:
-        """Let the battery policy cap this connection's video (seed 4.2); returns the manager.
+    # Transitional: the feature methods callers used on PeerConnection before the
+    # facade existed. Each forwards to ``self.connection`` (the wrapper imports no feature).
 
-        ``power`` is a :class:`pyapp.browser.power.PowerManager`; without one the
-        page-wide manager (``PowerManager.shared()``) is used. Example::
+    def multiplexer(self, **options: Any) -> MuxSession:
+        """Same as :meth:`Connection.multiplexer` (transitional; use a Connection)."""
+        return self.connection.multiplexer(**options)
 
-            power = await PowerManager.open()
-            await pc.set_battery_aware_options(power)   # 64 kbit/s @ 10 fps below 20 %
-        """
-        from pyapp.browser.power import PowerManager
-
-        if power is None:
-            power = await PowerManager.shared()
-        power.add_video(self.media_tuner)
-        if self._mux is not None:
-            # Power saving pauses VERY_LOW bulk and unreliable low-priority traffic.
-            power.register(self._mux)
-        await power.settled()
-        return power
-
-    # ------------------------------------------------------------------ statistics & quality (issue 7)
-
-    async def get_statistics(self) -> ConnectionStatistics:
-        """A getStats snapshot, parsed (see :func:`pyapp.browser.stats.get_statistics`).
-
-        Example::
-
-            stats = await pc.get_statistics()
-            print(stats.bytes_sent, stats.round_trip_time, stats.data_channels_opened)
-        """
-        from pyapp.browser.stats import get_statistics
-
-        return await get_statistics(self)
+    def create_multiplexed_channel(self, channel_id: int | None = None, *, label: str = "",
+                                   reliability: Reliability | None = None,
+                                   priority: Priority | None = None) -> MultiplexedChannel:
+        """Same as :meth:`Connection.create_multiplexed_channel` (transitional)."""
+        return self.connection.create_multiplexed_channel(
+            channel_id, label=label, reliability=reliability, priority=priority)
 
     @property
-    def quality_monitor(self) -> QualityMonitor | None:
-        """The monitor started by :meth:`start_connection_quality_monitoring`, if any."""
-        monitor: QualityMonitor | None = getattr(self, "_quality_monitor", None)
-        return monitor
+    def media_tuner(self) -> MediaTuner:
+        """Same as :attr:`Connection.media` (transitional)."""
+        return self.connection.media
+
+    @property
+    def security(self) -> SecurityState:
+        """Same as :attr:`Connection.security` (transitional)."""
+        return self.connection.security
+
+    async def authenticate(self, identity: Identity, **options: Any) -> AuthResult:
+        """Same as :meth:`Connection.authenticate` (transitional)."""
+        return await self.connection.authenticate(identity, **options)
 
     def start_connection_quality_monitoring(self, interval: float = 1.0,
                                             callback: QualityCallback | None = None,
                                             **options: Any) -> QualityMonitor:
-        """Poll quality every ``interval`` s and call ``callback(ConnectionQuality)`` (seed 5.2).
-
-        Replaces a monitor started earlier. Options go to
-        :class:`~pyapp.browser.monitor.QualityMonitor` (``probe``, ``history`` ...).
-
-        Example::
-
-            monitor = pc.start_connection_quality_monitoring(1.0, lambda q: print(q.label))
-            monitor.set_interval(5.0)
-            pc.stop_connection_quality_monitoring()
-        """
-        from pyapp.browser.monitor import QualityMonitor
-
-        self.stop_connection_quality_monitoring()
-        monitor = QualityMonitor(self, interval, callback, **options)
-        monitor.start()
-        self._quality_monitor: QualityMonitor | None = monitor
-        return monitor
-
-    def stop_connection_quality_monitoring(self) -> None:
-        """Stop and drop the monitor (no-op without one)."""
-        monitor = self.quality_monitor
-        if monitor is not None:
-            self._quality_monitor = None
-            monitor.close()
-
-    # ------------------------------------------------------------------ security (issue 4)
-
-    async def authenticate(self, identity: Identity, **options: Any) -> AuthResult:
-        """Mutually authenticate the peer (see :func:`pyapp.browser.auth.authenticate`).
-
-        Returns an :class:`~pyapp.browser.auth.AuthResult`; on any failure closes
-        this connection and raises AuthenticationError with a ``reason``.
-        Options: ``expected_peer_id``, ``known_peers``, ``contact``, ``timeout``.
-
-        Example::
-
-            me = await load_identity()
-            result = await pc.authenticate(me, expected_peer_id="abcd-efgh-...", timeout=10)
-            print(result.peer_id)
-        """
-        from pyapp.browser.auth import authenticate
-
-        return await authenticate(self, identity, **options)
+        """Same as :meth:`Connection.start_connection_quality_monitoring` (transitional)."""
+        return self.connection.start_connection_quality_monitoring(interval, callback, **options)
 
     # ------------------------------------------------------------------ lifetime
 
@@ -545,8 +463,7 @@ class PeerConnection:
             return
         self._closed = True
         local, remote = self.local_description, self.remote_description
-        if self._mux is not None:
-            self._mux.fail("connection closed")
+        self.events.emit("closing")  # the facade fails its features before the channels close
         for channel in list(self.channels):
             channel.close()
         try:
@@ -563,13 +480,10 @@ class PeerConnection:
             for channel in self.channels:
                 channel.peer_connection = None
             self.channels.clear()
-            self._mux = None
+            self._sctp = None
             self._signal_fn = None
             self.js_pc = _ClosedPeerConnection(local, remote)
 
     def __repr__(self) -> str:
         return f"<PeerConnection {self.connection_state} polite={self.polite}>"
 
-
-WebRtcConnection = PeerConnection
-"""The seed's name for :class:`PeerConnection`."""

@@ -1,13 +1,14 @@
 """``ReconnectSupervisor``: applies :class:`~pyapp.core.reconnect.ReconnectPolicy` to a connection.
 
-It watches the current PeerConnection's ``iceConnectionState``, feeds it to the
+It watches the current Connection's ``iceConnectionState``, feeds it to the
 sans-I/O policy together with the loop's clock, and carries out the policy's
-commands: ``RestartIce`` calls :meth:`PeerConnection.restart_ice` (perfect
+commands: ``RestartIce`` calls :meth:`Connection.restart_ice` (perfect
 negotiation sends the new offer), ``Redial`` hangs the old connection up and
 asks ``redial()`` for a fresh one, ``GiveUp`` closes it for good. Every step is
 reported as a ``reconnect`` event (the core's :class:`ReconnectEvent` objects),
-so the UI and the log can show it. One asyncio timer handle, re-armed from
-``policy.get_timer()``, drives the policy's timers.
+so the UI and the log can show it. One
+:class:`~pyapp.browser.timer.TimerDriver`, re-armed from ``policy.get_timer()``,
+drives the policy's timers.
 
 Example (in the page)::
 
@@ -24,7 +25,7 @@ Example (in the page)::
 
 Events (``sup.events.on(name, callback)``): ``reconnect`` (a
 :class:`~pyapp.core.reconnect.ReconnectEvent`), ``connection`` (the new
-:class:`PeerConnection` after a successful redial), ``closed`` (a reason
+:class:`Connection` after a successful redial), ``closed`` (a reason
 string: the connection closed by itself, or the policy gave up, or
 :meth:`close` was called).
 """
@@ -38,7 +39,8 @@ from typing import Any
 
 from pyapp._events import Emitter
 from pyapp.browser._ffi import spawn
-from pyapp.browser.peer import PeerConnection
+from pyapp.browser.connection import Connection
+from pyapp.browser.timer import TimerDriver
 from pyapp.core.reconnect import (
     GiveUp,
     RandomSource,
@@ -51,9 +53,9 @@ from pyapp.exceptions import ConnectionClosedError, PyAppError
 
 __all__ = ["ReconnectSupervisor", "RedialFn", "HangUpFn"]
 
-RedialFn = Callable[[], Awaitable[PeerConnection]]
+RedialFn = Callable[[], Awaitable[Connection]]
 """Dial a fresh connection to the same peer; returns it once connected."""
-HangUpFn = Callable[[PeerConnection], None]
+HangUpFn = Callable[[Connection], None]
 """Close a connection that is being replaced (and tell the remote, if the dialer can)."""
 
 
@@ -68,7 +70,7 @@ class ReconnectSupervisor:
     ``max_delay``, ``max_attempts``) unless ``policy`` is given.
     """
 
-    def __init__(self, pc: PeerConnection, redial: RedialFn | None = None, *,
+    def __init__(self, pc: Connection, redial: RedialFn | None = None, *,
                  hang_up: HangUpFn | None = None, policy: ReconnectPolicy | None = None,
                  rng: RandomSource | None = None, **policy_args: Any) -> None:
         self.policy = policy or ReconnectPolicy(rng or random.Random(), **policy_args)
@@ -81,7 +83,7 @@ class ReconnectSupervisor:
         self._redial = redial
         self._hang_up: HangUpFn = hang_up or (lambda old: old.close())
         self._loop = asyncio.get_event_loop()
-        self._timer: asyncio.TimerHandle | None = None
+        self._timer = TimerDriver(self._get_timer, self._on_timer)
         self._redial_task: asyncio.Task[Any] | None = None
         self._session: Any = None  # a MuxSession carried across a redial
         self.resume_token: str | None = None
@@ -91,7 +93,7 @@ class ReconnectSupervisor:
 
     # ------------------------------------------------------------------ wiring
 
-    def _attach(self, pc: PeerConnection) -> None:
+    def _attach(self, pc: Connection) -> None:
         self.pc = pc
         pc.events.on("iceconnectionstatechange", self._on_ice_state)
         pc.events.on("connectionstatechange", self._on_connection_state)
@@ -100,13 +102,13 @@ class ReconnectSupervisor:
         # would ignore the first "disconnected" (it waits for "connected" first).
         self._feed(pc.ice_connection_state)
 
-    def _detach(self, pc: PeerConnection) -> None:
+    def _detach(self, pc: Connection) -> None:
         pc.events.off("iceconnectionstatechange", self._on_ice_state)
         pc.events.off("connectionstatechange", self._on_connection_state)
         pc.events.off("signalingstatechange", self._on_signaling_state)
 
     def _now(self) -> float:
-        return self._loop.time()
+        return self._timer.now()
 
     def _on_ice_state(self, state: str) -> None:
         self._feed(state)
@@ -129,19 +131,15 @@ class ReconnectSupervisor:
             return
         self._apply(self.policy.state_changed(state, self._now()))
 
-    def _on_timer(self) -> None:
-        self._timer = None
+    def _get_timer(self) -> float | None:
+        return None if self.closed else self.policy.get_timer()
+
+    def _on_timer(self, now: float) -> None:
         if not self.closed:
-            self._apply(self.policy.handle_timer(self._now()))
+            self._apply(self.policy.handle_timer(now))
 
     def _rearm(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        when = self.policy.get_timer()
-        if when is not None and not self.closed:
-            # call_later, not call_at: Pyodide's WebLoop refuses times in the past.
-            self._timer = self._loop.call_later(max(0.0, when - self._now()), self._on_timer)
+        self._timer.rearm()
 
     # ------------------------------------------------------------------ commands
 
@@ -227,9 +225,7 @@ class ReconnectSupervisor:
         self.closed = True
         self.close_reason = reason
         self.policy.close(self._now())
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self._timer.cancel()
         if self._redial_task is not None and not self._redial_task.done():
             self._redial_task.cancel()
         self._detach(self.pc)
@@ -246,7 +242,7 @@ class ReconnectSupervisor:
         """Stop supervising and close the current connection. Safe to call twice."""
         self._finish(reason)
 
-    def check_open(self) -> PeerConnection:
+    def check_open(self) -> Connection:
         """The current connection; raises ConnectionClosedError once the supervisor is closed."""
         if self.closed:
             raise ConnectionClosedError(f"connection is gone: {self.close_reason}")

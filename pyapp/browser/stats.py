@@ -90,7 +90,7 @@ def _to_json_fn() -> Any:
     return _TO_JSON
 
 
-def stats_poller(js_pc: Any, done: Any, fail: Any) -> Any:
+def stats_poller(pc: PeerConnection, done: Any, fail: Any) -> Any:
     """A JS object whose ``poll(token)`` runs getStats and calls ``done(token, json_text)``
     or ``fail(token, error)``; after ``cancel()`` it calls neither.
 
@@ -110,7 +110,9 @@ def stats_poller(js_pc: Any, done: Any, fail: Any) -> Any:
               },
               cancel() { alive = false; },
             };""")
-    return _POLLER(js_pc, done, fail)
+    if pc.closed:
+        raise ConnectionClosedError("peer connection is closed")
+    return _POLLER(pc.js_pc, done, fail)
 
 
 def request_report(pc: PeerConnection) -> Any:
@@ -118,9 +120,7 @@ def request_report(pc: PeerConnection) -> Any:
 
     Raises ConnectionClosedError when the connection is closed.
     """
-    if pc.closed:
-        raise ConnectionClosedError("peer connection is closed")
-    return call_js(pc.js_pc.getStats)
+    return pc.get_stats_report()
 
 
 def report_json(report: Any) -> list[dict[str, Any]]:
@@ -153,20 +153,18 @@ def _channel(label: str, s: ChannelStats) -> ChannelStatistics:
 
 
 def mux_session(pc: PeerConnection) -> MuxSession | None:
-    """The connection's MuxSession if one was created (never creates one)."""
-    # PeerConnection.multiplexer() creates the session on first use; here we only look.
-    session: MuxSession | None = getattr(pc, "_mux", None)
-    return session
+    """The MuxSession of ``pc``'s connection if one was created (never creates one)."""
+    return pc.connection.mux
 
 
-async def get_statistics(pc: PeerConnection, *,
+async def get_statistics(pc: PeerConnection, *, session: MuxSession | None = None,
                          now: Callable[[], float] = time.monotonic) -> ConnectionStatistics:
     """A :class:`~pyapp.core.stats.ConnectionStatistics` snapshot of ``pc``.
 
     ``timestamp`` is ``now()`` (seconds, monotonic by default) when the report
     arrived. Fields the browser does not report are None (Firefox: no transport
     byte counters, no ``availableOutgoingBitrate``). ``channels`` lists the
-    multiplexer's logical channels. Raises ConnectionClosedError on a closed
+    multiplexer's logical channels (``session``, else the connection's). Raises ConnectionClosedError on a closed
     connection and BrowserError if ``getStats`` fails.
 
     Example::
@@ -177,7 +175,7 @@ async def get_statistics(pc: PeerConnection, *,
     """
     report = await await_js(request_report(pc))
     stats = parse_stats(report_json(report), now())
-    channels = channel_statistics(mux_session(pc))
+    channels = channel_statistics(session if session is not None else mux_session(pc))
     if channels:
         stats = replace(stats, channels=channels)
     return stats

@@ -5,13 +5,13 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from pyapp.browser import DataChannel, PeerConnection
+from pyapp.browser import Connection, DataChannel, PeerConnection
 from pyapp.browser._ffi import live_proxies
 from pyapp.browser.loopback import connected_pair, loopback_pair
 from pyapp.exceptions import BrowserError, LocalProtocolError, MessageTooLargeError
 
 
-def _first_channel(pc: PeerConnection) -> asyncio.Future[DataChannel]:
+def _first_channel(pc: PeerConnection | Connection) -> asyncio.Future[DataChannel]:
     got: asyncio.Future[DataChannel] = asyncio.get_event_loop().create_future()
 
     def arrived(channel: DataChannel) -> None:
