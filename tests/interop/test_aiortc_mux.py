@@ -1,0 +1,125 @@
+"""The page's multiplexer against a second implementation written from docs/wire-format.md alone
+(tests/interop/doc_mux.py), running on aiortc."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from pyapp.core.security.envelope import SecureChannel
+from pyapp.core.security.interface import SignatureAlgorithm
+from pyapp.core.security.keys import Role
+from tests.conftest import PyPage, ServerProcess
+from tests.interop.conftest import Link, connect
+from tests.interop.doc_mux import DocMux
+from tests.support.aiortc_peer import PeerThread, authenticate
+from tests.support.oracle_crypto import OracleCrypto
+
+pytestmark = [pytest.mark.e2e, pytest.mark.interop]
+
+BIG = bytes(range(256)) * 160  # 40960 bytes: three fragments
+
+PAGE = """
+MUX = PC.multiplexer()
+await MUX.wait_open(15)
+orders = PC.create_multiplexed_channel(label="orders")
+await orders.send("buy 1 @ 42")
+await orders.send(bytes(range(256)) * 160)
+theirs = await MUX.accept(15)
+got = [theirs.label, theirs.channel_id, await theirs.receive(), (await theirs.receive()).hex()]
+reply = await orders.receive()
+orders.close()
+res = {"orders_id": orders.channel_id, "got": got, "reply": reply,
+       "errors": [str(e) for e in MUX.protocol_errors], "peer_session": MUX.peer_session_id.hex(),
+       "session": MUX.session_id.hex()}
+json.dumps(res)
+"""
+
+
+async def doc_side(link: Link, mux: DocMux) -> dict[str, Any]:
+    await mux.start(15)
+    orders = await mux.accept(15)
+    first, second = await orders.inbox.get(), await orders.inbox.get()
+    fills = mux.open_channel("fills", priority=3)
+    mux.send(fills, "filled 1 @ 42")
+    mux.send(fills, b"\x00\xff")
+    mux.send(orders, "ack: order received")
+    await orders.inbox.get()  # woken by the page's CLOSE
+    return {"label": orders.label, "cid": orders.cid, "first": first, "second_ok": second == BIG,
+            "closed_by_peer": orders.closed_by_peer, "close_sent": orders.close_sent,
+            "fills_id": fills.cid, "hellos": mux.hellos_sent, "acks": mux.acks_received,
+            "session": mux.session_id.hex(), "peer_session": (mux.peer_session_id or b"").hex()}
+
+
+@pytest.mark.parametrize("page_dials", [True, False], ids=["page-offers", "aiortc-offers"])
+def test_page_mux_against_doc_mux_on_aiortc(cpage: PyPage, peer_thread: PeerThread,
+                                            server: ServerProcess, page_dials: bool) -> None:
+    link = connect(cpage, peer_thread, server, page_dials=page_dials)
+    try:
+        # The impolite side (the dialer) takes even ids: computable from the document alone.
+        doc_even = not page_dials
+        mux = peer_thread.run(_make(link, doc_even))
+        fut = peer_thread.submit(doc_side(link, mux))
+        page = link.page.pyjson(PAGE, timeout=60)
+        doc = fut.result(30)
+        page_parity = 0 if page_dials else 1
+        assert page["orders_id"] % 2 == page_parity and doc["cid"] == page["orders_id"]
+        assert page["orders_id"] == page_parity  # the first id of its parity
+        assert doc["label"] == "orders" and doc["first"] == "buy 1 @ 42" and doc["second_ok"]
+        assert page["got"] == ["fills", doc["fills_id"], "filled 1 @ 42", "00ff"]
+        assert doc["fills_id"] == (0 if doc_even else 1)
+        assert page["reply"] == "ack: order received"
+        assert doc["closed_by_peer"] and doc["close_sent"]  # graceful two-way CLOSE
+        # Cumulative ACKs from the page's side: message numbers started at 0.
+        acked = [seq for cid, seq in doc["acks"] if cid == doc["fills_id"]]
+        assert acked and acked[-1] == 2
+        # The hellos carried each side's session id to the other.
+        assert page["peer_session"] == doc["session"] and doc["peer_session"] == page["session"]
+        assert len(bytes.fromhex(doc["peer_session"])) == 8 and doc["hellos"] >= 2
+        assert page["errors"] == []
+    finally:
+        link.close()
+
+
+async def _make(link: Link, even: bool) -> DocMux:
+    return DocMux(link.peer, even=even)
+
+
+def test_send_encrypted_over_a_doc_mux_channel(cpage: PyPage, peer_thread: PeerThread,
+                                               server: ServerProcess) -> None:
+    """Authenticate, then envelopes on a logical channel (the logical id is in the AAD)."""
+    link = connect(cpage, peer_thread, server, page_dials=False)
+    try:
+        async def aiortc_side() -> dict[str, Any]:
+            crypto = OracleCrypto()
+            me = await crypto.generate_signing_key(SignatureAlgorithm.ED25519)
+            done, _ = await authenticate(link.peer, me, Role.OFFERER, crypto=crypto, timeout=15)
+            mux = DocMux(link.peer, even=True)
+            await mux.start(15)
+            ch = mux.open_channel("sealed")
+            sc = SecureChannel.from_keys(crypto, done.keys, Role.OFFERER, ch.cid, reliable=True)
+            loop = asyncio.get_running_loop()
+            mux.send(ch, await sc.seal(b"sealed over the doc mux", loop.time()))
+            reply = await ch.inbox.get()
+            assert isinstance(reply, bytes)
+            return {"cid": ch.cid, "reply": (await sc.open(reply, loop.time())).decode()}
+
+        fut = peer_thread.submit(aiortc_side())
+        page = link.page.pyjson("""
+            from pyapp.browser.secure import send_encrypted, receive_encrypted
+            R = await PC.authenticate(await new_identity(), timeout=15)
+            MUX = PC.multiplexer()
+            await MUX.wait_open(15)
+            ch = await MUX.accept(15)
+            got = (await receive_encrypted(ch)).decode()
+            await send_encrypted(ch, "and back, sealed by the page")
+            json.dumps({"got": got, "cid": ch.channel_id})
+        """, timeout=60)
+        doc = fut.result(30)
+        assert page["got"] == "sealed over the doc mux" and page["cid"] == doc["cid"] == 0
+        assert doc["reply"] == "and back, sealed by the page"
+    finally:
+        link.close()
+
