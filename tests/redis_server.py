@@ -1,9 +1,12 @@
-"""A throwaway redis-server (Debian's) on a free loopback port, for tests and benchmarks.
+"""A throwaway redis-server (Debian's) on a free loopback port, and server instances using it.
 
 Example::
 
     with RedisServer() as r:
         print(r.url)          # redis://127.0.0.1:<port>/0
+        inst = Instance(r.url, ttl=2.0)
+        print(inst.url)       # http://127.0.0.1:<port>
+        inst.kill()           # SIGKILL
 """
 
 from __future__ import annotations
@@ -12,9 +15,12 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
+
+from tests.conftest import ServerProcess
 
 
 def free_port() -> int:
@@ -75,3 +81,28 @@ class RedisServer:
 
     def __exit__(self, *_exc: Any) -> None:
         self.stop()
+
+
+class Instance(ServerProcess):
+    """A server process (``--redis URL`` unless ``redis_url`` is None); a thread drains its log.
+
+    ServerProcess reads only its first line; a server that logs more would fill the pipe
+    and block. ``log`` keeps the lines for a failing test to show.
+    """
+
+    def __init__(self, redis_url: str | None, *extra: str, ttl: float = 2.0) -> None:
+        flags = ("--redis", redis_url, "--presence-ttl", str(ttl)) if redis_url else ()
+        super().__init__(*flags, *extra)
+        self.log: list[str] = []
+        self._drain = threading.Thread(target=self._read, daemon=True)
+        self._drain.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.log.append(line.rstrip())
+
+    def kill(self) -> None:
+        """SIGKILL: no cleanup, nothing told to Redis."""
+        self.proc.kill()
+        self.proc.wait(5)

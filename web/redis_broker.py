@@ -222,7 +222,8 @@ class RedisBroker:
         except TimeoutError:
             await self.close()
             raise BrokerUnavailable(f"could not subscribe to {self.channel} on {self.url}") from None
-        log.info("redis broker: instance %s on %s (presence ttl %g s)",
+        # debug: the first line a server prints is its URL (tests and scripts read it).
+        log.debug("redis broker: instance %s on %s (presence ttl %g s)",
                  self.instance_id, self.url, self.presence_ttl)
 
     async def close(self) -> None:

@@ -1,0 +1,312 @@
+"""Several real server processes sharing rooms through a real redis-server (``--redis``).
+
+Pages on different instances join one room, connect over WebRTC and exchange
+data; an instance killed with SIGKILL leaves no ghost peers; room caps and
+per-address limits hold across instances.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any
+
+import pytest
+
+from tests.conftest import ROOT, PyPage, missing_prerequisite, new_pypage, wait_until
+from tests.redis_server import Instance, RedisServer
+from tests.server_cases import CASES, Client, assert_refused, fresh_address, run_case
+
+pytestmark = pytest.mark.e2e
+
+TTL = 2.0
+"""Presence TTL of the test instances (heartbeats every TTL/3): bounds every wait below."""
+
+
+def instance(redis_url: str, *extra: str) -> Instance:
+    return Instance(redis_url, *extra, ttl=TTL)
+
+
+@pytest.fixture(scope="module")
+def redis_server() -> Iterator[RedisServer]:
+    if shutil.which("redis-server") is None:
+        missing_prerequisite("redis-server is not installed (python3 build.py test installs it)")
+    with RedisServer() as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def pair(redis_server: RedisServer) -> Iterator[tuple[Instance, Instance]]:
+    one, two = instance(redis_server.url), instance(redis_server.url)
+    yield one, two
+    one.stop()
+    two.stop()
+
+
+def members(redis_server: RedisServer, room: str) -> set[str]:
+    import redis
+
+    with redis.Redis.from_url(redis_server.url, decode_responses=True) as r:
+        return set(r.hkeys(f"pyapp:room:{room}"))
+
+
+def run_async(body: Callable[[], Awaitable[None]], timeout: float = 60) -> None:
+    """Run CPython clients on their own thread (sync Playwright owns this thread's loop)."""
+    errors: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            asyncio.run(asyncio.wait_for(body(), timeout))
+        except BaseException as exc:  # re-raised on the test's thread
+            errors.append(exc)
+
+    thread = threading.Thread(target=target)
+    thread.start()
+    thread.join(timeout + 30)
+    assert not thread.is_alive(), "the clients hung"
+    if errors:
+        raise errors[0]
+
+
+# In the page: a signaling client and WebRTC peer connections, one per remote peer.
+# The newcomer dials (impolite); the dialled side answers (polite).
+PEER = """
+import asyncio, json
+from pyapp.browser.signaling import SignalingClient, default_url
+from pyapp.browser.peer import PeerConnection
+client = SignalingClient(default_url())
+events, inbox, pcs, channels, errors = [], [], {}, {}, []
+client.events.on("peer-joined", lambda p: events.append(["joined", p]))
+client.events.on("peer-left", lambda p: events.append(["left", p]))
+
+def listen(peer, ch):
+    channels[peer] = ch
+    ch.events.on("message", lambda m: inbox.append([peer, m]))
+
+def pc_for(peer, polite):
+    if peer not in pcs:
+        pc = PeerConnection(signal=lambda m: client.send_signal(peer, m), polite=polite)
+        pc.events.on("datachannel", lambda ch: listen(peer, ch))
+        pcs[peer] = pc
+    return pcs[peer]
+
+async def apply(sender, data):
+    try:
+        await pc_for(sender, True).handle_signal(data)
+    except Exception as exc:
+        errors.append(repr(exc))
+
+client.events.on("signal", lambda sender, data: asyncio.ensure_future(apply(sender, data)))
+
+async def dial(peer, text):
+    pc = pc_for(peer, False)
+    ch = pc.create_data_channel("chat")
+    listen(peer, ch)
+    await ch.wait_open(20)
+    await ch.send(text)
+
+welcome = await client.join(ROOM)
+json.dumps({"id": client.peer_id, "peers": list(welcome.peers)})
+"""
+
+
+def join(page: PyPage, room: str) -> dict[str, Any]:
+    result: dict[str, Any] = page.pyjson(PEER.replace("ROOM", repr(room)), timeout=30)
+    return result
+
+
+def received(page: PyPage) -> list[list[str]]:
+    return page.pyjson("json.dumps(inbox)")
+
+
+def chat(dialler: PyPage, answerer: PyPage, dialler_id: str, answerer_id: str) -> None:
+    """The dialler connects to the answerer over WebRTC; one message each way."""
+    dialler.py(f"await dial({answerer_id!r}, 'hello from {dialler_id}'); None", timeout=40)
+    wait_until(lambda: [dialler_id, f"hello from {dialler_id}"] in received(answerer), timeout=10)
+    answerer.py(f"await channels[{dialler_id!r}].send('hello back from {answerer_id}'); None")
+    wait_until(lambda: [answerer_id, f"hello back from {answerer_id}"] in received(dialler),
+               timeout=10)
+    for page in (dialler, answerer):
+        assert page.pyjson("json.dumps(errors)") == []
+        assert page.py("pcs[next(iter(pcs))].connection_state") == "connected"
+
+
+def close(*pages: PyPage) -> None:
+    for page in pages:
+        foreign = page.foreign_requests()
+        crashes = [c for c in page.console if c.startswith("pageerror")]
+        page.page.context.close()
+        assert not foreign, f"requests to other origins: {foreign}"
+        assert not crashes, crashes
+
+
+def test_pages_on_two_instances_connect_and_chat(chromium: Any, pair: tuple[Instance, Instance],
+                                                 redis_server: RedisServer) -> None:
+    one, two = pair
+    room = "multi-" + uuid.uuid4().hex[:8]
+    a = new_pypage(chromium, one)
+    b = new_pypage(chromium, two)
+    try:
+        ja = join(a, room)
+        jb = join(b, room)
+        assert ja["peers"] == [] and jb["peers"] == [ja["id"]]
+        wait_until(lambda: a.pyjson("json.dumps(events)") == [["joined", jb["id"]]], timeout=5)
+        assert members(redis_server, room) == {ja["id"], jb["id"]}
+        # Every offer, answer and ICE candidate crosses from one instance to the other.
+        chat(b, a, jb["id"], ja["id"])
+        b.py("client.close(); None")
+        wait_until(lambda: ["left", jb["id"]] in a.pyjson("json.dumps(events)"), timeout=5)
+        assert members(redis_server, room) == {ja["id"]}
+    finally:
+        close(a, b)
+
+
+def test_killed_instance_leaves_no_ghosts_and_a_fresh_page_connects(
+        chromium: Any, redis_server: RedisServer) -> None:
+    survivor, doomed = instance(redis_server.url), instance(redis_server.url)
+    room = "kill-" + uuid.uuid4().hex[:8]
+    a = new_pypage(chromium, survivor)
+    b = new_pypage(chromium, doomed)
+    pages = [a, b]
+    try:
+        ja = join(a, room)
+        jb = join(b, room)
+        wait_until(lambda: a.pyjson("json.dumps(events)") == [["joined", jb["id"]]], timeout=5)
+        time.sleep(TTL)  # heartbeats keep B present past its TTL while its instance lives
+        assert members(redis_server, room) == {ja["id"], jb["id"]}
+        assert a.pyjson("json.dumps(sorted(client.peers))") == [jb["id"]]
+
+        doomed.kill()
+        t0 = time.monotonic()
+        wait_until(lambda: ["left", jb["id"]] in a.pyjson("json.dumps(events)"), timeout=TTL + 10)
+        gone_after = time.monotonic() - t0
+        # Bounded by the TTL plus one sweep interval (plus slack for a loaded machine).
+        assert gone_after < TTL + TTL / 3 + 3, gone_after
+        assert a.pyjson("json.dumps(sorted(client.peers))") == []
+        assert members(redis_server, room) == {ja["id"]}
+        assert a.pyjson("json.dumps(events)").count(["left", jb["id"]]) == 1
+
+        c = new_pypage(chromium, survivor)
+        pages.append(c)
+        jc = join(c, room)
+        assert jc["peers"] == [ja["id"]]          # no ghost of B
+        chat(c, a, jc["id"], ja["id"])
+        assert members(redis_server, room) == {ja["id"], jc["id"]}
+    finally:
+        close(*pages)
+        survivor.stop()
+        doomed.stop()
+
+
+def test_room_cap_and_connection_limit_hold_across_instances(redis_server: RedisServer) -> None:
+    flags = ("--max-peers-per-room", "3", "--connections-per-address", "4")
+    x, y = instance(redis_server.url, *flags), instance(redis_server.url, *flags)
+    room = "cap-" + uuid.uuid4().hex[:8]
+
+    async def body() -> None:
+        addr = fresh_address()     # every client below comes from this one address
+        c1, c2 = await Client.connect(x.url, addr), await Client.connect(x.url, addr)
+        c3, c4 = await Client.connect(y.url, addr), await Client.connect(y.url, addr)
+        await c1.join(room)
+        await c3.join(room)
+        await c2.join(room)          # 3 peers, 2 on X and 1 on Y: the room is full
+        for late in (c4,):
+            await late.send({"type": "join", "room": room})
+            err = await late.recv_type("error")
+            assert err["code"] == "room-full" and err["ref"] == "join", err
+        # The address has 4 connections open (2 on each instance): a 5th is refused on either.
+        for inst in (x, y):
+            extra = await Client.connect(inst.url, addr)
+            assert_refused(*await extra.refusal(), "too-many-connections", 1008)
+            await extra.close()
+        # Y frees a connection: a new one there is accepted, and still finds the room full ...
+        await c4.close()
+        c5 = await wait_accepted(y.url, addr)
+        await c5.send({"type": "join", "room": room})
+        assert (await c5.recv_type("error"))["code"] == "room-full"
+        # ... until a peer on X leaves: then the peer on Y gets the place.
+        await c2.send({"type": "leave"})
+        assert (await c1.recv_type("peer-left"))["peer_id"] == c2.peer_id
+        assert set((await c5.join(room))["peers"]) == {c1.peer_id, c3.peer_id}
+        for c in (c1, c2, c3, c5):
+            await c.close()
+
+    try:
+        run_async(body)
+    finally:
+        x.stop()
+        y.stop()
+
+
+async def wait_accepted(url: str, addr: str, timeout: float = 5.0) -> Client:
+    """Connect until the server stops refusing (a close is counted off a moment after it)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        c = await Client.connect(url, addr)
+        await c.send({"type": "ping", "id": 0})
+        reply = await c.recv()
+        if reply["type"] == "pong":
+            return c
+        assert reply["code"] == "too-many-connections", reply
+        await c.close()
+        assert time.monotonic() < deadline, "the server kept refusing connections"
+        await asyncio.sleep(0.1)
+
+
+def test_address_rate_and_dead_instance_connections_across_instances(
+        redis_server: RedisServer) -> None:
+    flags = ("--connections-per-address", "2", "--address-messages-per-second", "0.5",
+             "--address-burst", "6")
+    x, y = instance(redis_server.url, *flags), instance(redis_server.url, *flags)
+
+    async def body() -> None:
+        addr = fresh_address()
+        cx, cy = await Client.connect(x.url, addr), await Client.connect(y.url, addr)
+        # Messages per second across the address's connections: one burst of 6 for both.
+        order = [cx, cy] * 4
+        for c in order:
+            await c.send({"type": "ping", "id": 1})
+        replies = [await c.recv() for c in order]
+        assert [r["type"] for r in replies].count("pong") == 6, replies
+        refused = [r for r in replies if r["type"] == "error"]
+        assert len(refused) == 2 and all(r["code"] == "rate-limited" for r in refused), refused
+        # Two connections, one per instance: a third is refused on X.
+        third = await Client.connect(x.url, addr)
+        assert_refused(*await third.refusal(), "too-many-connections", 1008)
+        await third.close()
+        # Y dies: its connection stops counting within the TTL, with no one closing it.
+        y.kill()
+        await asyncio.sleep(TTL + 0.5)
+        again = await Client.connect(x.url, addr)
+        await again.send({"type": "ping", "id": 2})   # ~1.25 tokens refilled by now
+        assert (await again.recv())["type"] == "pong"
+        for c in (cx, cy, again):
+            await c.close()
+
+    try:
+        run_async(body)
+    finally:
+        x.stop()
+        y.stop()
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_protocol_cases_through_redis(pair: tuple[Instance, Instance], name: str) -> None:
+    """The single-server protocol suite, on an instance whose rooms live in Redis."""
+    run_case(name, pair[0].url)
+
+
+def test_unreachable_redis_is_a_clear_startup_error() -> None:
+    from tests.redis_server import free_port
+
+    url = f"redis://127.0.0.1:{free_port()}/0"
+    proc = subprocess.run([sys.executable, "-m", "web.server", "--port", "0", "--no-tls",
+                           "--redis", url], cwd=ROOT, capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 2, proc
+    assert f"error: cannot reach Redis at {url}" in proc.stderr, proc.stderr
