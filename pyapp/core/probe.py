@@ -177,6 +177,30 @@ class Prober:
         self._min_rtt: float | None = None
         self._jitter: float | None = None
 
+    @property
+    def interval(self) -> float:
+        """Seconds between pings."""
+        return self._interval
+
+    def set_interval(self, interval: float) -> None:
+        """Ping every ``interval`` seconds from the next ping on, keeping the phase.
+
+        The next ping moves by the difference between the new and the old
+        interval (one new interval after the previous ping).
+        """
+        if not interval > 0:
+            raise InvalidArgumentError(f"interval must be > 0, got {interval}")
+        self._next_send += interval - self._interval
+        self._interval = interval
+
+    def postpone(self, now: float) -> None:
+        """Send no ping before ``now + interval`` (the path is not ready yet).
+
+        A ping sent before the channel is open would measure the channel set-up,
+        not the path; the caller postpones instead of sending.
+        """
+        self._next_send = max(self._next_send, now + self._interval)
+
     def get_timer(self) -> float:
         """The next time :meth:`handle_timer` has work: a ping to send or one to expire."""
         deadline = self._next_send

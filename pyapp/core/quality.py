@@ -181,6 +181,17 @@ class QualityTracker:
         self._last = ConnectionQuality(None, None, None, 0.0, QualityLabel.LOST, 0.0)
 
     @property
+    def lost_timeout(self) -> float:
+        """Seconds without a sample after which the label is LOST."""
+        return self._lost_timeout
+
+    def set_lost_timeout(self, lost_timeout: float) -> None:
+        """Change the LOST timeout (e.g. when polling slows down); applies to the current wait."""
+        if not lost_timeout > 0:
+            raise InvalidArgumentError(f"lost_timeout must be > 0, got {lost_timeout}")
+        self._lost_timeout = lost_timeout
+
+    @property
     def label(self) -> QualityLabel:
         """The current label (LOST timeouts are applied by :meth:`handle_timer`)."""
         return self._label

@@ -21,7 +21,7 @@ from pyapp.core.probe import (
     parse_probe,
     respond,
 )
-from pyapp.exceptions import LocalProtocolError, RemoteProtocolError
+from pyapp.exceptions import InvalidArgumentError, LocalProtocolError, RemoteProtocolError
 
 pytestmark = pytest.mark.unit
 
@@ -242,3 +242,22 @@ def test_statistics_before_any_echo() -> None:
 def test_bad_parameters(kwargs: dict[str, float]) -> None:
     with pytest.raises(LocalProtocolError):
         Prober(0.0, **kwargs)  # type: ignore[arg-type]
+
+
+def test_set_interval_keeps_the_phase_and_postpone_skips_slots() -> None:
+    prober = Prober(0.0, interval=1.0, timeout=5.0)
+    prober.handle_timer(0.0)
+    assert len(prober.data_to_send()) == 1 and prober.get_timer() == 1.0
+    prober.set_interval(3.0)                  # one new interval after the last ping
+    assert prober.interval == 3.0 and prober.get_timer() == 3.0
+    prober.handle_timer(2.9)
+    assert prober.data_to_send() == []
+    prober.postpone(3.0)                      # not ready at 3.0: next one at 6.0
+    assert prober.get_timer() == 5.0          # ...but the ping of t=0 still expires at 5.0
+    prober.handle_timer(5.0)
+    assert prober.data_to_send() == [] and prober.statistics().lost == 1
+    assert prober.get_timer() == 6.0
+    prober.handle_timer(6.0)
+    assert len(prober.data_to_send()) == 1 and prober.statistics().sent == 2
+    with pytest.raises(InvalidArgumentError):
+        prober.set_interval(0.0)

@@ -19,7 +19,7 @@ from pyapp.core.quality import (
     quality_score,
     r_factor,
 )
-from pyapp.exceptions import LocalProtocolError
+from pyapp.exceptions import InvalidArgumentError, LocalProtocolError
 
 pytestmark = pytest.mark.unit
 
@@ -216,3 +216,18 @@ def test_start_arms_the_timer_without_samples() -> None:
 def test_bad_parameters(kwargs: dict[str, float]) -> None:
     with pytest.raises(LocalProtocolError):
         QualityTracker(**kwargs)  # type: ignore[arg-type]
+
+
+def test_lost_timeout_can_change_without_rebuilding_the_tracker() -> None:
+    tracker = QualityTracker(lost_timeout=5.0)
+    tracker.observe(0.0, 20.0, 0.0, 1.0)
+    label = tracker.label
+    assert tracker.get_timer() == 5.0
+    tracker.set_lost_timeout(15.0)            # polling slowed down: wait longer
+    assert tracker.lost_timeout == 15.0 and tracker.get_timer() == 15.0
+    tracker.handle_timer(10.0)
+    assert tracker.label is label             # still measured, not LOST
+    tracker.handle_timer(15.0)
+    assert tracker.label is QualityLabel.LOST and tracker.get_timer() is None
+    with pytest.raises(InvalidArgumentError):
+        tracker.set_lost_timeout(0)
