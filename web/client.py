@@ -51,6 +51,7 @@ from pyapp.core.signaling import (
 from pyapp.exceptions import SignalingMessageError
 from web.broker import Broker, BrokerUnavailable, RoomFull, UnknownPeer
 from web.limits import Limits, LimitStore
+from web.turn import TurnIssuer
 
 log = logging.getLogger("pyapp.server")
 
@@ -140,8 +141,11 @@ class ClientSession:
     """One WebSocket client: limits, validates and relays what it sends; queues what it gets."""
 
     def __init__(self, ws: SignalingSocket, broker: Broker, store: LimitStore, limits: Limits,
-                 address: str, clock: Callable[[], float] = time.monotonic) -> None:
+                 address: str, clock: Callable[[], float] = time.monotonic,
+                 turn: TurnIssuer | None = None) -> None:
         self.ws = ws
+        self.turn = turn
+        self._ice_refresh: asyncio.Task[None] | None = None
         self.broker = broker
         self.store = store
         self.limits = limits
@@ -351,9 +355,17 @@ class ClientSession:
             await self.broker.leave(msg.room, peer_id)
             return
         self.room, self.peer_id = msg.room, peer_id
-        self.deliver_nowait(Welcome(room=msg.room, peer_id=peer_id, peers=tuple(others)))
+        grant = self.turn.grant(peer_id) if self.turn is not None else None
+        self.deliver_nowait(Welcome(room=msg.room, peer_id=peer_id, peers=tuple(others),
+                                    ice_servers=grant.ice_servers if grant else (),
+                                    ice_expires=grant.expires if grant else None))
+        if grant is not None and self.turn is not None:  # fresh TURN credentials while joined
+            self._ice_refresh = self.turn.keep_fresh(peer_id, grant, self.deliver)
 
     async def leave(self) -> None:
+        if self._ice_refresh is not None:
+            self._ice_refresh.cancel()
+            self._ice_refresh = None
         if self.room is not None and self.peer_id is not None:
             room, peer_id = self.room, self.peer_id
             self.room = self.peer_id = None

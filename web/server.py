@@ -38,6 +38,7 @@ from web.broker import Broker, BrokerUnavailable, InMemoryBroker
 from web.certs import lan_addresses, self_signed_cert
 from web.client import ClientSession, SignalingSocket
 from web.limits import InMemoryLimitStore, Limits, LimitStore, client_address
+from web.turn import TurnIssuer, add_turn_flags, turn_from_args
 
 __all__ = ["Limits", "make_app", "main", "lan_addresses", "self_signed_cert"]
 
@@ -52,6 +53,7 @@ BROKER = web.AppKey("broker", Broker)
 LIMITS = web.AppKey("limits", Limits)
 STORE = web.AppKey("limit_store", LimitStore)
 SESSIONS = web.AppKey("sessions", dict[ClientSession, None])
+TURN = web.AppKey("turn", TurnIssuer)
 
 
 async def websocket_handler(request: web.Request) -> web.StreamResponse:
@@ -61,7 +63,7 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
     address = client_address(request, limits.trust_proxy)
     ws = SignalingSocket(limits)
     await ws.prepare(request)
-    session = ClientSession(ws, app[BROKER], store, limits, address)
+    session = ClientSession(ws, app[BROKER], store, limits, address, turn=app.get(TURN))
     counted = await store.open_connection(address, limits.connections_per_address)
     if not counted:
         log.info("refusing a connection from %s: %d open", address, limits.connections_per_address)
@@ -92,7 +94,8 @@ def _safe_file(base: Path, rel: str) -> Path | None:
 
 def make_app(static_dir: Path = ROOT / "static", docs_dir: Path = ROOT / "site",
              broker: Broker | None = None, limits: Limits | None = None,
-             limit_store: LimitStore | None = None) -> web.Application:
+             limit_store: LimitStore | None = None,
+             turn: TurnIssuer | None = None) -> web.Application:
     """Build the aiohttp application (used by ``main`` and by the tests)."""
     limits = limits or Limits()
     app = web.Application()
@@ -100,6 +103,8 @@ def make_app(static_dir: Path = ROOT / "static", docs_dir: Path = ROOT / "site",
     app[LIMITS] = limits
     app[STORE] = limit_store if limit_store is not None else InMemoryLimitStore()
     app[SESSIONS] = {}
+    if turn is not None:
+        app[TURN] = turn  # TURN credentials in every welcome (web/turn.py)
 
     async def start_broker(app: web.Application) -> None:
         await app[BROKER].start()
@@ -231,6 +236,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--presence-ttl", type=float, default=15.0, metavar="SECONDS",
                         help="with --redis: members of an instance that died leave their rooms "
                              "after this long (heartbeats every SECONDS/3; default 15)")
+    add_turn_flags(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     try:
@@ -256,13 +262,17 @@ def main(argv: list[str] | None = None) -> int:
         from web.redis_limits import RedisLimitStore
         broker = RedisBroker(args.redis, limits.max_peers_per_room, presence_ttl=args.presence_ttl)
         store = RedisLimitStore(args.redis, ttl=args.presence_ttl, instance_id=broker.instance_id)
-    app = make_app(static_dir=args.static, limits=limits, broker=broker, limit_store=store)
+    turn, local_turn = turn_from_args(parser, args)
+    app = make_app(static_dir=args.static, limits=limits, broker=broker, limit_store=store, turn=turn)
     try:
         with contextlib.suppress(KeyboardInterrupt):
             asyncio.run(serve(args.host, args.port, ssl_context, app))
     except BrokerUnavailable as exc:
         print(f"error: {exc}", file=sys.stderr, flush=True)
         return 2
+    finally:
+        if local_turn is not None:
+            local_turn.stop()
     return 0
 
 

@@ -21,6 +21,7 @@ Example::
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import logging
@@ -38,9 +39,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pyapp.core.signaling import IceServers
 from pyapp.core.turn import check_turn_url, ice_server_entry, refresh_time, rest_credentials
 
-__all__ = ["TurnConfig", "IceGrant", "TurnIssuer", "Coturn", "free_port", "SECRET_ENV"]
+__all__ = ["TurnConfig", "IceGrant", "TurnIssuer", "Coturn", "free_port", "SECRET_ENV",
+           "add_turn_flags", "turn_from_args"]
 
 log = logging.getLogger("pyapp.turn")
 
@@ -101,15 +104,18 @@ class TurnIssuer:
         return IceGrant((ice_server_entry(self.config.urls, creds),), expires, now)
 
     def keep_fresh(self, peer_id: str, first: IceGrant,
-                   push: Callable[[IceGrant], Awaitable[None]]) -> asyncio.Task[None]:
-        """Push a fresh grant halfway through each one's lifetime until the task is cancelled."""
+                   push: Callable[[IceServers], Awaitable[None]]) -> asyncio.Task[None]:
+        """Push a fresh grant halfway through each one's lifetime until the task is cancelled.
+
+        ``push`` gets the ``ice-servers`` message to send (a session's ``deliver``).
+        """
 
         async def loop() -> None:
             grant = first
             while True:
                 await asyncio.sleep(max(0.05, refresh_time(grant.issued, grant.expires) - self.clock()))
                 grant = self.grant(peer_id)
-                await push(grant)
+                await push(refresh_message(grant))
 
         return asyncio.ensure_future(loop())
 
@@ -230,3 +236,62 @@ def _relay_range(port: int) -> tuple[int, int]:
     """A 200-port relay range derived from the listening port, so two coturns rarely overlap."""
     base = 20000 + (port * 7 + os.getpid()) % 30000
     return base, base + 199
+
+
+def refresh_message(grant: IceGrant) -> IceServers:
+    """The ``ice-servers`` message carrying ``grant`` (the server's push)."""
+    return IceServers(ice_servers=grant.ice_servers, expires=grant.expires)
+
+
+# --------------------------------------------------------------------------- serve flags
+
+def add_turn_flags(parser: argparse.ArgumentParser) -> None:
+    """``--turn-url`` (repeatable), ``--turn-secret``, ``--turn-ttl``, ``--turn-local``."""
+    group = parser.add_argument_group("TURN relay (docs/deployment.md)")
+    group.add_argument("--turn-url", action="append", default=[], metavar="turn:HOST:PORT[?transport=udp|tcp]",
+                       help="a TURN server the pages may relay through (repeatable)")
+    group.add_argument("--turn-secret", metavar="SECRET",
+                       help=f"coturn's --static-auth-secret (default: ${SECRET_ENV})")
+    group.add_argument("--turn-ttl", type=int, default=3600, metavar="SECONDS",
+                       help="lifetime of each peer's TURN credentials; fresh ones are pushed "
+                            "halfway through (default 3600)")
+    group.add_argument("--turn-local", action="store_true",
+                       help="start a local coturn (free ports, generated secret) and use it")
+
+
+def _local_addresses(host: str) -> tuple[str, ...]:
+    """Where a ``--turn-local`` coturn listens: loopback, plus the served address(es)."""
+    if host in ("127.0.0.1", "localhost", "::1"):
+        return ("127.0.0.1",)
+    if host in ("0.0.0.0", "::"):
+        from web.certs import lan_addresses
+
+        return ("127.0.0.1", *[a for a in lan_addresses() if ":" not in a])
+    return ("127.0.0.1", host)
+
+
+def turn_from_args(parser: argparse.ArgumentParser,
+                   args: argparse.Namespace) -> tuple[TurnIssuer | None, Coturn | None]:
+    """The issuer the flags ask for (None without TURN), and the local coturn if one was started."""
+    secret = args.turn_secret or os.environ.get(SECRET_ENV, "")
+    urls = list(args.turn_url)
+    local = None
+    if args.turn_local:
+        local = Coturn(listen=_local_addresses(args.host), secret=secret or None)
+        try:
+            local.start()
+        except (OSError, RuntimeError) as exc:
+            parser.error(f"--turn-local: {exc}")
+        secret = local.secret
+        urls += [url for addr in local.listen for url in local.urls(addr)]
+    if not urls:
+        if args.turn_secret:
+            parser.error("--turn-secret without --turn-url (or --turn-local): no relay to use it for")
+        return None, None
+    try:
+        config = TurnConfig(tuple(urls), secret, args.turn_ttl)
+    except ValueError as exc:
+        if local is not None:
+            local.stop()
+        parser.error(str(exc))
+    return TurnIssuer(config), local

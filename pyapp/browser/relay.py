@@ -24,7 +24,7 @@ from __future__ import annotations
 from typing import Any
 
 from pyapp._events import Emitter
-from pyapp.browser._ffi import ProxyOwner, js_object
+from pyapp.browser._ffi import ProxyOwner, is_null, js_object
 from pyapp.browser.peer import IceServer, PeerConnection
 from pyapp.exceptions import RelayError
 
@@ -41,10 +41,16 @@ class RelayWatcher:
     def __init__(self, pc: PeerConnection) -> None:
         self.events = Emitter()
         self.errors: list[RelayError] = []
+        self.ignored = 0
+        """701 events not reported: another interface reached the server, or ICE already connected."""
         self._seen: set[tuple[str, int]] = set()
+        self._unanswered: list[RelayError] = []
+        self._reached = False
         self._pc: PeerConnection | None = pc
         self._owner = ProxyOwner("relay watcher")
         self._owner.listen(pc.js_pc, "icecandidateerror", self._on_candidate_error)
+        self._owner.listen(pc.js_pc, "icecandidate", self._on_candidate)
+        self._owner.listen(pc.js_pc, "icegatheringstatechange", self._on_gathering)
         pc.events.on("connectionstatechange", self._on_state)
 
     def _on_candidate_error(self, event: Any) -> None:
@@ -52,12 +58,47 @@ class RelayWatcher:
         if not url.startswith(("turn:", "turns:", "stun:", "stuns:")):
             return  # not about one of our ICE servers
         code = int(event.errorCode or 0)
-        if (url, code) in self._seen:
-            return  # the browser retries and reports each attempt
-        self._seen.add((url, code))
         error = RelayError(url, code, str(event.errorText or ""))
+        if code == 701:
+            # No answer through one local interface (Chromium also reports the sockets
+            # it closes after connecting): a failure only if no interface got an answer
+            # by the end of gathering.
+            pc = self._pc
+            if pc is not None and pc.ice_connection_state in ("connected", "completed"):
+                self.ignored += 1
+            else:
+                self._unanswered.append(error)
+            return
+        self._report(error)
+
+    def _report(self, error: RelayError) -> None:
+        key = (error.url, error.error_code)
+        if key in self._seen:
+            return  # the browser retries and reports each attempt
+        self._seen.add(key)
         self.errors.append(error)
         self.events.emit("relay-error", error)
+
+    def _on_candidate(self, event: Any) -> None:
+        candidate = event.candidate
+        if not is_null(candidate) and str(candidate.type) in ("relay", "srflx"):
+            self._reached = True  # a server answered (through at least one interface)
+
+    def _on_gathering(self, _event: Any) -> None:
+        pc = self._pc
+        if pc is None:
+            return
+        state = str(pc.js_pc.iceGatheringState)
+        if state == "gathering":
+            self._reached = False
+            self._unanswered.clear()
+        elif state == "complete":
+            unanswered, self._unanswered = self._unanswered, []
+            if self._reached:
+                self.ignored += len(unanswered)
+                return
+            for error in unanswered:
+                self._report(error)
 
     def _on_state(self, state: str) -> None:
         if state == "closed":

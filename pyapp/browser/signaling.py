@@ -34,6 +34,7 @@ import js
 from pyapp._events import Emitter
 from pyapp.browser._ffi import ProxyOwner, call_js, spawn
 from pyapp.core.signaling import (
+    IceServers,
     Join,
     Leave,
     PeerJoined,
@@ -68,7 +69,8 @@ def default_url() -> str:
 
 class SignalingClient:
     """Events (``client.events.on(name, cb)``): ``state`` (connecting/open/reconnecting/closed),
-    ``welcome`` (Welcome), ``peer-joined`` / ``peer-left`` (peer id), ``signal`` (sender, data),
+    ``welcome`` (Welcome), ``ice-servers`` (the new :attr:`ice_servers` list: fresh TURN
+    credentials from a welcome or a push), ``peer-joined`` / ``peer-left`` (peer id), ``signal`` (sender, data),
     ``error`` (:class:`SignalingRefusedError` for what the server refused, with its
     ``code``; another :class:`SignalingError` for a malformed server message).
     """
@@ -93,6 +95,10 @@ class SignalingClient:
         self.peer_id: str | None = None
         self.peers: set[str] = set()
         self.reconnects = 0
+        self.ice_servers: list[dict[str, Any]] = []
+        """The newest ICE servers (TURN credentials) from the server, for new connections."""
+        self.ice_expires: int | None = None
+        """Unix time the credentials in :attr:`ice_servers` stop working (None: no TURN)."""
         self._ws: Any = None
         self._owner: ProxyOwner | None = None
         self._closing = False
@@ -215,11 +221,14 @@ class SignalingClient:
         if isinstance(msg, Welcome):
             self.room, self.peer_id = msg.room, msg.peer_id
             self.peers = set(msg.peers)
+            self._set_ice_servers(msg.ice_servers, msg.ice_expires)
             while self._queue:
                 self._raw_send(self._queue.popleft())
             if self._welcome is not None and not self._welcome.done():
                 self._welcome.set_result(msg)
             self.events.emit("welcome", msg)
+        elif isinstance(msg, IceServers):
+            self._set_ice_servers(msg.ice_servers, msg.expires)
         elif isinstance(msg, PeerJoined):
             self.peers.add(msg.peer_id)
             self.events.emit("peer-joined", msg.peer_id)
@@ -232,6 +241,12 @@ class SignalingClient:
             self._last_pong = asyncio.get_event_loop().time()
         elif isinstance(msg, ServerError):
             self._refused(refusal(msg))
+
+    def _set_ice_servers(self, servers: tuple[dict[str, Any], ...], expires: int | None) -> None:
+        self.ice_servers = [dict(s) for s in servers]
+        self.ice_expires = expires
+        if servers:
+            self.events.emit("ice-servers", self.ice_servers)
 
     # ------------------------------------------------------------------ API
 

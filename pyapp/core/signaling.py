@@ -18,6 +18,7 @@ Server → client::
     {"type": "peer-left",   "peer_id": "<id>"}
     {"type": "signal",      "from": "<id>", "data": {...}}
     {"type": "pong",        "id": 7}
+    {"type": "ice-servers", "ice_servers": [...], "expires": 1700000000}   # with TURN
     {"type": "error",       "code": "unknown-peer", "message": "...", "ref": "signal"}
 
 JSON is strict both ways: ``NaN``/``Infinity`` (which browsers' ``JSON.parse``
@@ -56,6 +57,7 @@ __all__ = [
     "PeerLeft",
     "RelayedSignal",
     "Pong",
+    "IceServers",
     "ServerError",
     "parse_client_message",
     "parse_server_message",
@@ -195,6 +197,16 @@ class RelayedSignal(ServerMessage):
 
 
 @dataclass(frozen=True)
+class IceServers(ServerMessage):
+    """Server → client: fresh TURN credentials, pushed before the previous ones expire."""
+
+    ice_servers: tuple[dict[str, Any], ...]
+    """RTCIceServer dictionaries replacing the previous list."""
+    expires: int | None = None
+    """Unix time these credentials stop working."""
+
+
+@dataclass(frozen=True)
 class Pong(ServerMessage):
     """Server → client: the answer to a :class:`Ping`."""
 
@@ -329,6 +341,9 @@ def parse_server_message(text: str | bytes) -> ServerMessage:
         if not isinstance(data, dict):
             raise _bad("'signal' needs an object 'data'")
         return RelayedSignal(sender=_str_field(obj, "from"), data=data)
+    if kind == "ice-servers":
+        return IceServers(ice_servers=parse_ice_servers(obj.get("ice_servers")),
+                          expires=_optional_int(obj, "expires"))
     if kind == "pong":
         return Pong(id=_optional_id(obj))
     if kind == "error":
@@ -362,6 +377,9 @@ def encode(message: ClientMessage | ServerMessage) -> str:
         obj = {"type": "peer-left", "peer_id": message.peer_id}
     elif isinstance(message, RelayedSignal):
         obj = {"type": "signal", "from": message.sender, "data": message.data}
+    elif isinstance(message, IceServers):
+        obj = {"type": "ice-servers", "ice_servers": list(message.ice_servers),
+               "expires": message.expires}
     elif isinstance(message, Pong):
         obj = {"type": "pong", "id": message.id}
     elif isinstance(message, ServerError):

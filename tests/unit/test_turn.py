@@ -6,13 +6,19 @@ import asyncio
 import base64
 import itertools
 import json
+import time
+from pathlib import Path
+from typing import Any
 
+import aiohttp
 import pytest
+from aiohttp.test_utils import TestServer
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.hmac import HMAC
 from hypothesis import given
 from hypothesis import strategies as st
 
+from pyapp.core.signaling import IceServers, Welcome, parse_server_message
 from pyapp.core.turn import (
     MAX_ICE_SERVERS,
     check_turn_url,
@@ -22,6 +28,7 @@ from pyapp.core.turn import (
     rest_credentials,
 )
 from pyapp.exceptions import SignalingError
+from web.server import make_app
 from web.turn import IceGrant, TurnConfig, TurnIssuer
 
 pytestmark = pytest.mark.unit
@@ -180,3 +187,71 @@ def test_issuer_pushes_fresh_credentials_halfway_until_cancelled() -> None:
     assert 2 <= len(pushed) <= 5, pushed
     assert 0.45 <= pushed[0][0] <= 1.1, pushed
     assert all(b[1] - a[1] >= 0 and b[0] - a[0] >= 0.45 for a, b in itertools.pairwise(pushed))
+
+
+# ---------------------------------------------------------------- the server, in process
+
+def _static(tmp: Path) -> Path:
+    (tmp / "index.html").write_text("<!doctype html>")
+    return tmp
+
+
+async def _recv(ws: aiohttp.ClientWebSocketResponse, kind: str, timeout: float = 5.0) -> dict[str, Any]:
+    while True:
+        msg = await asyncio.wait_for(ws.receive_json(), timeout)
+        if msg["type"] == kind:
+            return dict(msg)
+
+
+def test_server_puts_credentials_in_the_welcome_and_pushes_fresh_ones(tmp_path: Path) -> None:
+    issuer = TurnIssuer(TurnConfig(urls=("turn:127.0.0.1:3478?transport=udp",), secret="k", ttl=1))
+
+    async def main() -> None:
+        server = TestServer(make_app(static_dir=_static(tmp_path), turn=issuer), host="127.0.0.1")
+        await server.start_server()
+        try:
+            async with aiohttp.ClientSession() as http, \
+                    http.ws_connect(str(server.make_url("/ws"))) as ws:
+                await ws.send_json({"type": "join", "room": "turn-room"})
+                welcome = await _recv(ws, "welcome")
+                parsed = parse_server_message(json.dumps(welcome))
+                assert isinstance(parsed, Welcome)
+                (entry,) = parsed.ice_servers
+                assert entry["urls"] == ["turn:127.0.0.1:3478?transport=udp"]
+                assert entry["username"] == f"{parsed.ice_expires}:{parsed.peer_id}"
+                assert entry["credential"] == _oracle("k", entry["username"])
+                assert parsed.ice_expires is not None and parsed.ice_expires >= time.time() + 1 - 1e-3
+
+                # Halfway through their lifetime, fresh ones arrive without asking.
+                push = parse_server_message(json.dumps(await _recv(ws, "ice-servers", timeout=3)))
+                assert isinstance(push, IceServers)
+                assert push.expires is not None and push.expires >= parsed.ice_expires
+                assert push.ice_servers[0]["username"] == f"{push.expires}:{parsed.peer_id}"
+                assert push.ice_servers[0]["credential"] == _oracle("k", push.ice_servers[0]["username"])
+
+                # After leaving, the pushes stop.
+                await ws.send_json({"type": "leave"})
+                await asyncio.sleep(0.2)
+                before = issuer.issued
+                await asyncio.sleep(1.5)
+                assert issuer.issued == before
+        finally:
+            await server.close()
+
+    asyncio.run(main())
+
+
+def test_server_without_turn_sends_no_ice_servers(tmp_path: Path) -> None:
+    async def main() -> None:
+        server = TestServer(make_app(static_dir=_static(tmp_path)), host="127.0.0.1")
+        await server.start_server()
+        try:
+            async with aiohttp.ClientSession() as http, \
+                    http.ws_connect(str(server.make_url("/ws"))) as ws:
+                await ws.send_json({"type": "join", "room": "plain-room"})
+                welcome = await _recv(ws, "welcome")
+                assert "ice_servers" not in welcome and "ice_expires" not in welcome
+        finally:
+            await server.close()
+
+    asyncio.run(main())

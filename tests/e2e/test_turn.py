@@ -1,0 +1,304 @@
+"""TURN through a real coturn: relay-only paths, a wrong secret, expired credentials.
+
+coturn is Debian's ``turnserver``, started by the tests on free ports with a
+generated secret (``web.turn.Coturn``); the credentials come from the real
+signaling server (``--turn-url``/``--turn-secret``/``--turn-ttl``) in its welcome.
+
+The key test builds three network namespaces: ``t`` holds coturn and the
+signaling server, ``a`` and ``b`` hold one Chromium each. ``a`` and ``b`` each
+have one veth link to ``t`` and a route to the one address coturn and the server
+listen on, nothing else: no route to each other, and ``t`` does not forward. The
+only way between the pages is through coturn's relayed addresses.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import PyPage, ServerProcess, missing_prerequisite, wait_until
+from tests.netns import End, Lab, Namespace, NamespacedServer, unavailable
+from web.turn import Coturn, TurnConfig, TurnIssuer
+
+pytestmark = pytest.mark.e2e
+
+
+def _need_coturn() -> None:
+    if shutil.which("turnserver") is None and not Path("/usr/bin/turnserver").exists():
+        missing_prerequisite("coturn's turnserver (python3 build.py test installs it as root)")
+
+
+@pytest.fixture
+def coturn() -> Iterator[Coturn]:
+    _need_coturn()
+    with Coturn() as turn:
+        yield turn
+
+
+# ---------------------------------------------------------------- coturn by itself
+
+AIORTC_PAIR = """
+import asyncio, json, sys
+from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection
+from aiortc.rtcconfiguration import RTCIceTransportPolicy
+
+async def main(servers):
+    cfg = lambda: RTCConfiguration(iceServers=[RTCIceServer(**s) for s in servers],
+                                   iceTransportPolicy=RTCIceTransportPolicy.RELAY)
+    a, b = RTCPeerConnection(cfg()), RTCPeerConnection(cfg())
+    ch = a.createDataChannel("x")
+    got = asyncio.get_running_loop().create_future()
+    b.on("datachannel", lambda c: c.on("message", lambda m: got.done() or got.set_result(m)))
+    ch.on("open", lambda: ch.send("through the relay"))
+    await a.setLocalDescription(await a.createOffer())
+    await b.setRemoteDescription(a.localDescription)
+    await b.setLocalDescription(await b.createAnswer())
+    await a.setRemoteDescription(b.localDescription)
+    relay = "typ relay" in a.localDescription.sdp
+    try:
+        message = await asyncio.wait_for(got, 8)
+    except TimeoutError:
+        message = None
+    await a.close(); await b.close()
+    print(json.dumps({"relay_candidates": relay, "message": message}))
+
+asyncio.run(main(json.loads(sys.argv[1])))
+"""
+
+
+def _aiortc_pair(servers: tuple[dict[str, Any], ...]) -> dict[str, Any]:
+    """Two aiortc peers (a TURN client we did not write), relay-only, through ``servers``."""
+    entries = [{"urls": s["urls"], "username": s["username"], "credential": s["credential"]}
+               for s in servers]
+    done = subprocess.run([sys.executable, "-c", AIORTC_PAIR, json.dumps(entries)],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr[-2000:]
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+def test_coturn_accepts_our_credentials_and_refuses_others(coturn: Coturn) -> None:
+    good = TurnIssuer(TurnConfig(tuple(coturn.urls()), coturn.secret, ttl=60)).grant("aiortc-1")
+    assert _aiortc_pair(good.ice_servers) == {"relay_candidates": True, "message": "through the relay"}
+    assert coturn.count(r"user <\d+:aiortc-1>: incoming packet ALLOCATE processed, success") >= 2
+
+    wrong = TurnIssuer(TurnConfig(tuple(coturn.urls()), "not-" + coturn.secret, ttl=60)).grant("aiortc-2")
+    assert _aiortc_pair(wrong.ice_servers) == {"relay_candidates": False, "message": None}
+    assert coturn.count(r"user <\d+:aiortc-2>: .*error 401") >= 1
+    assert coturn.count(r"user <\d+:aiortc-2>: incoming packet ALLOCATE processed, success") == 0
+
+    # Expired (REST usernames carry the expiry): refused the same way.
+    expired = TurnIssuer(TurnConfig(tuple(coturn.urls()), coturn.secret, ttl=60),
+                         clock=lambda: 1_000_000.0).grant("aiortc-3")
+    assert _aiortc_pair(expired.ice_servers)["relay_candidates"] is False
+    assert coturn.count(r"user <\d+:aiortc-3>: incoming packet ALLOCATE processed, success") == 0
+
+
+# ---------------------------------------------------------------- page code
+
+PAGE_COMMON = """
+import asyncio, hashlib, json, os
+from pyapp.browser import PeerConnection, SignalingClient
+from pyapp.browser.signaling import default_url
+from pyapp.browser._ffi import spawn
+from pyapp.browser.relay import RelayWatcher
+from pyapp.browser.stats import get_statistics
+from pyapp.core.negotiation import is_polite
+client = SignalingClient(default_url())
+welcome = await client.join(ROOM)
+relay_errors = []
+def make_pc(peer):
+    pc = PeerConnection(signal=lambda m: client.send_signal(peer, m),
+                        polite=is_polite(client.peer_id, peer),
+                        ice_servers=client.ice_servers, ice_transport_policy=POLICY)
+    RelayWatcher(pc).events.on("relay-error", lambda e: relay_errors.append(str(e)))
+    return pc
+async def pair_types(pc):
+    s = await get_statistics(pc)
+    return [s.local_candidate_type, s.remote_candidate_type]
+"""
+
+RECEIVER = PAGE_COMMON + """
+state = {"bytes": 0, "messages": 0, "hash": hashlib.sha256()}
+pcs = {}
+def on_channel(ch):
+    def on_message(m):
+        state["bytes"] += len(m); state["messages"] += 1; state["hash"].update(m)
+    ch.events.on("message", on_message)
+def on_signal(sender, data):
+    pc = pcs.get(sender)
+    if pc is None:
+        pc = pcs[sender] = make_pc(sender)
+        pc.events.on("datachannel", on_channel)
+    spawn(pc.handle_signal(data), "receiver signal")
+client.events.on("signal", on_signal)
+json.dumps(client.ice_servers)
+"""
+
+SENDER = PAGE_COMMON + """
+import js
+peer = welcome.peers[0]
+t0 = js.performance.now()
+pc = make_pc(peer)
+client.events.on("signal", lambda s, d: spawn(pc.handle_signal(d), "signal") if s == peer else None)
+ch = pc.create_data_channel("bulk")
+await ch.wait_open(40)
+setup_ms = js.performance.now() - t0
+sent = hashlib.sha256()
+block = os.urandom(64 * 1024)
+for i in range(TOTAL // len(block)):
+    body = i.to_bytes(8, "big") + block[8:]
+    sent.update(body)
+    await ch.send(body)
+json.dumps({"setup_ms": setup_ms, "sha": sent.hexdigest()})
+"""
+
+
+# ---------------------------------------------------------------- namespaces
+
+@dataclass
+class RelayLab:
+    """coturn and the server in ``t``; a page in ``a`` and one in ``b``; only t's address between them."""
+
+    lab: Lab
+    t: Namespace
+    a: Namespace
+    b: Namespace
+    ta: End
+    at: End
+    tb: End
+    bt: End
+    turn: Coturn
+    server: NamespacedServer
+
+    @property
+    def origin(self) -> str:
+        return self.server.url(self.ta.ip)
+
+
+def _connect_fails(ns: Namespace, address: str) -> str:
+    """Try a UDP send and a TCP connect from ``ns`` to ``address``; the error text (empty if it worked)."""
+    probe = ("import socket\n"
+             "errs = []\n"
+             "try:\n"
+             f"    socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(b'x', ({address!r}, 9))\n"
+             "except OSError as e: errs.append(str(e))\n"
+             "try:\n"
+             f"    socket.create_connection(({address!r}, 9), timeout=2)\n"
+             "except OSError as e: errs.append(str(e))\n"
+             "print(' | '.join(errs))\n")
+    return ns.run(sys.executable, "-c", probe).stdout.strip()
+
+
+@pytest.fixture
+def relay_lab() -> Iterator[RelayLab]:
+    reason = unavailable()
+    if reason is not None:
+        missing_prerequisite(f"the TURN namespace test: {reason}")
+    _need_coturn()
+    lab = Lab("h6")
+    turn: Coturn | None = None
+    try:
+        t, a, b = lab.namespace("t"), lab.namespace("a"), lab.namespace("b")
+        ta, at = lab.link(t, a)
+        tb, bt = lab.link(t, b)
+        t.sysctl("net.ipv4.ip_forward", "0")
+        # b reaches t's address on the a-side link through its own link to t: t
+        # delivers it locally (no forwarding). Nothing else is routed anywhere.
+        b.run("ip", "route", "add", f"{ta.ip}/32", "via", tb.ip)
+        turn = Coturn(listen=(ta.ip,), prefix=tuple(t.prefix))
+        turn.start()
+        server = NamespacedServer(t, "--turn-url", turn.urls()[0], "--turn-secret", turn.secret,
+                                  "--turn-ttl", "600")
+        yield RelayLab(lab, t, a, b, ta, at, tb, bt, turn, server)
+    finally:
+        if turn is not None:
+            turn.stop()
+        lab.close()
+
+
+def _page(browser: Any, origin: str, path: str = "/?noapp=1") -> PyPage:
+    context = browser.new_context(permissions=["camera", "microphone"])
+    context.set_default_timeout(60_000)
+    return PyPage(context.new_page(), origin).open(path)
+
+
+def test_pages_without_a_route_to_each_other_connect_through_coturn(
+        relay_lab: RelayLab, playwright_instance: Any) -> None:
+    lab = relay_lab
+    # The separation is real: neither side can send to the other at all.
+    assert "unreachable" in _connect_fails(lab.a, lab.bt.ip).lower()
+    assert "unreachable" in _connect_fails(lab.b, lab.at.ip).lower()
+
+    # crypto.subtle & co. need a secure context; http://10.x is not one by default.
+    secure = [f"--unsafely-treat-insecure-origin-as-secure={lab.origin}"]
+    browser_a = lab.a.launch_chromium(playwright_instance, secure)
+    browser_b = lab.b.launch_chromium(playwright_instance, secure)
+    try:
+        receiver, sender = _page(browser_a, lab.origin), _page(browser_b, lab.origin)
+        room = "turn-" + uuid.uuid4().hex[:8]
+        total = 4 * 1024 * 1024
+        # a insists on the relay; b may use anything, but only relayed addresses lead to a.
+        receiver.py(f"ROOM = {room!r}; POLICY = 'relay'")
+        servers = json.loads(receiver.py(RECEIVER))
+        assert servers and servers[0]["urls"] == [lab.turn.urls()[0]], servers
+        assert servers[0]["username"].endswith(":" + receiver.py("client.peer_id"))
+        sender.py(f"ROOM = {room!r}; POLICY = 'all'; TOTAL = {total}")
+        sent = sender.pyjson(SENDER, timeout=90)
+
+        wait_until(lambda: receiver.py("state['bytes']") >= total, timeout=60, interval=0.2)
+        got = receiver.pyjson("json.dumps({'sha': state['hash'].hexdigest(), "
+                              "'messages': state['messages'], "
+                              "'types': await pair_types(next(iter(pcs.values()))), "
+                              "'errors': relay_errors})")
+        sender_types = sender.py("await pair_types(pc)")
+        sender_errors = sender.py("relay_errors")
+    finally:
+        browser_a.close()
+        browser_b.close()
+
+    assert got["sha"] == sent["sha"] and got["messages"] == total // (64 * 1024)
+    # getStats: the selected pair goes through a relayed candidate on both sides.
+    assert got["types"][0] == "relay", got["types"]
+    assert sender_types[1] == "relay", sender_types
+    assert got["errors"] == [] and sender_errors == [], (got["errors"], sender_errors)
+    # coturn really relayed: both pages allocated with their own REST usernames.
+    assert lab.turn.count(r"ALLOCATE processed, success") >= 2
+    print(f"relay setup {sent['setup_ms']:.0f} ms; a: {got['types']}, b: {sender_types}")
+
+
+# ---------------------------------------------------------------- loopback cases
+
+def _loopback_page(chromium: Any, server: ServerProcess, path: str = "/?noapp=1") -> PyPage:
+    context = chromium.new_context(permissions=["camera", "microphone"])
+    context.set_default_timeout(30_000)
+    return PyPage(context.new_page(), server.url).open(path)
+
+
+def test_a_wrong_secret_gives_the_page_an_error_naming_the_relay(coturn: Coturn, chromium: Any) -> None:
+    server = ServerProcess("--turn-url", coturn.urls()[0], "--turn-secret", "not-the-secret")
+    try:
+        page = _loopback_page(chromium, server)
+        room = "turn-" + uuid.uuid4().hex[:8]
+        page.py(f"ROOM = {room!r}; POLICY = 'relay'")
+        page.py(PAGE_COMMON + """
+pc = make_pc("other-peer")
+pc.create_data_channel("x")
+""")
+        errors = wait_until(lambda: page.py("relay_errors"), timeout=20)
+        page.page.context.close()
+    finally:
+        server.stop()
+    assert len(errors) == 1, errors
+    assert errors[0].startswith(f"TURN relay {coturn.urls()[0]}: error 401"), errors
+    assert "--turn-secret" in errors[0] and "static-auth-secret" in errors[0]
+    assert coturn.count(r"ALLOCATE processed, success") == 0
