@@ -8,15 +8,24 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import ifaddr
 import pytest
 
-from tests.conftest import PyPage, ServerProcess, new_pypage
+from tests.conftest import PyPage, ServerProcess, missing_prerequisite, new_pypage
 from tests.interop.page import SETUP
 from tests.support.aiortc_peer import AiortcPeer, PeerThread, SdpFilter, SignalingPeer
 
 
+def non_loopback_ipv4() -> list[str]:
+    """Addresses aiortc can gather on (it skips 127.0.0.1), as ifaddr (aiortc's own source) lists them."""
+    return [str(ip.ip) for adapter in ifaddr.get_adapters() for ip in adapter.ips
+            if isinstance(ip.ip, str) and not ip.ip.startswith("127.")]
+
+
 @pytest.fixture(scope="module")
 def peer_thread() -> Iterator[PeerThread]:
+    if not non_loopback_ipv4():
+        missing_prerequisite("aiortc needs a non-loopback IPv4 interface (it ignores 127.0.0.1)")
     thread = PeerThread()
     yield thread
     thread.stop()
