@@ -576,3 +576,47 @@ def test_identity_survives_reload_and_export_import(page):
     assert after["moved"] == before["blob_id"]
     assert after["pin"] == before["id"]
     assert after["sig_ok"] is True
+
+
+def test_peer_closed_status_events_and_unsupported_fingerprint(page):
+    out = page.pyjson("""
+        from pyapp.browser.auth import security_of, connection_fingerprints
+        from pyapp.core.security.reasons import describe
+        res = {}
+        a, b = await connected_pair()
+        ia, ib = await new_identity(), await new_identity()
+        seen = []
+        security_of(a).events.on("status", lambda s: seen.append([s.status, s.reason]))
+        task = asyncio.ensure_future(a.authenticate(ia, timeout=10))
+        await asyncio.sleep(0.3)   # a waits for b's HELLO; b hangs up instead
+        b.close()
+        try:
+            await task
+            res["closed"] = "ok"
+        except AuthenticationError as exc:
+            res["closed"] = [exc.reason, str(exc) == describe(exc.reason) or "closed" in str(exc)]
+        res["seen"] = seen
+        res["state"] = [a.security.status, a.security.reason, a.closed]
+        # A remote SDP whose only fingerprint uses another hash: named, not "malformed".
+        a, b = await connected_pair()
+        local, remote = connection_fingerprints(a)
+        res["fps"] = [[str(f.hash.sdp_name) for f in local], remote.hash.sdp_name]
+        class Sdp:
+            polite = False
+            local_description = a.local_description
+            remote_description = {"type": "answer", "sdp": "\\r\\n".join(
+                line if not line.startswith("a=fingerprint:") else "a=fingerprint:sha-1 " + ":".join(["AB"] * 20)
+                for line in a.remote_description["sdp"].split("\\r\\n"))}
+        try:
+            connection_fingerprints(Sdp())
+            res["sha1"] = "accepted"
+        except AuthenticationError as exc:
+            res["sha1"] = [exc.reason, "sha-1" in str(exc)]
+        a.close(); b.close()
+        json.dumps(res)
+    """)
+    assert out["closed"] == ["peer_closed", True]
+    assert out["seen"] == [["verifying", None], ["failed", "peer_closed"]]
+    assert out["state"] == ["failed", "peer_closed", True]
+    assert out["fps"] == [["sha-256"], "sha-256"]  # two Chromium peers: one line each
+    assert out["sha1"] == ["unsupported_fingerprint_algorithm", True]
