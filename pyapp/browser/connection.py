@@ -41,6 +41,7 @@ from pyapp.browser.monitor import QualityCallback, QualityMonitor
 from pyapp.browser.mux import MultiplexedChannel, MuxSession
 from pyapp.browser.peer import IceServer, PeerConnection, SignalFn
 from pyapp.browser.power import PowerManager
+from pyapp.browser.probing import ProbeResponder
 from pyapp.browser.secure import receive_encrypted as _receive_encrypted
 from pyapp.browser.secure import send_encrypted as _send_encrypted
 from pyapp.browser.stats import get_statistics
@@ -80,6 +81,8 @@ class Connection:
         """The monitor :meth:`start_connection_quality_monitoring` started, if any."""
         self.security = SecurityState()
         """Authentication status and session keys; the encrypted-channel cache."""
+        self.probe_responder: ProbeResponder | None = None
+        """What echoes the peer's quality probes on ``mux`` (:func:`~pyapp.browser.probing.answer_probes`)."""
         self._media: MediaTuner | None = None
         peer.bind_connection(self)
         peer.events.on("closing", self._on_closing)
@@ -211,8 +214,13 @@ class Connection:
             raise ConnectionClosedError("peer connection is closed")
         if self.mux is not None:
             raise LocalProtocolError("this connection already has a multiplexer")
+        previous = session.pc.connection  # the connection the session ran on until now
         session.resume_on(self.peer)
         self.mux = session
+        if previous is not self and previous.probe_responder is not None:
+            # The responder belongs to the session: it keeps answering on the new path.
+            if previous.probe_responder.session is session:
+                self.probe_responder, previous.probe_responder = previous.probe_responder, None
 
     def create_multiplexed_channel(self, channel_id: int | None = None, *, label: str = "",
                                    reliability: Reliability | None = None,

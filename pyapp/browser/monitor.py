@@ -21,8 +21,11 @@ so two peers that both monitor answer each other; the page's dashboard installs
 one on every peer. A responder takes ``pyapp-probe`` channels away from
 ``accept()``: the label is reserved.
 
-Timing: one ``loop.call_later`` handle, re-armed for the earlier of the next
-poll and the next ping. A poll (``getStats`` is a Promise) runs as one task;
+Timing: one :class:`~pyapp.browser.timer.TimerDriver`, re-armed for the
+earliest of the next poll, the :class:`~pyapp.core.probe.Prober`'s timer (the
+next ping, or the expiry of one in flight) and the
+:class:`~pyapp.core.quality.QualityTracker`'s LOST deadline; both cores run on
+their own timers (``get_timer()`` / ``handle_timer(now)``). A poll (``getStats`` is a Promise) runs as one task;
 the next poll is never started before it ends, so polls never overlap. A poll
 that fails is counted (``errors``, ``last_error``, an ``error`` event; the first
 of a streak is reported to the page) and the next one runs on schedule.
@@ -52,25 +55,29 @@ import asyncio
 import inspect
 import json
 import time
-import weakref
 from collections import deque
 from collections.abc import Awaitable, Callable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, replace
 from typing import TYPE_CHECKING, Any
 
 from pyapp._events import Emitter
 from pyapp.browser._ffi import ProxyOwner, _report, guard, spawn, translate_js_error
 from pyapp.browser.peer import PeerConnection
+from pyapp.browser.probing import PROBE_LABEL as PROBE_LABEL
+from pyapp.browser.probing import ProbeResponder as ProbeResponder
+from pyapp.browser.probing import answer_probes as answer_probes
 from pyapp.browser.stats import channel_statistics, stats_poller
+from pyapp.browser.timeline import TIMELINE_VERSION
+from pyapp.browser.timeline import TimelinePoint as TimelinePoint
+from pyapp.browser.timer import TimerDriver, now
 from pyapp.core.framing import Reliability
-from pyapp.core.probe import Prober, ProbeStatistics, respond
+from pyapp.core.probe import Prober, ProbeStatistics
 from pyapp.core.quality import ConnectionQuality, QualityTracker
 from pyapp.core.scheduler import Priority
 from pyapp.core.stats import ConnectionStatistics, StatisticsRates, compute_rates, parse_stats
 from pyapp.exceptions import (
     ConnectionClosedError,
     InvalidArgumentError,
-    LocalProtocolError,
     ProbeError,
     PyAppError,
 )
@@ -79,121 +86,18 @@ if TYPE_CHECKING:
     from pyapp.browser.connection import Connection
     from pyapp.browser.mux import MultiplexedChannel, MuxSession
 
+# PROBE_LABEL, ProbeResponder and answer_probes (pyapp.browser.probing) and
+# TimelinePoint (pyapp.browser.timeline) stay importable from here.
 __all__ = [
-    "PROBE_LABEL",
-    "ProbeResponder",
     "QualityCallback",
     "QualityMonitor",
-    "TimelinePoint",
-    "answer_probes",
 ]
 
-PROBE_LABEL = "pyapp-probe"
 """The reserved logical-channel label of the in-band probe."""
 
 QualityCallback = Callable[[ConnectionQuality], Awaitable[None] | None]
 StatsFetcher = Callable[["PeerConnection"], Awaitable[ConnectionStatistics]]
 
-TIMELINE_VERSION = 1
-
-
-# ---------------------------------------------------------------------- responder
-
-
-class ProbeResponder:
-    """Echoes the pings that arrive on ``pyapp-probe`` channels of one MuxSession.
-
-    Malformed probes are counted in ``errors`` (the last few in ``recent_errors``)
-    and dropped; an echo the mux cannot queue is counted in ``send_failures``.
-    """
-
-    def __init__(self, session: MuxSession) -> None:
-        self.session = session
-        self.echoed = 0
-        self.errors = 0
-        self.send_failures = 0
-        self.recent_errors: deque[ProbeError] = deque(maxlen=20)
-        self.closed = False
-        session.events.on("channel", self._on_channel)
-        # Channels the peer opened before we were installed are still waiting for accept().
-        for channel in list(session._incoming):
-            self._on_channel(channel)
-
-    def _on_channel(self, channel: MultiplexedChannel) -> None:
-        if channel.label != PROBE_LABEL or self.closed:
-            return
-        try:  # reserved label: never handed to the application's accept()
-            self.session._incoming.remove(channel)
-        except ValueError:
-            pass
-        channel.events.on("message", lambda data: self._on_ping(channel, data))
-
-    def _on_ping(self, channel: MultiplexedChannel, data: bytes | str) -> None:
-        try:
-            if isinstance(data, str):
-                raise ProbeError("probe arrived as a text message")
-            echo = respond(data)
-        except ProbeError as exc:
-            self.errors += 1
-            self.recent_errors.append(exc)
-            return
-        try:
-            channel.send_nowait(echo)
-        except (LocalProtocolError, PyAppError):
-            self.send_failures += 1  # queue full or channel gone: the pinger counts a loss
-            return
-        self.echoed += 1
-
-    def close(self) -> None:
-        """Stop answering new probe channels."""
-        self.closed = True
-        self.session.events.off("channel", self._on_channel)
-        _RESPONDERS.pop(self.session, None)
-
-
-_RESPONDERS: weakref.WeakKeyDictionary[MuxSession, ProbeResponder] = weakref.WeakKeyDictionary()
-
-
-def answer_probes(session: MuxSession) -> ProbeResponder:
-    """Make ``session`` echo the peer's probes (idempotent: one responder per session).
-
-    Example::
-
-        answer_probes(pc.multiplexer())
-    """
-    responder = _RESPONDERS.get(session)
-    if responder is None or responder.closed:
-        responder = _RESPONDERS[session] = ProbeResponder(session)
-    return responder
-
-
-# ---------------------------------------------------------------------- timeline
-
-
-@dataclass(frozen=True)
-class TimelinePoint:
-    """One sample of the monitor, as charted and exported."""
-
-    t: float
-    """Monotonic seconds (the monitor's clock) when the poll finished."""
-    wall: float
-    """Unix time in seconds of the same moment."""
-    rtt_ms: float | None
-    """Round-trip time in ms."""
-    loss_pct: float | None
-    """Packet loss in percent."""
-    jitter_ms: float | None
-    """Jitter in ms."""
-    score: float
-    """Smoothed quality score 0..100."""
-    label: str
-    """excellent/good/poor/lost."""
-    send_bps: float | None
-    """Transport bits per second sent since the previous poll."""
-    recv_bps: float | None
-    """Transport bits per second received since the previous poll."""
-    source: str
-    """Where loss/jitter came from: rtp, probe or ice."""
 
 
 # ---------------------------------------------------------------------- monitor
@@ -224,7 +128,7 @@ class QualityMonitor:
                  history: int = 300, lost_timeout: float = 5.0,
                  fetch: StatsFetcher | None = None,
                  probe_filter: Callable[[bytes], bool] | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = now) -> None:
         _check_interval(interval)
         if probe_interval is not None:
             _check_interval(probe_interval)
@@ -246,8 +150,7 @@ class QualityMonitor:
         self._fetch = fetch
         self._probe_filter = probe_filter
         self._clock = clock
-        self._tracker_lost = self._effective_lost_timeout()
-        self._tracker = QualityTracker(lost_timeout=self._tracker_lost)
+        self._tracker = QualityTracker(lost_timeout=self._effective_lost_timeout())
         self.timeline: deque[TimelinePoint] = deque(maxlen=history)
         self.polls = 0
         """Polls started."""
@@ -271,8 +174,8 @@ class QualityMonitor:
         self._probe_channel: MultiplexedChannel | None = None
         self._received_at_last_poll = 0
         self._next_poll = 0.0
-        self._next_probe = 0.0
-        self._handle: asyncio.TimerHandle | asyncio.Handle | None = None
+        # One timer for the poll schedule, the Prober's and the QualityTracker's deadlines.
+        self._timer = TimerDriver(self._deadline, self._on_timer, clock=clock)
         self._poll_task: asyncio.Task[None] | None = None
         self._owner: ProxyOwner | None = None
         self._js_poller: Any = None
@@ -280,7 +183,6 @@ class QualityMonitor:
         self._running = False
         self._closed = False
         self._failing = 0
-        self._loop = asyncio.get_event_loop()
         peer.events.on("connectionstatechange", self._on_pc_state)
 
     def _mux(self) -> MuxSession | None:
@@ -307,7 +209,7 @@ class QualityMonitor:
     @property
     def pending(self) -> int:
         """Scheduled timer handles plus running poll tasks (0 once stopped)."""
-        return (self._handle is not None) + self._polling
+        return self._timer.armed + self._polling
 
     @property
     def _polling(self) -> bool:
@@ -338,15 +240,12 @@ class QualityMonitor:
         self._tracker.start(now)
         self._open_probe(now)
         self._next_poll = now
-        self._next_probe = now
         self._arm()
 
     def stop(self) -> None:
         """Stop polling and probing; cancels the timer and a poll in progress."""
         self._running = False
-        if self._handle is not None:
-            self._handle.cancel()
-            self._handle = None
+        self._timer.cancel()
         task, self._poll_task = self._poll_task, None
         if task is not None and not task.done():
             task.cancel()
@@ -370,15 +269,12 @@ class QualityMonitor:
         _check_interval(seconds)
         old = self._interval
         self._interval = float(seconds)
-        lost = self._effective_lost_timeout()
-        if lost != self._tracker_lost:  # the tracker's timeout is fixed at construction
-            self._tracker_lost = lost
-            self._tracker = QualityTracker(lost_timeout=lost)
+        self._tracker.set_lost_timeout(self._effective_lost_timeout())
+        if self._prober is not None and self._probe_interval_option is None:
+            self._prober.set_interval(self._interval)  # pings follow the poll interval
         if self._running:
             # Keep the phase: the next poll is one new interval after the last one.
             self._next_poll = self._next_poll - old + self._interval
-            if self._probe_interval_option is None:
-                self._next_probe = self._next_probe - old + self._interval
             self._arm()
 
     def close(self) -> None:
@@ -399,36 +295,41 @@ class QualityMonitor:
     # ------------------------------------------------------------------ timer
 
     def _arm(self) -> None:
-        if self._handle is not None:
-            self._handle.cancel()
-            self._handle = None
-        if not self._running:
-            return
-        deadline = None if self._polling else self._next_poll
-        if self._prober is not None:
-            deadline = self._next_probe if deadline is None else min(deadline, self._next_probe)
-        if deadline is None:
-            return  # the running poll re-arms when it ends
-        # call_later, not call_at: Pyodide's WebLoop refuses times in the past.
-        self._handle = self._loop.call_later(max(0.0, deadline - self._clock()), self._on_timer)
+        self._timer.rearm()
 
-    def _on_timer(self) -> None:
-        self._handle = None
+    def _deadline(self) -> float | None:
+        """The earliest of the next poll, the Prober's and the tracker's timers."""
+        if not self._running:
+            return None
+        times = [] if self._polling else [self._next_poll]  # a running poll re-arms when it ends
+        if self._prober is not None:
+            times.append(self._prober.get_timer())
+        lost = self._tracker.get_timer()
+        if lost is not None:
+            times.append(lost)
+        return min(times) if times else None
+
+    def _on_timer(self, now: float) -> None:
         if not self._running:
             return
         started = time.perf_counter()
-        now = self._clock()
         try:
-            if self._prober is not None and now >= self._next_probe:
-                self._next_probe = _next_slot(self._next_probe, self.probe_interval, now)
+            if self._prober is not None and now >= self._prober.get_timer():
                 self._probe_tick(now)
             if not self._polling and now >= self._next_poll:
                 self._next_poll = _next_slot(self._next_poll, self._interval, now)
                 self.polls += 1
                 self._start_poll()
+            lost = self._tracker.get_timer()
+            if lost is not None and now >= lost:
+                # No sample for lost_timeout (a poll that never answers): LOST now,
+                # not at the next poll.
+                previous = self.quality.label
+                self.quality = self._tracker.quality(now)
+                if self.quality.label is not previous:
+                    self.events.emit("quality", self.quality)
         finally:
             self.busy_seconds += time.perf_counter() - started
-            self._arm()
 
     def _poll_done(self, task: asyncio.Task[None]) -> None:
         if self._poll_task is task:
@@ -451,9 +352,8 @@ class QualityMonitor:
         channel.events.on("message", self._on_echo)
         channel.events.on("close", lambda: self._probe_closed(channel))
         timeout = self._probe_timeout_option or max(1.0, 2 * self.probe_interval)
-        # The monitor owns the ping cadence; a tiny Prober interval makes every
-        # handle_timer() call send exactly one ping.
-        self._prober = Prober(now, interval=1e-9, timeout=timeout, window=self._probe_window)
+        self._prober = Prober(now, interval=self.probe_interval, timeout=timeout,
+                              window=self._probe_window)
         self._probe_channel = channel
         self._received_at_last_poll = 0
 
@@ -471,8 +371,13 @@ class QualityMonitor:
 
     def _probe_tick(self, now: float) -> None:
         prober, channel = self._prober, self._probe_channel
-        if prober is None or channel is None or channel.state != "open":
-            return  # not accepted yet: a ping queued now would measure the setup
+        if prober is None or channel is None:
+            return
+        if channel.state != "open":
+            prober.postpone(now)  # not accepted yet: a ping sent now would measure the setup
+            prober.handle_timer(now)  # still expire the ones in flight
+            prober.data_to_send()  # (empty: postponed)
+            return
         prober.handle_timer(now)
         for ping in prober.data_to_send():
             self.probes_sent += 1

@@ -40,19 +40,22 @@ class TimerDriver:
     ``get_timer`` returns the core's next deadline (on the :func:`now` clock) or
     None; ``fire(now)`` is called when it is due (usually it calls the core's
     ``handle_timer(now)`` and applies what comes out). After ``fire`` the
-    driver re-arms by itself.
+    driver re-arms by itself. ``clock`` replaces :func:`now` (a test's fake
+    clock; deadlines are then on that clock and the delay is computed on it).
     """
 
-    def __init__(self, get_timer: Callable[[], float | None], fire: Callable[[float], None]) -> None:
+    def __init__(self, get_timer: Callable[[], float | None], fire: Callable[[float], None], *,
+                 clock: Callable[[], float] | None = None) -> None:
         self._get_timer = get_timer
         self._fire = fire
         self._loop = asyncio.get_event_loop()
+        self._clock = clock or self._loop.time
         self._handle: asyncio.TimerHandle | None = None
         self._when: float | None = None
 
     def now(self) -> float:
-        """The clock (same as :func:`now`)."""
-        return self._loop.time()
+        """The clock (:func:`now` unless another was given)."""
+        return self._clock()
 
     @property
     def armed(self) -> bool:

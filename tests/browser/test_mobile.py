@@ -173,7 +173,7 @@ def test_set_mobile_options_tunes_sender_and_track_and_restores(page):
         mobile = {"caps": sender_caps(a), "track": track_settings(track)}
         # The camera is restarted: the old track goes, a new one is added later and
         # gets the current (mobile) settings by itself.
-        a.js_pc.removeTrack(video_sender(a))
+        a.remove_track(video_sender(a))
         media.stop()
         media2 = await start_camera(audio=False)
         track2 = media2.video_track
@@ -184,7 +184,7 @@ def test_set_mobile_options_tunes_sender_and_track_and_restores(page):
         late = {"fresh": fresh, "track": track_settings(track2), "caps": sender_caps(a)}
         await a.set_mobile_options(False)
         desktop = {"caps": sender_caps(a), "track": track_settings(track2)}
-        errors = [str(e) for e in a.media_tuner.errors]
+        errors = [str(e) for e in a.media.errors]
         media.stop(); media2.stop(); a.close(); b.close()
         json.dumps({"before": before, "mobile": mobile, "late": late, "desktop": desktop,
                     "errors": errors})

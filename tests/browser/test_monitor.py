@@ -214,6 +214,7 @@ p0 = monitor.polls
 await asyncio.sleep(0.65)
 slow_polls = monitor.polls - p0
 monitor.stop()
+await asyncio.sleep(0)                            # a cancelled poll task ends on the next tick
 stopped = {"pending": monitor.pending, "tasks": len(monitor_tasks()), "running": monitor.running}
 p1, c1 = monitor.polls, calls["n"]
 await asyncio.sleep(0.5)
