@@ -165,3 +165,32 @@ def test_relaying_mitm_fails_with_fingerprint_mismatch(pages: tuple[PyPage, PyPa
     finally:
         peer_thread.run(relay.close())
         peer_thread.run(relay.a.signaling.close())
+
+
+def test_relaying_mitm_between_firefox_and_chromium(firefox: Any, pages: tuple[PyPage, PyPage],
+                                                    peer_thread: PeerThread,
+                                                    server: ServerProcess) -> None:
+    """Firefox keeps all three of the relay's lines (and selects sha-512); same verdict."""
+    page_a = new_pypage(firefox, server)
+    try:
+        page_a.py(SETUP)
+        out_a, out_b, relay = run_mitm(page_a, pages[1], peer_thread, server,
+                                       keep_one_fingerprint("sha-384"))
+        try:
+            for out in (out_a, out_b):
+                assert out.get("reason") == "fingerprint_mismatch", json.dumps(out)
+                assert out["closed"] is True and out["status"] == "failed"
+            assert out_a["remote_selected"].startswith("sha-384 ")
+            assert [len(relay.relayed["a->b"]), len(relay.relayed["b->a"])] == [1, 1]
+        finally:
+            peer_thread.run(relay.close())
+            peer_thread.run(relay.a.signaling.close())
+        out_a, out_b, relay = run_mitm(page_a, pages[1], peer_thread, server, None)
+        try:
+            assert out_a.get("reason") == out_b.get("reason") == "fingerprint_mismatch"
+            assert out_a["remote_selected"].startswith("sha-512 ")  # of three kept lines
+        finally:
+            peer_thread.run(relay.close())
+            peer_thread.run(relay.a.signaling.close())
+    finally:
+        page_a.page.context.close()
