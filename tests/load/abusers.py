@@ -80,15 +80,21 @@ async def abuse(url: str, stop: asyncio.Event, rounds: Counter[str]) -> None:
             await slow.send_json({"type": "join", "room": r})
             target = (await feeder.recv_type("peer-joined"))["peer_id"]
             blob = "y" * 60_000
-            while not stop.is_set():
-                await feeder.send({"type": "signal", "to": target, "data": {"b": blob}})
-                try:
-                    msg = await feeder.recv(timeout=0.03)
-                except TimeoutError:
-                    continue
-                if msg["type"] == "peer-left":
-                    rounds["slow-reader-dropped"] += 1
-                    break
+            dropped = False
+            while not stop.is_set() and not dropped:
+                for _ in range(40):  # 2.4 MB at once: within the feeder's burst of 100
+                    await feeder.send({"type": "signal", "to": target, "data": {"b": blob}})
+                deadline = asyncio.get_running_loop().time() + 1.0  # ~40 signals/s on average
+                while not dropped:
+                    left = deadline - asyncio.get_running_loop().time()
+                    if left <= 0:
+                        break
+                    try:
+                        msg = await feeder.recv(timeout=left)
+                    except TimeoutError:
+                        break
+                    dropped = msg["type"] == "peer-left"
+            rounds["slow-reader-dropped"] += dropped
             await feeder.close()
             await slow.close()
 
