@@ -4,8 +4,9 @@ Valid frames are recorded from a scripted conversation (OPEN, ACCEPT, text,
 binary and multi-fragment DATA on reliable/unreliable channels, ACK, CLOSE,
 RESET), then fed to a fresh receiver either as they are (out of order,
 duplicated) or mutated: bytes flipped, truncated, extended, header fields
-overwritten, frames spliced, or pure garbage. ``receive_frame`` must return a
-list of events every time; any exception is a bug.
+overwritten, frames spliced, or pure garbage. ``receive_frame`` must never
+raise and leave only typed events (``next_event``), timers included; any
+exception is a bug.
 
 Example::
 
@@ -44,8 +45,29 @@ __all__ = ["FuzzFailure", "build_corpus", "run_fuzz"]
 _U32 = struct.Struct("!I")
 
 
+
+def feed(m: Multiplexer, data: bytes | bytearray | memoryview, now: float) -> list[Event]:
+    """receive_frame, then every event it left (the sans-I/O pull)."""
+    m.receive_frame(data, now)
+    return list(iter(m.next_event, None))
+
+
+def feed_datagram(m: Multiplexer, data: bytes | bytearray | memoryview, now: float) -> list[Event]:
+    m.receive_datagram(data, now)
+    return list(iter(m.next_event, None))
+
+
+def take(m: Multiplexer) -> list[Event]:
+    return list(iter(m.next_event, None))
+
+
+def fail(m: Multiplexer, reason: str) -> list[Event]:
+    m.fail_all(reason)
+    return list(iter(m.next_event, None))
+
+
 class FuzzFailure(AssertionError):
-    """``receive_frame`` raised, or returned something other than a list of events."""
+    """``receive_frame`` or ``handle_timer`` raised, or left something other than events."""
 
 
 def _drain(m: Multiplexer) -> list[OutgoingFrame]:
@@ -61,9 +83,9 @@ def _pump(a: Multiplexer, b: Multiplexer) -> None:
         if not fa and not fb:
             return
         for f in fa:
-            b.receive_frame(f.data, 0.0)
+            feed(b, f.data, 0.0)
         for f in fb:
-            a.receive_frame(f.data, 0.0)
+            feed(a, f.data, 0.0)
 
 
 def _setup() -> tuple[Multiplexer, Multiplexer]:
@@ -162,13 +184,19 @@ def run_fuzz(cases: int, seed: int) -> int:
             if rng.random() < 0.05:  # let some state build up: a valid run first
                 start = rng.randrange(len(corpus))
                 for valid in corpus[start:start + rng.randint(1, 6)]:
-                    receiver.receive_frame(valid, float(case))
-            events = receiver.receive_frame(frame, float(case))
+                    feed(receiver, valid, float(case))
+            events = feed(receiver, frame, float(case))
             if rng.random() < 0.1:
                 _drain(receiver)
             if rng.random() < 0.002:
                 receiver.transport_lost()
                 receiver.transport_restored()
+            if rng.random() < 0.02:  # timers: lifetimes, reorder timeout, drain deadline
+                deadline = receiver.get_timer()
+                if deadline is not None and type(deadline) is not float:
+                    raise FuzzFailure(f"seed {seed} case {case}: get_timer() gave {deadline!r}")
+                receiver.handle_timer(float(case) + rng.random() * 10.0)
+                events += list(iter(receiver.next_event, None))
         except Exception as exc:
             raise FuzzFailure(
                 f"seed {seed} case {case}: {type(exc).__name__}: {exc}\n"

@@ -65,6 +65,7 @@ __all__ = [
     "SignalingMessageError",
     "SignalingRefusedError",
     "RelayError",
+    "SendQueueFull",
 ]
 
 
@@ -282,3 +283,22 @@ class RelayError(PyAppError):
         self.url = url
         self.error_code = error_code
         self.error_text = error_text
+
+
+class SendQueueFull(LocalProtocolError):
+    """``send`` on a reliable logical channel whose send queue is full.
+
+    Nothing was queued. Wait for the multiplexer's SendWindowOpened event for
+    that channel (the browser's ``MultiplexedChannel.send`` does this for you),
+    or check ``can_send`` first. Raised by :class:`pyapp.core.mux.Multiplexer`.
+    """
+
+    def __init__(self, channel_id: int, size: int, queued: int, limit: int) -> None:
+        super().__init__(
+            f"channel {channel_id}: send queue full ({queued} bytes queued, "
+            f"limit {limit}, message {size} bytes): wait for SendWindowOpened, then send again"
+        )
+        self.channel_id = channel_id
+        self.size = size
+        self.queued = queued
+        self.limit = limit

@@ -21,13 +21,13 @@ Example (in the page)::
 from __future__ import annotations
 
 import asyncio
-from collections import deque
 from collections.abc import AsyncIterator
 from typing import Any
 
 from pyodide.ffi import JsException, to_js
 
 from pyapp._events import Emitter
+from pyapp._inbox import Inbox
 from pyapp.browser._ffi import ProxyOwner, is_null, translate_js_error
 from pyapp.exceptions import ConnectionClosedError, LocalProtocolError, MessageTooLargeError
 
@@ -84,8 +84,7 @@ class DataChannel:
         self.low_water = low_water
         self._max_message_size = max_message_size
         self._get_max_message_size = get_max_message_size
-        self._inbox: deque[bytes | str] = deque()
-        self._inbox_waiter: asyncio.Future[None] | None = None
+        self._inbox = Inbox()
         self._drain: asyncio.Event = asyncio.Event()
         self._drain.set()
         self._opened: asyncio.Future[None] = asyncio.get_event_loop().create_future()
@@ -176,10 +175,7 @@ class DataChannel:
         if self.events.has_listeners("message"):
             self.events.emit("message", message)
             return
-        self._inbox.append(message)
-        waiter = self._inbox_waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+        self._inbox.put(message)
 
     def _on_low(self, _event: Any) -> None:
         self._drain.set()
@@ -203,9 +199,7 @@ class DataChannel:
             self._opened.set_exception(ConnectionClosedError(f"channel {self.label!r} {reason}"))
             self._opened.exception()  # mark retrieved: nobody may be waiting
         self._drain.set()
-        waiter = self._inbox_waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+        self._inbox.close(self._closed_error)
         self.events.emit("close")
         self.events.clear()
         self._owner.close()
@@ -281,22 +275,19 @@ class DataChannel:
         self.bytes_sent += size
 
     async def receive(self) -> bytes | str:
-        """The next message; raises ConnectionClosedError once closed and drained."""
-        while not self._inbox:
-            if self._closed.done():
-                raise ConnectionClosedError(f"channel {self.label!r} {self.close_reason}")
-            self._inbox_waiter = asyncio.get_event_loop().create_future()
-            try:
-                await self._inbox_waiter
-            finally:
-                self._inbox_waiter = None
-        return self._inbox.popleft()
+        """The next message; raises ConnectionClosedError once closed and drained.
+
+        Concurrent calls are allowed: they are served in call order, each with
+        the next message, and closing the channel makes every waiting call raise.
+        """
+        return await self._inbox.get()
+
+    def _closed_error(self) -> ConnectionClosedError:
+        return ConnectionClosedError(f"channel {self.label!r} {self.close_reason}")
 
     def receive_nowait(self) -> list[bytes | str]:
         """Every message received so far and not yet consumed."""
-        out = list(self._inbox)
-        self._inbox.clear()
-        return out
+        return self._inbox.take_all()
 
     async def __aiter__(self) -> AsyncIterator[bytes | str]:
         while True:
@@ -307,7 +298,7 @@ class DataChannel:
 
     def create_multiplexed_channel(self, channel_id: int | None = None, label: str = "",
                                    reliability: Any = None, priority: Any = None) -> Any:
-        """Open a logical channel multiplexed over this channel's connection (seed API).
+        """Open a logical channel multiplexed over this channel's connection (documented API name).
 
         The logical channels of a connection share its :class:`~pyapp.browser.mux.MuxSession`
         (two underlying RTCDataChannels); see :meth:`MuxSession.create_multiplexed_channel`.
@@ -336,4 +327,4 @@ class DataChannel:
 
 
 WebRtcDataChannel = DataChannel
-"""The seed's name for :class:`DataChannel`."""
+"""Documented alias of :class:`DataChannel`."""

@@ -38,15 +38,25 @@ from __future__ import annotations
 import asyncio
 import os
 from collections import deque
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import js
 
 from pyapp._events import Emitter
-from pyapp.browser._ffi import spawn
 from pyapp.browser.datachannel import DataChannel
-from pyapp.browser.mux_channel import MultiplexedChannel, _now
-from pyapp.core.framing import Transport
+from pyapp.browser.mux_channel import MultiplexedChannel
+from pyapp.browser.mux_transport import (
+    HELLO_PREFIX,
+    RELIABLE_LABEL,
+    RELIABLE_TRANSPORT_ID,
+    TRANSPORT_HELLO,
+    UNRELIABLE_LABEL,
+    UNRELIABLE_TRANSPORT_ID,
+    _SessionTransports,
+)
+from pyapp.browser.timer import TimerDriver
+from pyapp.browser.timer import now as _now
 from pyapp.core.mux import (
     ChannelAccepted,
     ChannelClosed,
@@ -70,7 +80,9 @@ from pyapp.exceptions import (
     ChannelResetError,
     ConnectionClosedError,
     DeliveryError,
+    InvalidArgumentError,
     LocalProtocolError,
+    OperationTimeout,
     RemoteProtocolError,
 )
 
@@ -85,39 +97,33 @@ __all__ = [
     "RELIABLE_TRANSPORT_ID",
     "HELLO_PREFIX",
     "UNRELIABLE_TRANSPORT_ID",
+    "TRANSPORT_HELLO",
+    "RELIABLE_LABEL",
+    "UNRELIABLE_LABEL",
+    "RESERVED_PREFIX",
+    "is_reserved_label",
     "supports_priority_hint",
 ]
 
 DataChannelReliability = Reliability
-"""The seed's name: ``DataChannelReliability.RELIABLE`` / ``.UNRELIABLE``, or
+"""Documented alias of :class:`~pyapp.core.framing.Reliability`: ``DataChannelReliability.RELIABLE`` / ``.UNRELIABLE``, or
 ``DataChannelReliability(ordered=..., max_retransmits=..., max_packet_life_time=...)``."""
 DataChannelPriority = Priority
-"""The seed's name: ``VERY_LOW``, ``LOW``, ``MEDIUM``, ``HIGH``."""
+"""Documented alias of :class:`~pyapp.core.scheduler.Priority`: ``VERY_LOW``, ``LOW``, ``MEDIUM``, ``HIGH``."""
 
-RELIABLE_TRANSPORT_ID = 1000
-"""SCTP stream id of the negotiated reliable transport (both sides create it)."""
-UNRELIABLE_TRANSPORT_ID = 1001
-"""SCTP stream id of the negotiated unreliable transport."""
-HELLO_PREFIX = b"PYMX\x01"
-TRANSPORT_HELLO = HELLO_PREFIX
-"""Sent on the reliable transport until the peer's arrives, before any frame.
-
-Both transports are negotiated channels (``negotiated: true``): a side's channel
-opens as soon as the SCTP association is up, possibly before the peer has
-created its own, and a message sent into that gap is dropped by the peer's
-browser. So each side repeats this hello (backing off to 4/s) until it hears
-the peer's, and only then lets the multiplexer transmit. It cannot be mistaken
-for a frame: frames start with version byte 0x01, this with ``P``.
-
-The hello carries the sender's 8-byte session id (``HELLO_PREFIX + session_id``).
-A session resumed on a fresh connection checks that the peer's id is the one it
-had before: a peer that lost its session state (a fresh session) makes ours fail
-loudly instead of replaying into the void."""
-RELIABLE_LABEL = "pyapp-mux"
-UNRELIABLE_LABEL = "pyapp-mux-u"
+RESERVED_PREFIX = "pyapp-"
+"""Logical channel labels with this prefix belong to the library, never to accept()."""
 
 _PRIORITY_HINT = {Priority.VERY_LOW: "very-low", Priority.LOW: "low",
                   Priority.MEDIUM: "medium", Priority.HIGH: "high"}
+
+
+_FLOW_EVENTS = (SendWindowOpened, ChannelAccepted, MessageDropped)
+
+
+def is_reserved_label(label: str) -> bool:
+    """Whether ``label`` is reserved for the library (see :data:`RESERVED_PREFIX`)."""
+    return label.startswith(RESERVED_PREFIX)
 
 
 def supports_priority_hint() -> bool:
@@ -125,7 +131,7 @@ def supports_priority_hint() -> bool:
     return bool(js.Reflect.has(js.RTCDataChannel.prototype, "priority"))
 
 
-class MuxSession:
+class MuxSession(_SessionTransports):
     """The multiplexer of one connection: two data channels, many logical channels.
 
     Create it with :meth:`PeerConnection.multiplexer` (both peers must), which
@@ -153,7 +159,10 @@ class MuxSession:
         self.dropped: list[MessageDropped] = []
         self.paused_drops = 0
         self._incoming: deque[MultiplexedChannel] = deque()
-        self._incoming_waiter: asyncio.Future[None] | None = None
+        self._incoming_changed = asyncio.Event()
+        self._reserved_handlers: dict[str, Callable[[MultiplexedChannel], None]] = {}
+        self._dispatching = False
+        self._timer = TimerDriver(self.mux.get_timer, self._on_timer)
         self._held: OutgoingFrame | None = None
         self.session_id = os.urandom(8)
         """Random id of this session; sent in the transport hello."""
@@ -181,68 +190,14 @@ class MuxSession:
 
     # ------------------------------------------------------------------ transports
 
-    def _attach(self, pc: PeerConnection) -> None:
-        self.pc = pc
-        self.reliable = pc.create_data_channel(RELIABLE_LABEL, negotiated=True, id=RELIABLE_TRANSPORT_ID)
-        self.unreliable = pc.create_data_channel(
-            UNRELIABLE_LABEL, negotiated=True, id=UNRELIABLE_TRANSPORT_ID, ordered=False,
-            max_retransmits=self.unreliable_max_retransmits)
-        for channel in (self.reliable, self.unreliable):
-            channel.high_water = self.high_water
-            channel.low_water = self.low_water
-            channel.js_channel.bufferedAmountLowThreshold = self.low_water
-            channel.events.on("message", self._on_frame)
-            channel.events.on("bufferedamountlow", self._pump)
-            channel.events.on("open", self._on_transport_open)
-            channel.events.on("close", self._on_transport_close)
-        self._on_transport_open()
-
     @property
     def transports_open(self) -> bool:
         """Both underlying data channels are open."""
         return self._open
 
-    def _check_open(self) -> bool:
-        self._open = (not self._lost and self.reliable.ready_state == "open"
-                      and self.unreliable.ready_state == "open")
-        return self._open
-
     async def wait_open(self, timeout: float | None = None) -> None:
         """Wait until both underlying data channels are open."""
         await asyncio.wait_for(asyncio.shield(self._transports_open), timeout)
-
-    def _on_transport_open(self) -> None:
-        if not self._check_open():
-            return
-        size = self.pc.max_message_size
-        if size:
-            self.mux.set_max_message_size(size)
-        # Read once per transport (an FFI round trip), not on every pump.
-        self._batch_limit = min(self.batch_bytes, size or 65536)
-        if self._peer_ready:
-            self._hello_and_go()  # the peer's hello arrived before our open event
-        elif self._hello_task is None or self._hello_task.done():
-            self._hello_task = spawn(self._say_hello(), "mux transport hello")
-
-    async def _say_hello(self) -> None:
-        """Repeat TRANSPORT_HELLO until the peer's arrives (see ``TRANSPORT_HELLO``)."""
-        delay = 0.02
-        while not self._peer_ready and self._open and self._failed is None:
-            try:
-                self.reliable.send_nowait(HELLO_PREFIX + self.session_id)
-            except ConnectionClosedError:
-                return
-            await asyncio.sleep(delay)
-            delay = min(0.25, delay * 1.5)
-
-    def _on_hello(self, peer_session: bytes | None) -> None:
-        if peer_session is not None:
-            if self.peer_session_id is None:
-                self.peer_session_id = peer_session
-            elif peer_session != self.peer_session_id:
-                self.fail("the peer's multiplexer started afresh: it cannot resume this session")
-                return
-        self._on_peer_ready()
 
     @property
     def resume_token(self) -> str | None:
@@ -253,36 +208,6 @@ class MuxSession:
     def failed(self) -> bool:
         """True once :meth:`fail` ran (the session cannot resume)."""
         return self._failed is not None
-
-    def _on_peer_ready(self) -> None:
-        """We heard the peer: its channels exist, so nothing we send now is lost."""
-        if self._peer_ready:
-            return
-        self._peer_ready = True
-        if self._open:
-            self._hello_and_go()
-        # else: our channels are still opening; _on_transport_open finishes this.
-
-    def _hello_and_go(self) -> None:
-        # One more hello tells the peer we are ready even if every earlier one of
-        # ours was dropped (sent before the peer had created its channels).
-        try:
-            self.reliable.send_nowait(HELLO_PREFIX + self.session_id)
-        except ConnectionClosedError:
-            self.transport_lost()
-            return
-        if not self._transports_open.done():
-            self._transports_open.set_result(None)
-        self.events.emit("transport", "up")
-        self._pump()
-
-    def _on_transport_close(self) -> None:
-        if self._failed is not None:
-            return
-        if not self._transports_open.done():
-            self._transports_open.set_exception(ConnectionClosedError("mux transports closed"))
-            self._transports_open.exception()
-        self.transport_lost()
 
     def transport_lost(self) -> None:
         """The data channels died: keep every unacknowledged message for a resume."""
@@ -325,112 +250,86 @@ class MuxSession:
             return
         if not self._peer_ready:
             self._on_peer_ready()  # the peer only sends frames once it heard our hello
-        self._dispatch(self.mux.receive_datagram(data, _now()))
+        self.mux.receive_datagram(data, _now())
+        self._dispatch()
         self._pump()
 
     def _after_local_action(self) -> None:
-        events = self.mux.pop_events()
-        if events:
-            self._dispatch(events)
+        self._dispatch()
         self._pump()
 
     def _pump(self) -> None:
-        """Send frames until the core has none or a transport is above high water.
+        """Transmit what the core has, hand out its events, re-arm its timer."""
+        self._transmit()
+        self._dispatch()
+        self._timer.rearm()  # the core's get_timer(): lifetimes, reorder timeout, drains
 
-        Consecutive frames for the same transport are packed into one message of
-        at most ``batch_bytes`` (see :mod:`pyapp.core.framing`).
-        """
-        if self._pumping or self._failed is not None or not self._open or not self._peer_ready:
+    def _on_timer(self, now: float) -> None:
+        if self._failed is not None:
             return
-        self._pumping = True
-        mux = self.mux
-        reliable, unreliable = self.reliable, self.unreliable
-        limit = self._batch_limit
-        batch: list[bytes] = []
-        batch_size = 0
-        batch_channel: DataChannel = reliable
-        now = _now()
-        try:
-            while True:
-                frame = self._held
-                if frame is None:
-                    frame = mux.next_frame(now)
-                    if frame is None:
-                        break
-                channel = reliable if frame.transport is Transport.RELIABLE else unreliable
-                size = len(frame.data)
-                if batch and (channel is not batch_channel or batch_size + size > limit):
-                    self._send_batch(batch_channel, batch, batch_size)
-                    batch, batch_size = [], 0
-                if not channel.has_room(batch_size + size):
-                    self._held = frame  # resumes on that channel's bufferedamountlow
-                    break
-                self._held = None
-                batch.append(frame.data)
-                batch_size += size
-                batch_channel = channel
-            if batch:
-                self._send_batch(batch_channel, batch, batch_size)
-        except ConnectionClosedError:
-            self.transport_lost()
-        finally:
-            self._pumping = False
-        events = self.mux.pop_events()
-        if events:
-            self._dispatch(events)
-
-    @staticmethod
-    def _send_batch(channel: DataChannel, batch: list[bytes], size: int) -> None:
-        channel.send_nowait(batch[0] if len(batch) == 1 else b"".join(batch), size)
+        self.mux.handle_timer(now)
+        self._dispatch()
+        self._pump()
 
     # ------------------------------------------------------------------ events
 
-    def _dispatch(self, events: list[Event]) -> None:
-        if self._hold_delivery:
+    def _dispatch(self) -> None:
+        """Take every event the core has queued (in order) and act on it.
+
+        Not re-entered: a callback that sends (an echo) queues new events, which
+        the loop already running picks up, so the stack stays flat.
+        """
+        if self._dispatching:
+            return
+        self._dispatching = True
+        try:
+            next_event = self.mux.next_event
+            while (event := next_event()) is not None:
+                self._handle(event)
+        finally:
+            self._dispatching = False
+
+    def _handle(self, event: Event) -> None:
+        if self._hold_delivery and not isinstance(event, _FLOW_EVENTS):
             # Hold everything the peer caused (in order) except flow-control news.
-            local = (SendWindowOpened, ChannelAccepted, MessageDropped)
-            self._held_events.extend(e for e in events if not isinstance(e, local))
-            events = [e for e in events if isinstance(e, local)]
-        for event in events:
-            if isinstance(event, MessageReceived):
-                channel = self.channels.get(event.channel_id)
-                if channel is not None:
-                    channel._deliver(event.data)
-            elif isinstance(event, SendWindowOpened):
-                channel = self.channels.get(event.channel_id)
-                if channel is not None:
-                    channel._window.set()
-            elif isinstance(event, ChannelOpened):
-                channel = MultiplexedChannel(self, event.channel_id, event.label,
-                                             event.reliability, event.priority, local=False)
+            self._held_events.append(event)
+            return
+        if isinstance(event, MessageReceived):
+            channel = self.channels.get(event.channel_id)
+            if channel is not None:
+                channel._deliver(event.data)
+        elif isinstance(event, SendWindowOpened):
+            channel = self.channels.get(event.channel_id)
+            if channel is not None:
+                channel._window.set()
+        elif isinstance(event, ChannelOpened):
+            channel = MultiplexedChannel(self, event.channel_id, event.label,
+                                         event.reliability, event.priority, local=False)
+            channel._accepted.set_result(None)
+            self.channels[event.channel_id] = channel
+            self._on_peer_channel(channel)
+        elif isinstance(event, ChannelAccepted):
+            channel = self.channels.get(event.channel_id)
+            if channel is not None and not channel._accepted.done():
                 channel._accepted.set_result(None)
-                self.channels[event.channel_id] = channel
-                self._incoming.append(channel)
-                if self._incoming_waiter is not None and not self._incoming_waiter.done():
-                    self._incoming_waiter.set_result(None)
-                self.events.emit("channel", channel)
-            elif isinstance(event, ChannelAccepted):
-                channel = self.channels.get(event.channel_id)
-                if channel is not None and not channel._accepted.done():
-                    channel._accepted.set_result(None)
-                    channel.events.emit("open")
-            elif isinstance(event, ChannelClosed):
-                channel = self.channels.pop(event.channel_id, None)
-                if channel is not None:
-                    channel._finish(None, event.stats)
-            elif isinstance(event, ChannelReset):
-                channel = self.channels.pop(event.channel_id, None)
-                if channel is not None:
-                    channel._finish(ChannelResetError(event.channel_id, event.reason), event.stats)
-            elif isinstance(event, ProtocolErrorEvent):
-                self._record_error(event.error)
-            elif isinstance(event, MessageDropped):
-                self.dropped.append(event)
-                del self.dropped[:-1000]
-                self.events.emit("dropped", event)
-            elif isinstance(event, DeliveryFailed):
-                self.delivery_failures.append(event)
-                self.events.emit("delivery-failed", event)
+                channel.events.emit("open")
+        elif isinstance(event, ChannelClosed):
+            channel = self.channels.pop(event.channel_id, None)
+            if channel is not None:
+                channel._finish(None, event.stats)
+        elif isinstance(event, ChannelReset):
+            channel = self.channels.pop(event.channel_id, None)
+            if channel is not None:
+                channel._finish(ChannelResetError(event.channel_id, event.reason), event.stats)
+        elif isinstance(event, ProtocolErrorEvent):
+            self._record_error(event.error)
+        elif isinstance(event, MessageDropped):
+            self.dropped.append(event)
+            del self.dropped[:-1000]
+            self.events.emit("dropped", event)
+        elif isinstance(event, DeliveryFailed):
+            self.delivery_failures.append(event)
+            self.events.emit("delivery-failed", event)
 
     def _record_error(self, error: RemoteProtocolError) -> None:
         self.protocol_errors.append(error)
@@ -451,7 +350,7 @@ class MuxSession:
     def create_multiplexed_channel(self, channel_id: int | None = None, *, label: str = "",
                                    reliability: Reliability | None = None,
                                    priority: Priority | None = None) -> MultiplexedChannel:
-        """Open a logical channel (seed API). ``channel_id`` (u16) must have this side's
+        """Open a logical channel (documented API name). ``channel_id`` (u16) must have this side's
         parity (even for the impolite peer, odd for the polite one); default: allocated."""
         reliability = reliability if reliability is not None else Reliability.RELIABLE
         priority = priority if priority is not None else Priority.MEDIUM
@@ -465,24 +364,68 @@ class MuxSession:
 
     def create_data_channel_with_reliability(self, label: str,
                                              reliability: Reliability) -> MultiplexedChannel:
-        """A logical channel with the given reliability (seed API)."""
+        """A logical channel with the given reliability (documented API name)."""
         return self.create_multiplexed_channel(label=label, reliability=reliability)
 
     def create_data_channel_with_priority(self, label: str, priority: Priority,
                                           reliability: Reliability | None = None) -> MultiplexedChannel:
-        """A logical channel with the given priority (and optionally reliability) (seed API)."""
+        """A logical channel with the given priority (and optionally reliability) (documented API name)."""
         return self.create_multiplexed_channel(label=label, priority=priority, reliability=reliability)
 
+    def _on_peer_channel(self, channel: MultiplexedChannel) -> None:
+        handler = self._reserved_handlers.get(channel.label)
+        if handler is not None:
+            handler(channel)
+            return
+        self._incoming.append(channel)
+        self._incoming_changed.set()
+        # Until every library part uses serve_reserved(), reserved channels are still
+        # announced here (the probe responder listens); accept() never returns them.
+        self.events.emit("channel", channel)
+
+    def serve_reserved(self, label: str, handler: Callable[[MultiplexedChannel], None]) -> None:
+        """Hand every channel the peer opens with the reserved ``label`` to ``handler``.
+
+        Labels starting with ``pyapp-`` belong to the library (the quality probe
+        uses ``pyapp-probe``); such channels never reach :meth:`accept`. Those the
+        peer opened before the handler was installed are handed over now.
+        """
+        if not is_reserved_label(label):
+            raise InvalidArgumentError(
+                f"label must start with {RESERVED_PREFIX!r} to be reserved, got {label!r}")
+        self._reserved_handlers[label] = handler
+        early = [c for c in self._incoming if c.label == label]
+        for channel in early:
+            self._incoming.remove(channel)
+            handler(channel)
+
+    def _pop_incoming(self) -> MultiplexedChannel | None:
+        for channel in self._incoming:
+            if not is_reserved_label(channel.label):
+                self._incoming.remove(channel)
+                return channel
+        return None
+
     async def accept(self, timeout: float | None = None) -> MultiplexedChannel:
-        """The next logical channel the peer opened."""
+        """The next logical channel the peer opened (never one with a reserved label).
+
+        Several concurrent ``accept()`` calls are served in call order, one
+        channel each. Raises ConnectionClosedError once the session failed.
+        """
         async def wait() -> MultiplexedChannel:
-            while not self._incoming:
+            while True:
+                channel = self._pop_incoming()
+                if channel is not None:
+                    return channel
                 if self._failed is not None:
                     raise ConnectionClosedError(f"mux session failed: {self._failed}")
-                self._incoming_waiter = asyncio.get_event_loop().create_future()
-                await self._incoming_waiter
-            return self._incoming.popleft()
-        return await asyncio.wait_for(wait(), timeout)
+                self._incoming_changed.clear()
+                await self._incoming_changed.wait()
+        try:
+            return await asyncio.wait_for(wait(), timeout)
+        except TimeoutError:
+            raise OperationTimeout(f"no channel from the peer within {timeout} s",
+                                   operation="accept", timeout=timeout) from None
 
     # ------------------------------------------------------------------ power saving & auth gating
 
@@ -544,7 +487,9 @@ class MuxSession:
         """Deliver what was held, in order, and stop holding."""
         self._hold_delivery = False
         held, self._held_events = self._held_events, []
-        self._dispatch(held)
+        for event in held:
+            self._handle(event)
+        self._dispatch()
 
     # ------------------------------------------------------------------ stats & end
 
@@ -568,21 +513,23 @@ class MuxSession:
         """
         if self._failed is not None:
             return []
-        events = self.mux.fail_all(reason)
+        self.mux.fail_all(reason)
+        events = list(iter(self.mux.next_event, None))
         self._failed = DeliveryError(reason, sum(len(e.messages) for e in events
                                                  if isinstance(e, DeliveryFailed)))
+        self._timer.cancel()
         failures = [e for e in events if isinstance(e, DeliveryFailed)]
         for failure in failures:
             channel = self.channels.get(failure.channel_id)
             if channel is not None:
                 channel._finish(failure.error, channel.last_stats)
-        self._dispatch(events)
+        for event in events:
+            self._handle(event)
         for channel in list(self.channels.values()):
             channel._finish(ConnectionClosedError(reason), channel.last_stats)
         self.channels.clear()
         self._unpaused.set()
-        if self._incoming_waiter is not None and not self._incoming_waiter.done():
-            self._incoming_waiter.set_result(None)
+        self._incoming_changed.set()
         return failures
 
     def close(self) -> None:

@@ -19,12 +19,12 @@ Example (in the page)::
 from __future__ import annotations
 
 import asyncio
-import time
-from collections import deque
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
 from pyapp._events import Emitter
+from pyapp._inbox import Inbox
+from pyapp.browser.timer import now as _now
 from pyapp.core.mux import ChannelStats, Priority, Reliability, SendQueueFull
 from pyapp.exceptions import (
     ChannelResetError,
@@ -37,10 +37,6 @@ if TYPE_CHECKING:
     from pyapp.browser.mux import MuxSession
 
 __all__ = ["MultiplexedChannel"]
-
-
-def _now() -> float:
-    return time.monotonic()
 
 
 class MultiplexedChannel:
@@ -62,9 +58,7 @@ class MultiplexedChannel:
         self.priority = priority
         self.local = local
         self.events = Emitter()
-        self._inbox: deque[bytes | str] = deque()
-        self._inbox_bytes = 0
-        self._waiter: asyncio.Future[None] | None = None
+        self._inbox = Inbox()
         self._window: asyncio.Event = asyncio.Event()
         self._window.set()
         self._accepted: asyncio.Future[None] = asyncio.get_event_loop().create_future()
@@ -98,7 +92,7 @@ class MultiplexedChannel:
     @property
     def queued_inbound(self) -> int:
         """Bytes received and not yet consumed by ``receive``."""
-        return self._inbox_bytes
+        return self._inbox.nbytes
 
     # ------------------------------------------------------------------ sending
 
@@ -137,6 +131,9 @@ class MultiplexedChannel:
         self.session.mux.send(self.channel_id, data, _now())
         self.session._after_local_action()
 
+    def _end_error(self) -> BaseException:
+        return self.error or ConnectionClosedError(f"channel {self.label!r} is closed")
+
     def _raise_if_done(self) -> None:
         if self._done:
             raise self.error or ConnectionClosedError(f"channel {self.label!r} is closed")
@@ -148,32 +145,20 @@ class MultiplexedChannel:
             self.events.emit("message", data)
             return
         size = len(data)
-        if self._inbox_bytes + size > self.session.inbox_limit and self._inbox:
+        if self._inbox.nbytes + size > self.session.inbox_limit and len(self._inbox):
             self.dropped_inbound += 1
             self.session._reset_local(self, "receive queue overflow (consumer too slow)")
             return
-        self._inbox.append(data)
-        self._inbox_bytes += size
-        self._wake_reader()
-
-    def _wake_reader(self) -> None:
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+        self._inbox.put(data)
 
     async def receive(self) -> bytes | str:
         """The next message. After the channel ends, the remaining messages are
-        still returned; then ChannelResetError (reset) or ConnectionClosedError."""
-        while not self._inbox:
-            self._raise_if_done()
-            self._waiter = asyncio.get_event_loop().create_future()
-            try:
-                await self._waiter
-            finally:
-                self._waiter = None
-        data = self._inbox.popleft()
-        self._inbox_bytes -= len(data)
-        return data
+        still returned; then ChannelResetError (reset) or ConnectionClosedError.
+
+        Concurrent calls are allowed: they are served in call order, each with
+        the next message, and when the channel ends every waiting call raises.
+        """
+        return await self._inbox.get()
 
     async def __aiter__(self) -> AsyncIterator[bytes | str]:
         while True:
@@ -214,15 +199,15 @@ class MultiplexedChannel:
             self._accepted.set_exception(error or ConnectionClosedError("channel closed"))
             self._accepted.exception()
         self._window.set()
-        self._wake_reader()
+        self._inbox.close(self._end_error)
         if isinstance(error, ChannelResetError):
             self.events.emit("reset", error.reason)
         self.events.emit("close")
 
-    # ------------------------------------------------------------------ encryption (issue 4)
+    # ------------------------------------------------------------------ encryption
 
     async def send_encrypted(self, message: bytes | str, key: bytes | None = None) -> None:
-        """Send ``message`` sealed with AES-256-GCM (seed 2.1).
+        """Send ``message`` sealed with AES-256-GCM (end-to-end encryption; see docs/security.md).
 
         Without ``key``: the session keys of this connection's authentication
         (``await pc.authenticate(identity)`` first). With ``key``: a pre-shared

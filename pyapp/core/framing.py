@@ -32,6 +32,7 @@ from pyapp.exceptions import FrameError, LocalProtocolError
 
 __all__ = [
     "ALLOWED_FLAGS",
+    "FLAG_DRAIN",
     "FLAG_FIRST",
     "FLAG_LAST",
     "FLAG_REPLAY",
@@ -89,13 +90,16 @@ FLAG_FIRST = 0x01  #: DATA: first fragment of a message (fragment index 0)
 FLAG_LAST = 0x02  #: DATA: last fragment of a message
 FLAG_TEXT = 0x04  #: DATA: the message is UTF-8 text (a ``str``), not binary
 FLAG_REPLAY = 0x08  #: re-sent after a transport was restored; may be a duplicate
+#: CLOSE of an unreliable channel: ``seq`` is the drain point, the sequence number
+#: after the sender's last DATA message (its count of messages sent, mod 2**32).
+FLAG_DRAIN = 0x10
 
 #: Flag bits each frame type may carry; any other bit is a protocol error.
 ALLOWED_FLAGS: dict[int, int] = {
     FrameType.OPEN: FLAG_REPLAY,
     FrameType.ACCEPT: FLAG_REPLAY,
     FrameType.DATA: FLAG_FIRST | FLAG_LAST | FLAG_TEXT | FLAG_REPLAY,
-    FrameType.CLOSE: FLAG_REPLAY,
+    FrameType.CLOSE: FLAG_REPLAY | FLAG_DRAIN,
     FrameType.RESET: FLAG_REPLAY,
     FrameType.ACK: 0,
 }
@@ -227,9 +231,17 @@ def encode_accept(channel_id: int, *, replay: bool = False) -> bytes:
     return encode_frame(FrameType.ACCEPT, channel_id, FLAG_REPLAY if replay else 0)
 
 
-def encode_close(channel_id: int, *, replay: bool = False) -> bytes:
-    """Encode a CLOSE frame (graceful, after all of the channel's DATA)."""
-    return encode_frame(FrameType.CLOSE, channel_id, FLAG_REPLAY if replay else 0)
+def encode_close(channel_id: int, *, replay: bool = False, drain: int | None = None) -> bytes:
+    """Encode a CLOSE frame (graceful, after all of the channel's DATA).
+
+    ``drain`` (unreliable channels): the sequence number after the last DATA
+    message sent, carried in ``seq`` with FLAG_DRAIN, so the receiver can wait
+    for DATA that the CLOSE overtook on the other transport.
+    """
+    flags = FLAG_REPLAY if replay else 0
+    if drain is None:
+        return encode_frame(FrameType.CLOSE, channel_id, flags)
+    return encode_frame(FrameType.CLOSE, channel_id, flags | FLAG_DRAIN, drain & SEQ_MASK)
 
 
 #: Reasons are cut to this many UTF-8 bytes so a RESET always fits any frame size.
@@ -278,7 +290,7 @@ def decode_frame(data: bytes | bytearray | memoryview) -> Frame:
         if not length and not flags & FLAG_LAST:
             raise FrameError("empty non-final fragment", cid)
     else:
-        if fragment or (seq and ftype != FrameType.ACK):
+        if fragment or (seq and ftype != FrameType.ACK and not flags & FLAG_DRAIN):
             raise FrameError("sequence/fragment fields must be 0 on control frames", cid)
         if length and ftype in (FrameType.ACCEPT, FrameType.CLOSE, FrameType.ACK):
             raise FrameError(f"frame type {ftype} carries no payload", cid)

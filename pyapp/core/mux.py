@@ -1,19 +1,27 @@
 """Sans-I/O multiplexer: many logical channels over two RTCDataChannels.
 
-Feed every message that arrives on either underlying data channel to
-:meth:`Multiplexer.receive_frame`, act on the events it returns, and send
-whatever :meth:`Multiplexer.next_frame` hands out on the transport it names
-until it returns None. Time only comes in as ``now`` arguments.
+The sans-I/O convention of ``pyapp.core`` (h11's and aioquic's):
+
+* feed input: every message that arrives on either underlying data channel
+  goes to :meth:`Multiplexer.receive_datagram` (or ``receive_frame`` for one
+  frame); local commands (``open_channel``, ``send``, ``close_channel`` ...);
+* pull events: :meth:`Multiplexer.next_event` until it returns None;
+* pull output: :meth:`Multiplexer.next_frame` until it returns None, sending
+  each frame on the transport it names;
+* timers: :meth:`Multiplexer.get_timer` says when to call
+  :meth:`Multiplexer.handle_timer` (message lifetimes, the reorder timeout,
+  the drain deadline of a closing unreliable channel).
+
+Nothing is returned as a side channel; time only comes in as ``now`` arguments.
 
 Example (two peers wired back to back)::
 
     >>> from pyapp.core.mux import MessageReceived, Multiplexer, Priority, Reliability, Role
     >>> a, b = Multiplexer(Role.INITIATOR), Multiplexer(Role.RESPONDER)
     >>> def pump(src, dst):
-    ...     events = []
     ...     while (frame := src.next_frame(now=0.0)) is not None:
-    ...         events += dst.receive_frame(frame.data, now=0.0)
-    ...     return events
+    ...         dst.receive_frame(frame.data, now=0.0)
+    ...     return list(iter(dst.next_event, None))
     >>> cid = a.open_channel("chat", Reliability.RELIABLE, Priority.HIGH)
     >>> a.send(cid, "hello", now=0.0)
     >>> [type(e).__name__ for e in pump(a, b)]
@@ -57,7 +65,6 @@ from pyapp.core.framing import (
     MAX_FRAGMENT_PAYLOAD,
     SEQ_MASK,
     VERSION,
-    Frame,
     FrameType,
     Reliability,
     Transport,
@@ -67,7 +74,7 @@ from pyapp.core.framing import (
     encode_open,
     encode_reset,
 )
-from pyapp.core.mux_channel import Channel, OutMessage, behind
+from pyapp.core.mux_channel import Channel, OutMessage
 from pyapp.core.mux_events import (
     ChannelAccepted,
     ChannelClosed,
@@ -85,15 +92,16 @@ from pyapp.core.mux_events import (
     Role,
     SendWindowOpened,
 )
-from pyapp.core.mux_receive import MuxReceiver
+from pyapp.core.mux_send import MuxSender
 from pyapp.core.scheduler import Priority
 from pyapp.exceptions import (
     ConnectionClosedError,
     DeliveryError,
-    FrameError,
+    InvalidArgumentError,
     LocalProtocolError,
     MessageTooLargeError,
     RemoteProtocolError,
+    SendQueueFull,
 )
 
 __all__ = [
@@ -125,22 +133,7 @@ _RELIABLE = Transport.RELIABLE
 _HIGH = Priority.HIGH
 
 
-class SendQueueFull(LocalProtocolError):
-    """``send`` on a reliable channel whose send queue is full; wait for SendWindowOpened."""
-
-    def __init__(self, channel_id: int, size: int, queued: int, limit: int) -> None:
-        super().__init__(
-            f"channel {channel_id}: send queue full ({queued} bytes queued, "
-            f"limit {limit}, message {size} bytes)"
-        )
-        self.channel_id = channel_id
-        self.size = size
-        self.queued = queued
-        self.limit = limit
-
-
-
-class Multiplexer(MuxReceiver):
+class Multiplexer(MuxSender):
     """Logical channels over one reliable and one unreliable RTCDataChannel.
 
     :param role: INITIATOR (even ids) or RESPONDER (odd ids).
@@ -158,7 +151,35 @@ class Multiplexer(MuxReceiver):
     :param inflight_limit: reliable DATA bytes sent but not yet acknowledged before
         channels below HIGH wait for ACKs (HIGH channels and control frames are
         exempt). Bounds the peer's unprocessed backlog; 0 disables.
+    :param reorder_timeout: unreliable channels: seconds without a fragment after which a
+        partial message is given up, and a sequence gap counted as lost (see get_timer).
+    :param drain_timeout: unreliable channels: seconds a peer's CLOSE waits for the DATA
+        it overtook before the missing messages are counted as lost and the close applies.
+
+    Bad arguments raise :class:`~pyapp.exceptions.InvalidArgumentError`.
     """
+
+    # ------------------------------------------------------------------ configuration
+
+    @property
+    def fragment_size(self) -> int:
+        """Largest DATA payload per frame: min(16 KiB, max_message_size - header)."""
+        return self._fragment_size
+
+    def set_max_message_size(self, size: int) -> None:
+        """Apply the negotiated SCTP maxMessageSize (takes effect from the next fragment)."""
+        self._apply_max_message_size(size)
+
+    # ------------------------------------------------------------------ events
+
+    def next_event(self) -> Event | None:
+        """The oldest event not yet taken, or None when there is none for now.
+
+        Call it until it returns None after every input (``receive_frame``,
+        ``receive_datagram``, ``handle_timer``) and every local command.
+        """
+        events = self._events
+        return events.popleft() if events else None
 
     # ------------------------------------------------------------------ local API
 
@@ -239,12 +260,17 @@ class Multiplexer(MuxReceiver):
                     f"(limit {self._replay_limit})", 1,
                 )
             msg = OutMessage(ch.next_seq, view, flags, now)
+            ch.next_seq = (ch.next_seq + 1) & SEQ_MASK
             ch.unacked.append(msg)
             ch.unacked_bytes += size
             self._replay_bytes += size
         else:
-            msg = OutMessage(ch.next_seq, view, flags, now)
-        ch.next_seq = (ch.next_seq + 1) & SEQ_MASK
+            # Unreliable: numbered when its first fragment goes out (next_frame), so
+            # the numbers on the wire have no holes for messages dropped here, and a
+            # gap the receiver sees is a loss in transit.
+            msg = OutMessage(-1, view, flags, now)
+            if ch.lifetime is not None:
+                self._timed.add(ch)
         ch.queue.append(msg)
         ch.queued_bytes += size
         if not ch.scheduled:
@@ -307,12 +333,6 @@ class Multiplexer(MuxReceiver):
             self._resets, self._replay_bytes,
         )
 
-    def pop_events(self) -> list[Event]:
-        """Events produced outside receive_frame (by send, next_frame, ...)."""
-        events = self._events
-        self._events = []
-        return events
-
     # ------------------------------------------------------------------ transport
 
     def next_frame(self, now: float) -> OutgoingFrame | None:
@@ -349,16 +369,21 @@ class Multiplexer(MuxReceiver):
             if queue and (ch.reliable or ch.accepted):
                 msg = queue[0]
                 offset = msg.offset
-                if offset == 0 and ch.lifetime is not None and now - msg.enqueued > ch.lifetime:
-                    # maxPacketLifeTime also covers time spent in our queue.
-                    queue.popleft()
-                    ch.queued_bytes -= msg.size
-                    ch.messages_dropped += 1
-                    self._events.append(MessageDropped(ch.id, False, "lifetime expired", msg.size))
-                    if not queue and not ch.close_requested:
-                        sched.served(ch, 0, False)
-                        ch.scheduled = False
-                    continue
+                if offset == 0 and not ch.reliable:
+                    if ch.lifetime is not None and now - msg.enqueued > ch.lifetime:
+                        # maxPacketLifeTime also covers time spent in our queue.
+                        queue.popleft()
+                        ch.queued_bytes -= msg.size
+                        ch.messages_dropped += 1
+                        self._events.append(
+                            MessageDropped(ch.id, False, "lifetime expired", msg.size))
+                        if not queue and not ch.close_requested:
+                            sched.served(ch, 0, False)
+                            ch.scheduled = False
+                        continue
+                    if msg.seq < 0:
+                        msg.seq = ch.next_seq
+                        ch.next_seq = (ch.next_seq + 1) & SEQ_MASK
                 end = offset + self._fragment_size
                 size = msg.size
                 flags = msg.flags
@@ -398,7 +423,10 @@ class Multiplexer(MuxReceiver):
             if not queue and ch.close_requested and not ch.close_sent:
                 sched.served(ch, HEADER_SIZE, False)
                 ch.scheduled = False
-                data = encode_close(ch.id, replay=ch.close_replay)
+                # Unreliable: the drain point lets the peer wait for DATA this CLOSE
+                # overtakes on the other transport (see mux_lifecycle).
+                data = encode_close(ch.id, replay=ch.close_replay,
+                                    drain=None if ch.reliable else ch.next_seq)
                 self._close_sent(ch)
                 self._frames_sent += 1
                 self._bytes_sent += len(data)
@@ -407,19 +435,19 @@ class Multiplexer(MuxReceiver):
             sched.served(ch, 0, False)
             ch.scheduled = False
 
-    def receive_frame(self, data: bytes | bytearray | memoryview, now: float) -> list[Event]:
-        """Process one message from either data channel; return the events it caused.
+    def receive_frame(self, data: bytes | bytearray | memoryview, now: float) -> None:
+        """Process one frame from either data channel; its events follow from next_event().
 
         Never raises for peer input: malformed frames become a ProtocolErrorEvent
-        (plus a ChannelReset of the channel concerned, if any) and are counted.
-        The returned list also carries events queued earlier (see pop_events).
+        (plus a ChannelReset of the channel concerned, if any), are counted and
+        logged (logger ``pyapp.mux``, rate-limited).
         """
         if not isinstance(data, bytes | bytearray | memoryview):
-            raise LocalProtocolError(f"receive_frame needs bytes, got {type(data).__name__}")
+            raise InvalidArgumentError(f"receive_frame needs bytes, got {type(data).__name__}")
         if not self._up or self._failed:
             # Frames from a transport declared lost may be stale; the replay covers them.
             self._frames_ignored += 1
-            return self.pop_events()
+            return
         self._frames_received += 1
         self._bytes_received += len(data)
         try:
@@ -434,14 +462,13 @@ class Multiplexer(MuxReceiver):
             elif ftype == FrameType.ACCEPT:
                 self._on_accept(frame)
             elif ftype == FrameType.CLOSE:
-                self._on_close(frame)
+                self._on_close(frame, now)
             else:
                 self._on_reset(frame)
         except RemoteProtocolError as exc:
-            self._protocol_error(exc)
-        return self.pop_events()
+            self._protocol_error(exc, now)
 
-    def receive_datagram(self, data: bytes | bytearray | memoryview, now: float) -> list[Event]:
+    def receive_datagram(self, data: bytes | bytearray | memoryview, now: float) -> None:
         """Process one data-channel message holding one or more whole frames.
 
         Senders may pack consecutive frames for the same transport into one
@@ -456,8 +483,8 @@ class Multiplexer(MuxReceiver):
         if size <= HEADER_SIZE + MAX_FRAGMENT_PAYLOAD and (
             size < HEADER_SIZE or HEADER_SIZE + ((view[14] << 8) | view[15]) == size
         ):
-            return self.receive_frame(view, now)  # the common case: one frame
-        events: list[Event] = []
+            self.receive_frame(view, now)  # the common case: one frame
+            return
         offset = 0
         while offset < size:
             if size - offset < HEADER_SIZE:
@@ -467,11 +494,10 @@ class Multiplexer(MuxReceiver):
                 if end > size:
                     # decode_frame reports the bad length (attributed to the frame's
                     # channel when the header is otherwise valid); the rest is dropped.
-                    events += self.receive_frame(view[offset:], now)
+                    self.receive_frame(view[offset:], now)
                     break
-            events += self.receive_frame(view[offset:end], now)
+            self.receive_frame(view[offset:end], now)
             offset = end
-        return events
 
     def transport_lost(self) -> None:
         """Both data channels died. Stop sending; keep everything unacknowledged for replay."""
@@ -532,11 +558,11 @@ class Multiplexer(MuxReceiver):
             if not ch.scheduled:
                 self._wake(ch)
 
-    def fail_all(self, reason: str) -> list[Event]:
+    def fail_all(self, reason: str) -> None:
         """Give up: every channel is reset locally; report what was never delivered.
 
-        Returns (and clears) pending events plus, per channel, a DeliveryFailed with
-        the undelivered messages (if any) and a ChannelReset. Afterwards the
+        Queues, per channel, a DeliveryFailed with the undelivered messages (if
+        any) and a ChannelReset (take them with next_event). Afterwards the
         multiplexer refuses new work with ConnectionClosedError.
         """
         for ch in list(self._channels.values()):
@@ -555,73 +581,36 @@ class Multiplexer(MuxReceiver):
         self._pending_acks.clear()
         self._failed = True
         self._up = False
-        return self.pop_events()
 
-    # ------------------------------------------------------------------ acknowledgements & send window
+    # ------------------------------------------------------------------ timers
 
-    def _on_ack(self, frame: Frame) -> None:
-        cid = frame.channel_id
-        ch = self._channels.get(cid)
-        if ch is None:
-            self._frame_for_missing_channel(frame, "ACK")
-            return
-        ch.frames_received += 1
-        if not ch.reliable:
-            raise FrameError("ACK on an unreliable channel", cid)
-        ack = frame.seq
-        if ack != ch.next_seq and not behind(ack, ch.next_seq):
-            raise FrameError(f"ACK {ack} for a message never sent (next is {ch.next_seq})", cid)
-        unacked = ch.unacked
-        queue = ch.queue
-        freed = 0
-        while unacked and behind(unacked[0].seq, ack):
-            msg = unacked[0]
-            if not msg.done:
-                raise FrameError(f"ACK {ack} covers a message not yet sent", cid)
-            unacked.popleft()
-            freed += msg.size
-            self._inflight -= msg.offset
-            if queue and queue[0] is msg:
-                # Being replayed after a restore, but the peer had it already.
-                queue.popleft()
-                ch.queued_bytes -= msg.size - msg.offset
-        if freed:
-            ch.unacked_bytes -= freed
-            self._replay_bytes -= freed
-            if self._window_parked and self._inflight < self._inflight_limit:
-                self._unpark()
-            if self._waiting:
-                for other in list(self._waiting):
-                    if other.wanted and self._fits(other, other.wanted):
-                        self._window_opened(other)
-        if ch.state is ChannelState.CLOSE_RECEIVED and ch.close_sent and not unacked:
-            self._finish_close(ch)
+    def get_timer(self) -> float | None:
+        """When :meth:`handle_timer` must run next (on the clock of ``now``), or None.
 
-    def _fits(self, ch: Channel, size: int) -> bool:
-        queued = ch.queued_bytes
-        if queued and queued + size > self._send_limit:
-            return False
-        if ch.reliable and self._replay_bytes and self._replay_bytes + size > self._replay_limit:
-            return False
-        return True
+        Deadlines: an unsent message on a channel with ``max_packet_life_time``
+        expires; a partial unreliable message or a sequence gap saw nothing for
+        ``reorder_timeout``; a closing unreliable channel's ``drain_timeout``.
+        """
+        deadline: float | None = None
+        for ch in list(self._timed):
+            when = self._deadline(ch)
+            if when is None:
+                self._timed.discard(ch)
+            elif deadline is None or when < deadline:
+                deadline = when
+        return deadline
 
-    def _window_opened(self, ch: Channel) -> None:
-        ch.wanted = 0
-        self._waiting.discard(ch)
-        if ch.state is ChannelState.OPEN or ch.state is ChannelState.OPENING:
-            self._events.append(
-                SendWindowOpened(ch.id, max(0, self._send_limit - ch.queued_bytes))
-            )
-
-    def _make_room(self, ch: Channel, size: int) -> bool:
-        """Unreliable channel under pressure: drop the oldest unstarted messages."""
-        queue = ch.queue
-        head = queue.popleft() if queue and queue[0].fragment else None
-        while queue and ch.queued_bytes + size > self._send_limit:
-            old = queue.popleft()
-            ch.queued_bytes -= old.size
-            ch.messages_dropped += 1
-            self._events.append(MessageDropped(ch.id, False, "send queue full", old.size))
-        if head is not None:
-            queue.appendleft(head)
-        return not ch.queued_bytes or ch.queued_bytes + size <= self._send_limit
+    def handle_timer(self, now: float) -> None:
+        """Run what is due at ``now``; events and frames follow from the pull methods."""
+        for ch in list(self._timed):
+            if ch.id not in self._channels or self._channels[ch.id] is not ch:
+                self._timed.discard(ch)
+                continue
+            if ch.lifetime is not None and ch.queue:
+                self._expire_queue(ch, now)
+            if ch.partials or ch.missing:
+                self._expire_reassembly(ch, now)
+            if ch.drain_deadline is not None and (now >= ch.drain_deadline or self._drained(ch)):
+                self._complete_drain(ch)
+            if ch.id in self._channels and self._deadline(ch) is None:
+                self._timed.discard(ch)

@@ -42,13 +42,14 @@ class OutMessage:
 class Partial:
     """An unreliable message being reassembled (fragments may arrive in any order)."""
 
-    __slots__ = ("fragments", "last", "size", "text")
+    __slots__ = ("fragments", "last", "size", "text", "touched")
 
-    def __init__(self, text: int) -> None:
+    def __init__(self, text: int, now: float) -> None:
         self.fragments: dict[int, memoryview] = {}
         self.last = -1
         self.size = 0
         self.text = text
+        self.touched = now  # when its latest fragment arrived (the reorder timeout runs from it)
 
 
 class Channel:
@@ -63,6 +64,8 @@ class Channel:
         "delay_max",
         "delay_total",
         "delivered_seq",
+        "drain_deadline",
+        "drain_end",
         "duplicates",
         "errors",
         "finished",
@@ -138,7 +141,12 @@ class Channel:
         self.finished: set[int] = set()
         self.finished_order: deque[int] = deque()
         self.newest_seq = -1  # newest sequence seen (-1: none yet)
-        self.missing: set[int] = set()  # unreliable: sequence gaps not yet seen or given up
+        # unreliable: sequence gaps not yet seen or given up -> when the gap was noticed
+        self.missing: dict[int, float] = {}
+        # unreliable, the peer's CLOSE is waiting for its drain point (FLAG_DRAIN):
+        # the sequence after its last DATA, and when to give up waiting (None: no wait)
+        self.drain_end = 0
+        self.drain_deadline: float | None = None
         self.messages_lost = 0
         self.delivered_seq = -1  # ordered unreliable: newest delivered (-1: none yet)
         # counters

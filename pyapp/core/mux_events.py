@@ -35,7 +35,7 @@ class Role(enum.Enum):
 
 
 class ChannelState(enum.Enum):
-    """Life cycle of a logical channel; see the table in the module docstring."""
+    """Life cycle of a logical channel; the transitions are in :mod:`pyapp.core.mux_lifecycle`."""
 
     OPENING = "opening"
     OPEN = "open"

@@ -16,6 +16,9 @@ Logical channel states (the only transitions; anything else is an error)::
     CLOSING         peer CLOSE, our CLOSE not yet sent      CLOSE_RECEIVED (ChannelClosed)
     CLOSE_RECEIVED  our CLOSE sent, all DATA acked          CLOSED
     CLOSE_RECEIVED  our CLOSE sent, DATA unacked            (lingers until ACK or peer CLOSE)
+    (unreliable)    peer CLOSE(DRAIN n), messages < n       (unchanged; the CLOSE waits: applied as
+                    still missing                           above once they arrived or drain_timeout
+                                                            passed, the missing counted as lost)
     any             reset_channel() / bad peer input        RESET    (RESET queued, ChannelReset)
     any             peer RESET                              RESET    (ChannelReset by_peer)
 
@@ -35,13 +38,16 @@ Example::
 
 from __future__ import annotations
 
+import logging
 from collections import deque
 
 from pyapp.core.framing import (
+    FLAG_DRAIN,
     FLAG_REPLAY,
     HEADER_SIZE,
     MAX_FRAGMENT_PAYLOAD,
     OPEN_FIXED,
+    SEQ_MASK,
     Frame,
     FrameType,
     decode_open,
@@ -50,7 +56,7 @@ from pyapp.core.framing import (
     encode_close,
     encode_reset,
 )
-from pyapp.core.mux_channel import Channel
+from pyapp.core.mux_channel import Channel, behind
 from pyapp.core.mux_events import (
     ChannelAccepted,
     ChannelClosed,
@@ -66,6 +72,7 @@ from pyapp.core.scheduler import DeficitRoundRobin
 from pyapp.exceptions import (
     ConnectionClosedError,
     FrameError,
+    InvalidArgumentError,
     LocalProtocolError,
     RemoteProtocolError,
 )
@@ -74,6 +81,14 @@ from pyapp.exceptions import (
 # so the API reference documents them once, there).
 
 _DATA = FrameType.DATA
+
+log = logging.getLogger("pyapp.mux")
+"""Peer protocol errors are logged as warnings: once per channel (the channel is
+reset, later frames for it are ignored), and at most ``_LOG_BURST`` per
+``_LOG_INTERVAL`` seconds of the caller's clock overall; the next one logged
+says how many were left out."""
+_LOG_INTERVAL = 10.0
+_LOG_BURST = 5
 
 
 class MuxLifecycle:
@@ -94,21 +109,45 @@ class MuxLifecycle:
         max_channels: int = 1024,
         reorder_window: int = 16,
         inflight_limit: int = 256 << 10,
+        reorder_timeout: float = 5.0,
+        drain_timeout: float = 1.0,
     ) -> None:
         if not isinstance(role, Role):
-            raise LocalProtocolError(f"role must be a Role, got {role!r}")
+            raise InvalidArgumentError(f"role must be a Role, got {role!r}")
+        for name, value in (("send_queue_limit", send_queue_limit),
+                            ("max_message_bytes", max_message_bytes),
+                            ("receive_buffer_limit", receive_buffer_limit),
+                            ("replay_buffer_limit", replay_buffer_limit),
+                            ("max_channels", max_channels), ("reorder_window", reorder_window)):
+            if not isinstance(value, int) or value < 1:
+                raise InvalidArgumentError(f"{name} must be a positive int, got {value!r}")
+        if not isinstance(inflight_limit, int) or inflight_limit < 0:
+            raise InvalidArgumentError(
+                f"inflight_limit must be an int >= 0 (0 disables it), got {inflight_limit!r}")
+        for name, timeout in (("reorder_timeout", reorder_timeout),
+                              ("drain_timeout", drain_timeout)):
+            if not isinstance(timeout, int | float) or not timeout > 0:
+                raise InvalidArgumentError(f"{name} must be > 0 seconds, got {timeout!r}")
         self.role = role
         self._parity = 0 if role is Role.INITIATOR else 1
         self._next_id = self._parity
         self._fragment_size = MAX_FRAGMENT_PAYLOAD
         self._max_message_size = 0
-        self.set_max_message_size(max_message_size)
+        self._apply_max_message_size(max_message_size)
         self._send_limit = send_queue_limit
         self._max_message_bytes = max_message_bytes
         self._recv_limit = receive_buffer_limit
         self._replay_limit = replay_buffer_limit
         self._max_channels = max_channels
         self._window = reorder_window
+        self._reorder_timeout = float(reorder_timeout)
+        self._drain_timeout = float(drain_timeout)
+        # Channels that may have a deadline (see Multiplexer.get_timer): a send
+        # queue with a lifetime, unreliable reassembly in progress, a pending drain.
+        self._timed: set[Channel] = set()
+        self._log_window_end = float("-inf")  # rate limit of protocol-error logging
+        self._log_budget = 0
+        self._log_suppressed = 0
         # Reliable DATA sent and not yet acknowledged, connection-wide. Below HIGH,
         # channels wait while it is at the limit: ACKs leave the receiver only when
         # its application has taken the message, so this bounds the receiver's
@@ -128,7 +167,7 @@ class MuxLifecycle:
             MAX_FRAGMENT_PAYLOAD + HEADER_SIZE
         )
         self._waiting: set[Channel] = set()
-        self._events: list[Event] = []
+        self._events: deque[Event] = deque()
         self._replay_bytes = 0
         self._up = True
         self._failed = False
@@ -137,17 +176,11 @@ class MuxLifecycle:
         self._frames_received = self._bytes_received = self._frames_ignored = 0
         self._errors = self._unattributed = self._resets = 0
 
-    # ------------------------------------------------------------------ configuration
-
-    @property
-    def fragment_size(self) -> int:
-        """Largest DATA payload per frame: min(16 KiB, max_message_size - header)."""
-        return self._fragment_size
-
-    def set_max_message_size(self, size: int) -> None:
-        """Apply the negotiated SCTP maxMessageSize (takes effect from the next fragment)."""
+    def _apply_max_message_size(self, size: int) -> None:
         if size < HEADER_SIZE + OPEN_FIXED.size + 64:
-            raise LocalProtocolError(f"max_message_size {size} is too small")
+            raise InvalidArgumentError(
+                f"max_message_size must be at least {HEADER_SIZE + OPEN_FIXED.size + 64}, "
+                f"got {size!r}")
         self._max_message_size = size
         self._fragment_size = min(MAX_FRAGMENT_PAYLOAD, size - HEADER_SIZE)
 
@@ -203,7 +236,7 @@ class MuxLifecycle:
         if not ch.scheduled:
             self._wake(ch)  # unreliable DATA waits for ACCEPT: see _wake
 
-    def _on_close(self, frame: Frame) -> None:
+    def _on_close(self, frame: Frame, now: float) -> None:
         cid = frame.channel_id
         ch = self._channels.get(cid)
         if ch is None:
@@ -216,6 +249,53 @@ class MuxLifecycle:
             self._frame_for_missing_channel(frame, "CLOSE")
             return
         ch.frames_received += 1
+        if ch.drain_deadline is not None:  # a CLOSE already waits for its drain point
+            if frame.flags & FLAG_REPLAY:
+                return
+            raise FrameError(f"duplicate CLOSE for channel {cid}", cid)
+        if frame.flags & FLAG_DRAIN:
+            if ch.reliable:
+                raise FrameError(f"CLOSE with a drain point on reliable channel {cid}", cid)
+            # The CLOSE rode the reliable transport and may have overtaken the last
+            # DATA (unordered, other transport): it takes effect once every message
+            # before its drain point has arrived or been counted as lost.
+            if ch.newest_seq >= 0 and behind((frame.seq - 1) & SEQ_MASK, ch.newest_seq):
+                raise FrameError(f"CLOSE drain point {frame.seq} is before DATA already "
+                                 f"received ({ch.newest_seq})", cid)
+            ch.drain_end = frame.seq
+            if not self._drained(ch):
+                ch.drain_deadline = now + self._drain_timeout
+                self._timed.add(ch)
+                return
+        self._apply_close(ch, frame.flags)
+
+    def _drained(self, ch: Channel) -> bool:
+        """Every message before the peer's drain point arrived or was counted as lost."""
+        if ch.partials or ch.missing:
+            return False
+        if ch.newest_seq < 0:
+            return ch.drain_end == 0
+        return (ch.newest_seq + 1) & SEQ_MASK == ch.drain_end
+
+    def _complete_drain(self, ch: Channel) -> None:
+        """Apply the waiting CLOSE; what has not arrived by now is counted, never dropped silently."""
+        ch.drain_deadline = None
+        for partial in ch.partials.values():
+            self._incomplete(ch, partial.size)
+        ch.partials.clear()
+        newest = ch.newest_seq
+        start = (newest + 1) & SEQ_MASK if newest >= 0 else 0
+        lost = len(ch.missing) + ((ch.drain_end - start) & SEQ_MASK)
+        ch.missing.clear()
+        if lost:
+            ch.messages_lost += lost
+            self._events.append(MessageDropped(ch.id, True, "lost in transit", 0))
+        if ch.drain_end:
+            ch.newest_seq = (ch.drain_end - 1) & SEQ_MASK
+        self._apply_close(ch, FLAG_DRAIN)
+
+    def _apply_close(self, ch: Channel, flags: int) -> None:
+        cid = ch.id
         state = ch.state
         if state is ChannelState.OPEN or state is ChannelState.OPENING:
             self._close_received(ch, by_peer=True)
@@ -226,7 +306,7 @@ class MuxLifecycle:
                 self._close_received(ch, by_peer=False)
         elif ch.close_sent:  # CLOSE_RECEIVED, lingering for ACKs: the peer is done
             self._finish_close(ch)
-        elif not frame.flags & FLAG_REPLAY:
+        elif not flags & FLAG_REPLAY:
             raise FrameError(f"duplicate CLOSE for channel {cid}", cid)
 
     def _on_reset(self, frame: Frame) -> None:
@@ -253,19 +333,36 @@ class MuxLifecycle:
             self._control.append(encode_reset(cid, "unknown channel"))
         raise FrameError(f"{what} for unknown channel {cid}", cid)
 
-    def _protocol_error(self, exc: RemoteProtocolError) -> None:
+    def _protocol_error(self, exc: RemoteProtocolError, now: float) -> None:
         self._errors += 1
         cid = exc.channel_id if isinstance(exc, FrameError) else None
         self._events.append(ProtocolErrorEvent(exc, cid))
         ch = self._channels.get(cid) if cid is not None else None
         if ch is None:
             self._unattributed += 1
+            self._log_protocol_error(now, f"frame dropped: {exc}")
             return
+        # The channel is reset below, so later frames for it are ignored (tombstone):
+        # this logs once per channel.
+        self._log_protocol_error(now, f"channel {ch.id} {ch.label!r} reset: {exc}")
         ch.errors += 1
         undelivered = ch.undelivered()
         self._queue_reset(ch.id, exc.reason)
         self._remove(ch, ChannelState.RESET)
         self._events.append(ChannelReset(ch.id, exc.reason, False, undelivered, ch.snapshot()))
+
+    def _log_protocol_error(self, now: float, text: str) -> None:
+        if now >= self._log_window_end:
+            self._log_window_end = now + _LOG_INTERVAL
+            self._log_budget = _LOG_BURST
+        if self._log_budget <= 0:
+            self._log_suppressed += 1
+            return
+        self._log_budget -= 1
+        more = (f" ({self._log_suppressed} more protocol errors were not logged)"
+                if self._log_suppressed else "")
+        self._log_suppressed = 0
+        log.warning("mux (%s): protocol error from the peer, %s%s", self.role.value, text, more)
 
     def _close_sent(self, ch: Channel) -> None:
         ch.close_sent = True
@@ -301,6 +398,8 @@ class MuxLifecycle:
     def _remove(self, ch: Channel, final: ChannelState) -> None:
         del self._channels[ch.id]
         ch.state = final
+        ch.drain_deadline = None
+        self._timed.discard(ch)
         if final is ChannelState.RESET:
             self._resets += 1
         if ch.scheduled:
@@ -361,7 +460,7 @@ class MuxLifecycle:
             self._next_id = (cid + 2) & 0xFFFF
             if cid not in self._channels and cid not in self._tombstones:
                 return cid
-        raise LocalProtocolError("no free channel id")
+        raise LocalProtocolError("no free channel id: close some channels first")
 
     def _channel(self, channel_id: int) -> Channel:
         self._check_usable()

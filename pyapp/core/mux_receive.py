@@ -3,7 +3,13 @@
 Reliable channels are strictly sequential (a gap is a protocol error);
 unreliable channels reassemble several messages at once, in any fragment order,
 give up a partial message once one ``reorder_window`` sequence numbers newer
-has been seen, and count messages of which no fragment ever arrived.
+has been seen or no fragment of it came for ``reorder_timeout`` seconds, and count
+messages of which no fragment ever arrived (lost whole in transit).
+
+Late DATA of an unreliable channel whose close point has passed (the peer's
+CLOSE applied, whether the channel still lingers or is already forgotten) is
+ignored and counted in ``MuxStats.frames_ignored``, never an error: the close
+already counted it as lost. Before that point it is delivered as usual.
 
 Example::
 
@@ -11,10 +17,9 @@ Example::
     >>> a, b = Multiplexer(Role.INITIATOR), Multiplexer(Role.RESPONDER)
     >>> cid = a.open_channel("chat")
     >>> a.send(cid, "hi", now=0.0)
-    >>> events = []
     >>> while (f := a.next_frame(0.0)) is not None:
-    ...     events += b.receive_frame(f.data, 0.0)
-    >>> [e.data for e in events if isinstance(e, MessageReceived)]
+    ...     b.receive_frame(f.data, 0.0)
+    >>> [e.data for e in iter(b.next_event, None) if isinstance(e, MessageReceived)]
     ['hi']
 """
 
@@ -40,12 +45,20 @@ class MuxReceiver(MuxLifecycle):
             self._frame_for_missing_channel(frame, "DATA")
             return
         ch.frames_received += 1
-        if ch.state is ChannelState.CLOSE_RECEIVED:
-            raise FrameError("DATA after CLOSE", cid)
         if ch.reliable:
+            if ch.state is ChannelState.CLOSE_RECEIVED:
+                # Same transport, in order: DATA after CLOSE is the peer's bug.
+                raise FrameError("DATA after CLOSE", cid)
             self._recv_reliable(ch, frame)
-        else:
-            self._recv_unreliable(ch, frame)
+            return
+        if ch.state is ChannelState.CLOSE_RECEIVED:
+            self._frames_ignored += 1  # past the close point: see the module docstring
+            return
+        if ch.drain_deadline is not None and not behind(frame.seq, ch.drain_end):
+            raise FrameError(f"DATA {frame.seq} past the CLOSE drain point {ch.drain_end}", cid)
+        self._recv_unreliable(ch, frame, now)
+        if ch.drain_deadline is not None and self._drained(ch):
+            self._complete_drain(ch)
 
     def _recv_reliable(self, ch: Channel, frame: Frame) -> None:
         cid = ch.id
@@ -97,7 +110,7 @@ class MuxReceiver(MuxLifecycle):
             ch.parts_bytes = total
             ch.recv_frag = fragment + 1
 
-    def _recv_unreliable(self, ch: Channel, frame: Frame) -> None:
+    def _recv_unreliable(self, ch: Channel, frame: Frame, now: float) -> None:
         cid = ch.id
         seq = frame.seq
         flags = frame.flags
@@ -110,17 +123,20 @@ class MuxReceiver(MuxLifecycle):
             if newest >= 0 and ((newest - seq) & SEQ_MASK) >= self._window and behind(seq, newest):
                 ch.duplicates += 1  # too late: its message was given up already
                 return
-            partial = Partial(flags & FLAG_TEXT)
+            partial = Partial(flags & FLAG_TEXT, now)
             ch.partials[seq] = partial
-            ch.missing.discard(seq)
+            self._timed.add(ch)
+            ch.missing.pop(seq, None)
             if newest < 0 or behind(newest, seq):
-                self._note_gap(ch, (newest + 1) & SEQ_MASK if newest >= 0 else 0, seq)
+                self._note_gap(ch, (newest + 1) & SEQ_MASK if newest >= 0 else 0, seq, now)
                 ch.newest_seq = seq
                 for old in [s for s in ch.partials if behind(s, seq)]:
                     if ((seq - old) & SEQ_MASK) >= self._window:
                         self._give_up(ch, old)
         elif (flags & FLAG_TEXT) != partial.text:
             raise FrameError("TEXT flag changed inside a message", cid)
+        else:
+            partial.touched = now
         fragment = frame.fragment
         if fragment in partial.fragments:
             raise FrameError(f"duplicate fragment {fragment} of message {seq}", cid)
@@ -160,12 +176,13 @@ class MuxReceiver(MuxLifecycle):
             else:
                 raise FrameError("receive buffer overflow", cid)
 
-    def _note_gap(self, ch: Channel, start: int, seq: int) -> None:
+    def _note_gap(self, ch: Channel, start: int, seq: int, now: float) -> None:
         """Unreliable: messages ``start`` .. ``seq - 1`` have not been seen yet.
 
         Each is either still on its way (reordering) or lost whole in transit,
         where no fragment arrives and reassembly never notices; once it is older
-        than the reorder window it is counted as lost, so no loss goes uncounted.
+        than the reorder window (or ``reorder_timeout`` old, see
+        :meth:`_expire_reassembly`) it is counted as lost, so no loss goes uncounted.
         """
         gap = (seq - start) & SEQ_MASK
         if gap > 4 * self._window:
@@ -176,10 +193,11 @@ class MuxReceiver(MuxLifecycle):
             self._events.append(MessageDropped(ch.id, True, "lost in transit", 0))
             start = (seq - self._window) & SEQ_MASK
             gap = self._window
+        missing = ch.missing
         for i in range(gap):
-            ch.missing.add((start + i) & SEQ_MASK)
-        for m in [m for m in ch.missing if ((seq - m) & SEQ_MASK) >= self._window]:
-            ch.missing.discard(m)
+            missing[(start + i) & SEQ_MASK] = now
+        for m in [m for m in missing if ((seq - m) & SEQ_MASK) >= self._window]:
+            del missing[m]
             ch.messages_lost += 1
             self._events.append(MessageDropped(ch.id, True, "lost in transit", 0))
 
@@ -206,3 +224,30 @@ class MuxReceiver(MuxLifecycle):
         ch.finished_order.append(seq)
         if len(ch.finished_order) > 2 * self._window:
             ch.finished.discard(ch.finished_order.popleft())
+
+    # ------------------------------------------------------------------ timers
+
+    def _reassembly_deadline(self, ch: Channel) -> float | None:
+        """When the oldest partial message or sequence gap of ``ch`` times out."""
+        oldest: float | None = None
+        if ch.partials:
+            oldest = min(p.touched for p in ch.partials.values())
+        if ch.missing:
+            first_gap = min(ch.missing.values())
+            oldest = first_gap if oldest is None else min(oldest, first_gap)
+        return None if oldest is None else oldest + self._reorder_timeout
+
+    def _expire_reassembly(self, ch: Channel, now: float) -> None:
+        """Give up partial messages and gaps that saw nothing for ``reorder_timeout``.
+
+        Without this a message that lost a fragment, or a lost message at the end
+        of a burst, would wait for newer traffic forever, uncounted.
+        """
+        timeout = self._reorder_timeout  # compared as the same sum as the deadline
+        for seq in [s for s, p in ch.partials.items() if p.touched + timeout <= now]:
+            self._give_up(ch, seq)
+        expired = [m for m, noted in ch.missing.items() if noted + timeout <= now]
+        for m in expired:
+            del ch.missing[m]
+            ch.messages_lost += 1
+            self._events.append(MessageDropped(ch.id, True, "lost in transit", 0))

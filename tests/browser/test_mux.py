@@ -29,7 +29,7 @@ await cb_local.send(b"quote")
 got_b = [await cb.receive(), await cb.receive()]
 got_a = await ca_peer.receive()
 await ca.wait_accepted(5)
-# The seed API on a raw data channel, with an explicit id of the right parity.
+# create_multiplexed_channel on a raw data channel, with an explicit id of the right parity.
 raw = a.channels[0]
 explicit = raw.create_multiplexed_channel(40, label="explicit")
 try:
@@ -355,3 +355,36 @@ a.close(); b.close()
 json.dumps(out)
 """)
     assert result == {"got": [f"m{i}" for i in range(5)], "label": "early"}
+
+
+PAGE = "tests.pyodide.mux_cases"
+
+
+def test_concurrent_receives_are_served_in_order_and_close_wakes_every_waiter(pypage):
+    result = pypage.call(f"{PAGE}:concurrent_receive", timeout=60)
+    for kind in ("mux", "raw"):
+        assert result[kind]["got"] == ["one", "two"], kind
+        assert result[kind]["ends"] == ["ConnectionClosedError"] * 2, kind
+
+
+def test_closing_an_unreliable_channel_delivers_what_was_sent_before_it(pypage):
+    rounds = pypage.call(f"{PAGE}:unreliable_close_drains", timeout=90)
+    assert len(rounds) == 3
+    for r in rounds:
+        assert r["protocol_errors"] == [], r
+        assert r["state"] == "closed" and r["error"] == "None", r
+        assert r["received"] + r["lost"] == 60, r   # nothing vanishes uncounted
+        assert r["received"] == r["distinct"] == 60, r  # loopback loses nothing
+
+
+def test_reserved_channels_never_reach_accept(pypage):
+    result = pypage.call(f"{PAGE}:reserved_channels_never_reach_accept", timeout=60)
+    assert result == {"first": "app", "second": None, "served": ["pyapp-probe", "pyapp-probe"],
+                      "labels": ["x", "y"]}
+
+
+def test_protocol_errors_are_logged_once_per_channel(pypage):
+    result = pypage.call(f"{PAGE}:protocol_errors_are_logged", timeout=60)
+    assert result["state"] == "reset"
+    assert len(result["logged"]) == 1, result["logged"]
+    assert "reset" in result["logged"][0] and "never sent" in result["logged"][0]

@@ -53,6 +53,27 @@ from pyapp.exceptions import (
 
 pytestmark = pytest.mark.unit
 
+
+def feed(m: Multiplexer, data: bytes | bytearray | memoryview, now: float) -> list[Event]:
+    """receive_frame, then every event it left (the sans-I/O pull)."""
+    m.receive_frame(data, now)
+    return list(iter(m.next_event, None))
+
+
+def feed_datagram(m: Multiplexer, data: bytes | bytearray | memoryview, now: float) -> list[Event]:
+    m.receive_datagram(data, now)
+    return list(iter(m.next_event, None))
+
+
+def take(m: Multiplexer) -> list[Event]:
+    return list(iter(m.next_event, None))
+
+
+def fail(m: Multiplexer, reason: str) -> list[Event]:
+    m.fail_all(reason)
+    return list(iter(m.next_event, None))
+
+
 UNREL = Reliability(ordered=False, max_retransmits=0)
 
 
@@ -66,7 +87,7 @@ def drain(m: Multiplexer, now: float = 0.0) -> list[OutgoingFrame]:
 def deliver(frames: list[OutgoingFrame], dst: Multiplexer, now: float = 0.0) -> list[Event]:
     events: list[Event] = []
     for frame in frames:
-        events += dst.receive_frame(frame.data, now)
+        events += feed(dst, frame.data, now)
     return events
 
 
@@ -78,7 +99,7 @@ def pump(a: Multiplexer, b: Multiplexer, now: float = 0.0) -> tuple[list[Event],
         fa = drain(a, now)
         fb = drain(b, now)
         if not fa and not fb:
-            return ev_a + a.pop_events(), ev_b + b.pop_events()
+            return ev_a + take(a), ev_b + take(b)
         ev_b += deliver(fa, b, now)
         ev_a += deliver(fb, a, now)
 
@@ -194,7 +215,7 @@ def test_local_misuse_raises_typed_errors() -> None:
     with pytest.raises(MessageTooLargeError):
         Multiplexer(Role.INITIATOR, max_message_size=200).open_channel("l" * 500)
     with pytest.raises(LocalProtocolError):
-        a.receive_frame("not bytes", 0.0)  # type: ignore[arg-type]
+        feed(a, "not bytes", 0.0)  # type: ignore[arg-type]
     with pytest.raises(LocalProtocolError):
         a.transport_restored()  # never lost
     a.close_channel(cid)
@@ -322,7 +343,7 @@ def test_reliable_send_queue_full_raises_and_window_event_follows() -> None:
         a.send(cid, bytes(20000), now=0.0)
     assert isinstance(info.value, LocalProtocolError) and info.value.channel_id == cid
     a.next_frame(0.0)  # one 16 KiB fragment out: 13616 left, 20000 fits now
-    assert a.pop_events() == [SendWindowOpened(cid, 40000 - 13616)]
+    assert take(a) == [SendWindowOpened(cid, 40000 - 13616)]
     a.send(cid, bytes(20000), now=0.0)
     # A message bigger than the limit is accepted into an empty queue.
     c2 = a.open_channel("y")
@@ -353,7 +374,7 @@ def test_unreliable_under_pressure_drops_oldest_whole_messages() -> None:
     pump(a, b)
     for i in range(10):
         a.send(cid, bytes([i]) * 1000, now=0.0)
-    dropped = of(a.pop_events(), MessageDropped)
+    dropped = of(take(a), MessageDropped)
     assert len(dropped) == 7 and all(not d.inbound and d.reason == "send queue full" for d in dropped)
     assert a.channel_stats(cid).messages_dropped == 7
     _ev_a, ev_b = pump(a, b)
@@ -368,8 +389,8 @@ def test_unreliable_in_progress_message_is_not_dropped() -> None:
     first = a.next_frame(0.0)  # started
     assert first is not None
     a.send(cid, b"new", now=0.0)  # does not fit behind 23616 queued bytes
-    assert [d.size for d in of(a.pop_events(), MessageDropped)] == [3]
-    ev_b = b.receive_frame(first.data, 0.0)
+    assert [d.size for d in of(take(a), MessageDropped)] == [3]
+    ev_b = feed(b, first.data, 0.0)
     _ev_a, more = pump(a, b)
     assert received(ev_b + more) == [bytes(40000)]
 
@@ -381,7 +402,7 @@ def test_unreliable_lifetime_expires_queued_messages() -> None:
     a.send(cid, b"stale", now=0.0)
     a.send(cid, b"fresh", now=0.2)
     frames = drain(a, now=0.25)
-    dropped = of(a.pop_events(), MessageDropped)
+    dropped = of(take(a), MessageDropped)
     assert [(d.reason, d.size) for d in dropped] == [("lifetime expired", 5)]
     assert received(deliver(frames, b)) == [b"fresh"]
 
@@ -506,7 +527,7 @@ def test_bad_input_resets_only_that_channel(case: str) -> None:
     make, words = ATTRIBUTED[case]
     events: list[Event] = []
     for wire in make(victim):
-        events += a.receive_frame(wire, now=0.0)  # a is the opener: "victim" is its channel
+        events += feed(a, wire, now=0.0)  # a is the opener: "victim" is its channel
     errors = _errors(events)
     assert len(errors) == 1, events
     assert isinstance(errors[0], FrameError) and errors[0].channel_id == victim
@@ -541,7 +562,7 @@ UNATTRIBUTED: dict[str, tuple[bytes, str]] = {
 def test_unattributable_input_is_counted_and_changes_nothing(case: str) -> None:
     a, b, victim, bystander = _bad_input_setup()
     wire, words = UNATTRIBUTED[case]
-    events = a.receive_frame(wire, now=0.0)
+    events = feed(a, wire, now=0.0)
     errors = _errors(events)
     assert len(errors) == 1 and words in errors[0].reason
     assert of(events, ChannelReset) == []
@@ -566,8 +587,8 @@ def test_receive_frame_accepts_any_buffer_type() -> None:
     cid = a.open_channel("x")
     a.send(cid, b"data", now=0.0)
     frames = drain(a)
-    ev = b.receive_frame(bytearray(frames[0].data), 0.0)
-    ev += b.receive_frame(memoryview(frames[1].data), 0.0)
+    ev = feed(b, bytearray(frames[0].data), 0.0)
+    ev += feed(b, memoryview(frames[1].data), 0.0)
     assert received(ev) == [b"data"]
 
 
@@ -667,7 +688,7 @@ def test_frames_while_transport_down_are_ignored() -> None:
     a.open_channel("x")
     frames = drain(a)
     b.transport_lost()
-    assert b.receive_frame(frames[0].data, 0.0) == []
+    assert feed(b, frames[0].data, 0.0) == []
     assert b.stats().frames_ignored == 1
 
 
@@ -677,7 +698,7 @@ def test_replay_of_data_without_flag_is_a_protocol_error() -> None:
     a.send(cid, b"x", now=0.0)
     frames = drain(a)
     deliver(frames, b)
-    ev = b.receive_frame(frames[1].data, 0.0)  # same DATA again, not flagged REPLAY
+    ev = feed(b, frames[1].data, 0.0)  # same DATA again, not flagged REPLAY
     assert len(_errors(ev)) == 1
     flagged = bytearray(frames[1].data)
     flagged[4] |= FLAG_REPLAY
@@ -687,7 +708,7 @@ def test_replay_of_data_without_flag_is_a_protocol_error() -> None:
     deliver(frames, b)
     dup = bytearray(frames[1].data)
     dup[4] |= FLAG_REPLAY
-    assert b.receive_frame(bytes(dup), 0.0) == []  # replay duplicate: silently dropped
+    assert feed(b, bytes(dup), 0.0) == []  # replay duplicate: silently dropped
 
 
 def test_fail_all_returns_every_undelivered_message() -> None:
@@ -699,7 +720,7 @@ def test_fail_all_returns_every_undelivered_message() -> None:
     drain(a)
     a.send(rel, "queued", now=0.0)
     a.send(unrel, b"u-queued", now=0.0)
-    events = a.fail_all("ice failed")
+    events = fail(a, "ice failed")
     failed = {e.channel_id: e for e in of(events, DeliveryFailed)}
     assert failed[rel].messages == (b"sent-not-acked", "queued")
     assert failed[unrel].messages == (b"u-queued",)
@@ -710,7 +731,7 @@ def test_fail_all_returns_every_undelivered_message() -> None:
         a.send(rel, b"x", now=0.0)
     with pytest.raises(ConnectionClosedError):
         a.open_channel("x")
-    assert a.next_frame(0.0) is None and a.receive_frame(b"junk", 0.0) == []
+    assert a.next_frame(0.0) is None and feed(a, b"junk", 0.0) == []
 
 
 # ------------------------------------------------------------------ stats

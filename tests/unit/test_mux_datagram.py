@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 from pyapp.core.framing import HEADER_SIZE
 from pyapp.core.mux import (
     ChannelOpened,
+    Event,
     MessageReceived,
     Multiplexer,
     ProtocolErrorEvent,
@@ -18,6 +19,27 @@ from pyapp.core.mux import (
 from pyapp.exceptions import RemoteProtocolError
 
 pytestmark = pytest.mark.unit
+
+
+def feed(m: Multiplexer, data: bytes | bytearray | memoryview, now: float) -> list[Event]:
+    """receive_frame, then every event it left (the sans-I/O pull)."""
+    m.receive_frame(data, now)
+    return list(iter(m.next_event, None))
+
+
+def feed_datagram(m: Multiplexer, data: bytes | bytearray | memoryview, now: float) -> list[Event]:
+    m.receive_datagram(data, now)
+    return list(iter(m.next_event, None))
+
+
+def take(m: Multiplexer) -> list[Event]:
+    return list(iter(m.next_event, None))
+
+
+def fail(m: Multiplexer, reason: str) -> list[Event]:
+    m.fail_all(reason)
+    return list(iter(m.next_event, None))
+
 
 
 def _frames(sender: Multiplexer) -> list[bytes]:
@@ -40,7 +62,7 @@ def test_packed_frames_deliver_like_single_frames():
     frames = _frames(a)
     assert len(frames) > 5
     single, packed = Multiplexer(Role.RESPONDER), Multiplexer(Role.RESPONDER)
-    one = [e for f in frames for e in single.receive_datagram(f, 0.0)]
+    one = [e for f in frames for e in feed_datagram(single, f, 0.0)]
     # Pack greedily into <= 64 KiB messages.
     batches, cur = [], b""
     for f in frames:
@@ -50,7 +72,7 @@ def test_packed_frames_deliver_like_single_frames():
         cur += f
     batches.append(cur)
     assert len(batches) < len(frames)
-    two = [e for b in batches for e in packed.receive_datagram(b, 0.0)]
+    two = [e for b in batches for e in feed_datagram(packed, b, 0.0)]
     assert _messages(one) == _messages(two) == payloads
     assert isinstance(two[0], ChannelOpened)
 
@@ -64,7 +86,7 @@ def test_overlong_length_in_a_batch_is_a_counted_error_and_later_frames_still_wo
     good = b"".join(frames)
     lying = bytearray(frames[-1])
     lying[14:16] = (9000).to_bytes(2, "big")  # claims more payload than there is
-    events = b.receive_datagram(good + bytes(lying) + b"tail", 0.0)
+    events = feed_datagram(b, good + bytes(lying) + b"tail", 0.0)
     assert _messages(events) == [b"first"]
     errors = [e for e in events if isinstance(e, ProtocolErrorEvent)]
     assert len(errors) == 1 and "length field 9000" in errors[0].error.reason
@@ -72,14 +94,14 @@ def test_overlong_length_in_a_batch_is_a_counted_error_and_later_frames_still_wo
     assert b.stats().protocol_errors == 1
     other = a.open_channel("y")
     a.send(other, b"second", 0.0)
-    assert _messages(b.receive_datagram(b"".join(_frames(a)), 0.0)) == [b"second"]
+    assert _messages(feed_datagram(b, b"".join(_frames(a)), 0.0)) == [b"second"]
 
 
 @settings(max_examples=300)
 @given(st.lists(st.binary(max_size=HEADER_SIZE + 40), max_size=6))
 def test_arbitrary_datagrams_only_produce_typed_events(chunks):
     b = Multiplexer(Role.RESPONDER)
-    events = b.receive_datagram(b"".join(chunks), 0.0)
+    events = feed_datagram(b, b"".join(chunks), 0.0)
     assert isinstance(events, list)
     for e in events:
         if isinstance(e, ProtocolErrorEvent):

@@ -5,9 +5,30 @@ from __future__ import annotations
 import pytest
 
 from pyapp.core.framing import FrameType, decode_frame
-from pyapp.core.mux import MessageReceived, Multiplexer, Priority, Reliability, Role
+from pyapp.core.mux import Event, MessageReceived, Multiplexer, Priority, Reliability, Role
 
 pytestmark = pytest.mark.unit
+
+
+def feed(m: Multiplexer, data: bytes | bytearray | memoryview, now: float) -> list[Event]:
+    """receive_frame, then every event it left (the sans-I/O pull)."""
+    m.receive_frame(data, now)
+    return list(iter(m.next_event, None))
+
+
+def feed_datagram(m: Multiplexer, data: bytes | bytearray | memoryview, now: float) -> list[Event]:
+    m.receive_datagram(data, now)
+    return list(iter(m.next_event, None))
+
+
+def take(m: Multiplexer) -> list[Event]:
+    return list(iter(m.next_event, None))
+
+
+def fail(m: Multiplexer, reason: str) -> list[Event]:
+    m.fail_all(reason)
+    return list(iter(m.next_event, None))
+
 
 
 def _drain(m: Multiplexer) -> list[bytes]:
@@ -40,10 +61,10 @@ def test_sender_stops_at_the_limit_until_acks_arrive_and_high_is_exempt():
     a.send(urgent, b"cancel order", 0.0)
     assert _data_bytes(_drain(a), urgent) == len(b"cancel order")
     # The receiver takes the messages; its ACKs reopen the window.
-    events = [e for f in first for e in b.receive_frame(f, 0.0)]
+    events = [e for f in first for e in feed(b, f, 0.0)]
     assert sum(isinstance(e, MessageReceived) for e in events) == sent // (16 * 1024)
     for ack in _drain(b):
-        a.receive_frame(ack, 0.0)
+        feed(a, ack, 0.0)
     assert _data_bytes(_drain(a), bulk) >= 64 * 1024
 
 
@@ -57,9 +78,9 @@ def test_a_message_larger_than_the_window_still_completes():
     for _ in range(50):
         frames = _drain(a)
         for f in frames:
-            got += [e.data for e in b.receive_frame(f, 0.0) if isinstance(e, MessageReceived)]
+            got += [e.data for e in feed(b, f, 0.0) if isinstance(e, MessageReceived)]
         for ack in _drain(b):
-            a.receive_frame(ack, 0.0)
+            feed(a, ack, 0.0)
         if len(got) == 2:
             break
     assert [len(m) for m in got] == [300 * 1024, 5]
@@ -82,9 +103,9 @@ def _unreliable_pair():
     b = Multiplexer(Role.RESPONDER)
     cid = a.open_channel("ticks", Reliability.UNRELIABLE, Priority.LOW)
     for f in _drain(a):
-        b.receive_frame(f, 0.0)
+        feed(b, f, 0.0)
     for f in _drain(b):  # ACCEPT: unreliable DATA waits for it
-        a.receive_frame(f, 0.0)
+        feed(a, f, 0.0)
     return a, b, cid
 
 
@@ -98,7 +119,7 @@ def test_unreliable_messages_lost_whole_in_transit_are_counted():
     for i, f in enumerate(frames):
         if i in (3, 4, 20):
             continue  # lost in the network: no fragment ever arrives
-        delivered += [e for e in b.receive_frame(f, 0.0) if isinstance(e, MessageReceived)]
+        delivered += [e for e in feed(b, f, 0.0) if isinstance(e, MessageReceived)]
     assert len(delivered) == 37
     peer_cid = b.channel_ids[0]
     assert b.channel_stats(peer_cid).messages_lost == 3
@@ -110,6 +131,6 @@ def test_reordered_unreliable_messages_are_not_counted_as_lost():
         a.send(cid, bytes([i]), 0.0)
     frames = _drain(a)
     order = [0, 2, 1, 5, 3, 4, 9, 6, 8, 7]
-    got = [e.data for i in order for e in b.receive_frame(frames[i], 0.0) if isinstance(e, MessageReceived)]
+    got = [e.data for i in order for e in feed(b, frames[i], 0.0) if isinstance(e, MessageReceived)]
     assert sorted(got) == [bytes([i]) for i in range(10)]
     assert b.channel_stats(b.channel_ids[0]).messages_lost == 0

@@ -1,0 +1,222 @@
+"""The two negotiated data channels under a :class:`~pyapp.browser.mux.MuxSession`.
+
+Opening them, the transport hello (``TRANSPORT_HELLO``) that holds every frame
+until the peer's channels exist, and the transmit loop that packs the core's
+frames into data-channel messages under each channel's high-water mark. This
+is the private base of :class:`~pyapp.browser.mux.MuxSession`; use the session.
+
+Example (in the page)::
+
+    from pyapp.browser.loopback import connected_pair
+    a, b = await connected_pair()
+    session = a.multiplexer()
+    await session.wait_open(10)      # both transports open, the peer's hello heard
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Any
+
+from pyapp._events import Emitter
+from pyapp.browser._ffi import spawn
+from pyapp.browser.datachannel import DataChannel
+from pyapp.browser.timer import now as _now
+from pyapp.core.framing import Transport
+from pyapp.core.mux import Multiplexer, OutgoingFrame
+from pyapp.exceptions import ConnectionClosedError
+
+if TYPE_CHECKING:
+    from pyapp.browser.peer import PeerConnection
+
+# Internal module: no __all__; the constants are exported by pyapp.browser.mux.
+
+RELIABLE_TRANSPORT_ID = 1000
+"""SCTP stream id of the negotiated reliable transport (both sides create it)."""
+UNRELIABLE_TRANSPORT_ID = 1001
+"""SCTP stream id of the negotiated unreliable transport."""
+HELLO_PREFIX = b"PYMX\x01"
+TRANSPORT_HELLO = HELLO_PREFIX
+"""Sent on the reliable transport until the peer's arrives, before any frame.
+
+Both transports are negotiated channels (``negotiated: true``): a side's channel
+opens as soon as the SCTP association is up, possibly before the peer has
+created its own, and a message sent into that gap is dropped by the peer's
+browser. So each side repeats this hello (backing off to 4/s) until it hears
+the peer's, and only then lets the multiplexer transmit. It cannot be mistaken
+for a frame: frames start with version byte 0x01, this with ``P``.
+
+The hello carries the sender's 8-byte session id (``HELLO_PREFIX + session_id``).
+A session resumed on a fresh connection checks that the peer's id is the one it
+had before: a peer that lost its session state (a fresh session) makes ours fail
+loudly instead of replaying into the void."""
+RELIABLE_LABEL = "pyapp-mux"
+UNRELIABLE_LABEL = "pyapp-mux-u"
+
+
+class _SessionTransports:
+    """Transports, hello and transmit loop of a MuxSession (its private base)."""
+
+    mux: Multiplexer
+    pc: PeerConnection
+    reliable: DataChannel
+    unreliable: DataChannel
+    events: Emitter
+    high_water: int
+    low_water: int
+    unreliable_max_retransmits: int
+    batch_bytes: int
+    session_id: bytes
+    peer_session_id: bytes | None
+    _batch_limit: int
+    _failed: BaseException | None
+    _held: OutgoingFrame | None
+    _hello_task: asyncio.Task[Any] | None
+    _lost: bool
+    _open: bool
+    _peer_ready: bool
+    _pumping: bool
+    _transports_open: asyncio.Future[None]
+
+    # Provided by MuxSession.
+    def _pump(self) -> None:
+        raise NotImplementedError
+
+    def _on_frame(self, data: bytes | str) -> None:
+        raise NotImplementedError
+
+    def transport_lost(self) -> None:
+        raise NotImplementedError
+
+    def fail(self, reason: str) -> Any:
+        raise NotImplementedError
+
+    def _attach(self, pc: PeerConnection) -> None:
+        self.pc = pc
+        self.reliable = pc.create_data_channel(RELIABLE_LABEL, negotiated=True, id=RELIABLE_TRANSPORT_ID)
+        self.unreliable = pc.create_data_channel(
+            UNRELIABLE_LABEL, negotiated=True, id=UNRELIABLE_TRANSPORT_ID, ordered=False,
+            max_retransmits=self.unreliable_max_retransmits)
+        for channel in (self.reliable, self.unreliable):
+            channel.high_water = self.high_water
+            channel.low_water = self.low_water
+            channel.js_channel.bufferedAmountLowThreshold = self.low_water
+            channel.events.on("message", self._on_frame)
+            channel.events.on("bufferedamountlow", self._pump)
+            channel.events.on("open", self._on_transport_open)
+            channel.events.on("close", self._on_transport_close)
+        self._on_transport_open()
+
+    def _check_open(self) -> bool:
+        self._open = (not self._lost and self.reliable.ready_state == "open"
+                      and self.unreliable.ready_state == "open")
+        return self._open
+
+    def _on_transport_open(self) -> None:
+        if not self._check_open():
+            return
+        size = self.pc.max_message_size
+        if size:
+            self.mux.set_max_message_size(size)
+        # Read once per transport (an FFI round trip), not on every pump.
+        self._batch_limit = min(self.batch_bytes, size or 65536)
+        if self._peer_ready:
+            self._hello_and_go()  # the peer's hello arrived before our open event
+        elif self._hello_task is None or self._hello_task.done():
+            self._hello_task = spawn(self._say_hello(), "mux transport hello")
+
+    async def _say_hello(self) -> None:
+        """Repeat TRANSPORT_HELLO until the peer's arrives (see ``TRANSPORT_HELLO``)."""
+        delay = 0.02
+        while not self._peer_ready and self._open and self._failed is None:
+            try:
+                self.reliable.send_nowait(HELLO_PREFIX + self.session_id)
+            except ConnectionClosedError:
+                return
+            await asyncio.sleep(delay)
+            delay = min(0.25, delay * 1.5)
+
+    def _on_hello(self, peer_session: bytes | None) -> None:
+        if peer_session is not None:
+            if self.peer_session_id is None:
+                self.peer_session_id = peer_session
+            elif peer_session != self.peer_session_id:
+                self.fail("the peer's multiplexer started afresh: it cannot resume this session")
+                return
+        self._on_peer_ready()
+
+    def _on_peer_ready(self) -> None:
+        """We heard the peer: its channels exist, so nothing we send now is lost."""
+        if self._peer_ready:
+            return
+        self._peer_ready = True
+        if self._open:
+            self._hello_and_go()
+        # else: our channels are still opening; _on_transport_open finishes this.
+
+    def _hello_and_go(self) -> None:
+        # One more hello tells the peer we are ready even if every earlier one of
+        # ours was dropped (sent before the peer had created its channels).
+        try:
+            self.reliable.send_nowait(HELLO_PREFIX + self.session_id)
+        except ConnectionClosedError:
+            self.transport_lost()
+            return
+        if not self._transports_open.done():
+            self._transports_open.set_result(None)
+        self.events.emit("transport", "up")
+        self._pump()
+
+    def _on_transport_close(self) -> None:
+        if self._failed is not None:
+            return
+        if not self._transports_open.done():
+            self._transports_open.set_exception(ConnectionClosedError("mux transports closed"))
+            self._transports_open.exception()
+        self.transport_lost()
+
+    def _transmit(self) -> None:
+        """Send frames until the core has none or a transport is above high water.
+
+        Consecutive frames for the same transport are packed into one message of
+        at most ``batch_bytes`` (see :mod:`pyapp.core.framing`).
+        """
+        if self._pumping or self._failed is not None or not self._open or not self._peer_ready:
+            return
+        self._pumping = True
+        mux = self.mux
+        reliable, unreliable = self.reliable, self.unreliable
+        limit = self._batch_limit
+        batch: list[bytes] = []
+        batch_size = 0
+        batch_channel: DataChannel = reliable
+        now = _now()
+        try:
+            while True:
+                frame = self._held
+                if frame is None:
+                    frame = mux.next_frame(now)
+                    if frame is None:
+                        break
+                channel = reliable if frame.transport is Transport.RELIABLE else unreliable
+                size = len(frame.data)
+                if batch and (channel is not batch_channel or batch_size + size > limit):
+                    self._send_batch(batch_channel, batch, batch_size)
+                    batch, batch_size = [], 0
+                if not channel.has_room(batch_size + size):
+                    self._held = frame  # resumes on that channel's bufferedamountlow
+                    break
+                self._held = None
+                batch.append(frame.data)
+                batch_size += size
+                batch_channel = channel
+            if batch:
+                self._send_batch(batch_channel, batch, batch_size)
+        except ConnectionClosedError:
+            self.transport_lost()
+        finally:
+            self._pumping = False
+
+    @staticmethod
+    def _send_batch(channel: DataChannel, batch: list[bytes], size: int) -> None:
+        channel.send_nowait(batch[0] if len(batch) == 1 else b"".join(batch), size)

@@ -1,0 +1,133 @@
+"""The send side's bookkeeping: acknowledgements, the send window, queue lifetimes.
+
+:class:`MuxSender` sits between the receive path and the public
+:class:`~pyapp.core.mux.Multiplexer`: it applies the peer's cumulative ACKs
+(freeing the replay buffer and the in-flight window), decides when a refused
+sender may try again (SendWindowOpened), makes room on a full unreliable queue
+by dropping whole old messages, and expires queued messages past their
+``max_packet_life_time`` on the timer.
+
+Example::
+
+    >>> from pyapp.core.mux import Multiplexer, Reliability, Role
+    >>> a = Multiplexer(Role.INITIATOR)
+    >>> cid = a.open_channel("ticks", Reliability(ordered=False, max_packet_life_time=100))
+    >>> a.send(cid, b"tick", now=1.0)          # waits for ACCEPT, so it stays queued
+    >>> a.get_timer()                          # when its lifetime runs out
+    1.1
+"""
+
+from __future__ import annotations
+
+from pyapp.core.framing import Frame
+from pyapp.core.mux_channel import Channel, behind
+from pyapp.core.mux_events import ChannelState, MessageDropped, SendWindowOpened
+from pyapp.core.mux_receive import MuxReceiver
+from pyapp.exceptions import FrameError
+
+# Internal module: the public names are exported by pyapp.core.mux (no __all__ here,
+# so the API reference documents them once, there).
+
+
+class MuxSender(MuxReceiver):
+    """ACKs, send window and queue expiry (see the module docstring)."""
+
+
+    def _on_ack(self, frame: Frame) -> None:
+        cid = frame.channel_id
+        ch = self._channels.get(cid)
+        if ch is None:
+            self._frame_for_missing_channel(frame, "ACK")
+            return
+        ch.frames_received += 1
+        if not ch.reliable:
+            raise FrameError("ACK on an unreliable channel", cid)
+        ack = frame.seq
+        if ack != ch.next_seq and not behind(ack, ch.next_seq):
+            raise FrameError(f"ACK {ack} for a message never sent (next is {ch.next_seq})", cid)
+        unacked = ch.unacked
+        queue = ch.queue
+        freed = 0
+        while unacked and behind(unacked[0].seq, ack):
+            msg = unacked[0]
+            if not msg.done:
+                raise FrameError(f"ACK {ack} covers a message not yet sent", cid)
+            unacked.popleft()
+            freed += msg.size
+            self._inflight -= msg.offset
+            if queue and queue[0] is msg:
+                # Being replayed after a restore, but the peer had it already.
+                queue.popleft()
+                ch.queued_bytes -= msg.size - msg.offset
+        if freed:
+            ch.unacked_bytes -= freed
+            self._replay_bytes -= freed
+            if self._window_parked and self._inflight < self._inflight_limit:
+                self._unpark()
+            if self._waiting:
+                for other in list(self._waiting):
+                    if other.wanted and self._fits(other, other.wanted):
+                        self._window_opened(other)
+        if ch.state is ChannelState.CLOSE_RECEIVED and ch.close_sent and not unacked:
+            self._finish_close(ch)
+
+    def _fits(self, ch: Channel, size: int) -> bool:
+        queued = ch.queued_bytes
+        if queued and queued + size > self._send_limit:
+            return False
+        if ch.reliable and self._replay_bytes and self._replay_bytes + size > self._replay_limit:
+            return False
+        return True
+
+    def _window_opened(self, ch: Channel) -> None:
+        ch.wanted = 0
+        self._waiting.discard(ch)
+        if ch.state is ChannelState.OPEN or ch.state is ChannelState.OPENING:
+            self._events.append(
+                SendWindowOpened(ch.id, max(0, self._send_limit - ch.queued_bytes))
+            )
+
+    def _make_room(self, ch: Channel, size: int) -> bool:
+        """Unreliable channel under pressure: drop the oldest unstarted messages."""
+        queue = ch.queue
+        head = queue.popleft() if queue and queue[0].fragment else None
+        while queue and ch.queued_bytes + size > self._send_limit:
+            old = queue.popleft()
+            ch.queued_bytes -= old.size
+            ch.messages_dropped += 1
+            self._events.append(MessageDropped(ch.id, False, "send queue full", old.size))
+        if head is not None:
+            queue.appendleft(head)
+        return not ch.queued_bytes or ch.queued_bytes + size <= self._send_limit
+
+    # ------------------------------------------------------------------ timers
+
+    def _deadline(self, ch: Channel) -> float | None:
+        deadline = self._reassembly_deadline(ch) if ch.partials or ch.missing else None
+        if ch.lifetime is not None:
+            for msg in ch.queue:
+                if msg.offset == 0:  # the oldest message not started yet
+                    expiry = msg.enqueued + ch.lifetime
+                    if deadline is None or expiry < deadline:
+                        deadline = expiry
+                    break
+        drain = ch.drain_deadline
+        if drain is not None and (deadline is None or drain < deadline):
+            deadline = drain
+        return deadline
+
+    def _expire_queue(self, ch: Channel, now: float) -> None:
+        """Drop queued messages past ``max_packet_life_time`` that were never started."""
+        lifetime = ch.lifetime
+        assert lifetime is not None
+        queue = ch.queue
+        head = queue.popleft() if queue and queue[0].offset else None
+        while queue and now >= queue[0].enqueued + lifetime:  # same sum as _deadline
+            msg = queue.popleft()
+            ch.queued_bytes -= msg.size
+            ch.messages_dropped += 1
+            self._events.append(MessageDropped(ch.id, False, "lifetime expired", msg.size))
+        if head is not None:
+            queue.appendleft(head)
+        if ch.wanted and self._fits(ch, ch.wanted):
+            self._window_opened(ch)
