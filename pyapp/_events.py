@@ -1,9 +1,11 @@
 """A tiny synchronous event emitter (pure Python, no I/O).
 
 Browser wrappers use it to turn JS events into Python callbacks. A callback
-that raises does not stop the others; the error is handed to ``on_error``
-(by default it is stored in ``errors`` so tests and the UI can see it) — it
-never escapes into the browser's event loop.
+that raises does not stop the others and never escapes into the browser's
+event loop: like :func:`pyapp.browser._ffi.guard`, the emitter reports it —
+it is logged with its traceback (logger ``pyapp.events``, level ERROR; in the
+page that reaches the console), counted in ``error_count``, the last few are
+kept in ``recent_errors`` (bounded), and ``on_error`` is called when set.
 
 Example::
 
@@ -17,11 +19,17 @@ Example::
 
 from __future__ import annotations
 
-from collections import defaultdict
+import logging
+from collections import defaultdict, deque
 from collections.abc import Callable
 from typing import Any
 
 Callback = Callable[..., Any]
+
+log = logging.getLogger("pyapp.events")
+
+RECENT_ERRORS = 16
+"""How many callback errors an emitter keeps in ``recent_errors``."""
 
 
 class Emitter:
@@ -29,8 +37,17 @@ class Emitter:
 
     def __init__(self) -> None:
         self._handlers: dict[str, list[Callback]] = defaultdict(list)
-        self.errors: list[BaseException] = []
+        self.error_count = 0
+        """callback errors since the emitter was made"""
+        self.recent_errors: deque[BaseException] = deque(maxlen=RECENT_ERRORS)
+        """the last few callback errors, oldest first"""
         self.on_error: Callable[[str, BaseException], None] | None = None
+        """called with (event, error) for every callback error, after it is logged"""
+
+    @property
+    def errors(self) -> list[BaseException]:
+        """TRANSITIONAL alias of ``recent_errors`` (bounded); use ``recent_errors``."""
+        return list(self.recent_errors)
 
     def on(self, event: str, callback: Callback) -> Callback:
         """Call ``callback(*args)`` on every ``event``; returns it (usable as a decorator)."""
@@ -53,10 +70,15 @@ class Emitter:
             try:
                 callback(*args)
             except Exception as exc:  # a user callback must not break the emitter
-                if self.on_error is not None:
-                    self.on_error(event, exc)
-                else:
-                    self.errors.append(exc)
+                self._report(event, callback, exc)
+
+    def _report(self, event: str, callback: Callback, exc: Exception) -> None:
+        self.error_count += 1
+        self.recent_errors.append(exc)
+        name = getattr(callback, "__qualname__", None) or repr(callback)
+        log.error("pyapp: error in the %r callback %s: %s", event, name, exc, exc_info=exc)
+        if self.on_error is not None:
+            self.on_error(event, exc)
 
     def clear(self) -> None:
         """Drop every callback (used when the owning object closes)."""
