@@ -1,8 +1,12 @@
-"""Multiplexer figures (issue 3): mux_bulk_ratio and the urgent-message latency under load.
+"""Multiplexer figures: mux_bulk_ratio, mux_small_ratio and the urgent-message latency under load.
 
 * mux_bulk_ratio: 64 MiB (as 64 KiB messages) through one multiplexed reliable
   channel driven from Python, ÷ raw JS on a single RTCDataChannel in the same
   page (throughput ratio; medians of 3 interleaved rounds).
+* mux_small_ratio: 100-byte messages per second through one multiplexed channel
+  (``await send()`` per message from Python; the mux packs many frames into one
+  SCTP message), ÷ raw JS sending one 100-byte message per ``send()`` on an
+  RTCDataChannel in the same page; 20,000 messages, medians of 3 interleaved rounds.
 * urgent_p99_ms: round-trip p99 of HIGH 100-byte messages sent every 10 ms and
   echoed back, while a 64 MiB VERY_LOW transfer runs on the same connection
   (two pages, i.e. two renderer processes, connected through the real server);
@@ -29,7 +33,7 @@ async def _mux_pair():
     await asyncio.gather(ma.wait_open(10), mb.wait_open(10))
     return a, b, ma, mb
 
-async def _mux_bulk(count, size):
+async def _mux_bulk(count, size):  # also the 100-byte figure (size=100)
     a, b, ma, mb = await _mux_pair()
     ch = a.create_multiplexed_channel(label="bulk")
     peer = await mb.accept(10)
@@ -45,7 +49,8 @@ async def _mux_bulk(count, size):
 # the bulk data; the initiator measures round trips.
 TWO_PAGE_COMMON = """
 import asyncio, json, js
-from pyapp.browser import PeerConnection, SignalingClient
+from pyapp.browser import SignalingClient
+from pyapp.browser.connection import Connection
 from pyapp.browser.signaling import default_url
 from pyapp.browser._ffi import spawn
 from pyapp.browser.mux import DataChannelPriority as P
@@ -71,7 +76,7 @@ def _serve(pc):
 def on_signal(sender, data):
     pc = pcs.get(sender)
     if pc is None:
-        pc = pcs[sender] = PeerConnection(signal=lambda m: client.send_signal(sender, m),
+        pc = pcs[sender] = Connection(signal=lambda m: client.send_signal(sender, m),
                                           polite=is_polite(client.peer_id, sender))
         _serve(pc)
     spawn(pc.handle_signal(data), "bench signal")
@@ -83,7 +88,7 @@ INITIATOR = TWO_PAGE_COMMON + """
 client = SignalingClient(default_url())
 welcome = await client.join(ROOM)
 peer = welcome.peers[0]
-pc = PeerConnection(signal=lambda m: client.send_signal(peer, m), polite=is_polite(client.peer_id, peer))
+pc = Connection(signal=lambda m: client.send_signal(peer, m), polite=is_polite(client.peer_id, peer))
 client.events.on("signal", lambda sender, data: spawn(pc.handle_signal(data), "signal") if sender == peer else None)
 mux = pc.multiplexer(**MUX_OPTIONS)
 await mux.wait_open(20)
@@ -164,6 +169,15 @@ def run(ctx: Any) -> dict[str, float]:
             py_ms.append(page.py("await _mux_bulk(1024, 65536)"))
         js_med, py_med = statistics.median(js_ms), statistics.median(py_ms)
         ctx.note(f"64 MiB: raw JS {64 / (js_med / 1000):.1f} MiB/s, mux from Python {64 / (py_med / 1000):.1f} MiB/s")
+        small_n = 20_000
+        js_small, py_small = [], []
+        for _ in range(3):
+            js_small.append(page.page.evaluate(RAW_TRANSFER, {"count": small_n, "size": 100, "high": 1 << 20,
+                                                              "low": 256 << 10, "ordered": True}))
+            py_small.append(page.py(f"await _mux_bulk({small_n}, 100)"))
+        js_small_med, py_small_med = statistics.median(js_small), statistics.median(py_small)
+        ctx.note(f"100 B: raw JS {small_n / (js_small_med / 1000):.0f} msg/s (one per send()), "
+                 f"one mux channel from Python {small_n / (py_small_med / 1000):.0f} msg/s")
     finally:
         page.page.context.close()
     lat = _two_page_latency(ctx)
@@ -175,6 +189,9 @@ def run(ctx: Any) -> dict[str, float]:
     return {
         "mux_bulk_ratio": js_med / py_med,
         "mux_bulk_mib_per_s": 64 / (py_med / 1000),
+        "mux_small_ratio": js_small_med / py_small_med,
+        "mux_small_msgs_per_s": small_n / (py_small_med / 1000),
+        "raw_small_msgs_per_s": small_n / (js_small_med / 1000),
         "urgent_p99_ms": loaded["p99"],
         "urgent_idle_p99_ms": idle["p99"],
         "urgent_p99_ratio": loaded["p99"] / idle["p99"],
