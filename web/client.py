@@ -57,6 +57,9 @@ log = logging.getLogger("pyapp.server")
 
 __all__ = ["SignalingSocket", "ClientSession"]
 
+_FAIR_SHARE = 16
+"""Messages handled from one client before letting the others run."""
+
 _CLOSE_EVENTS = (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR)
 
 
@@ -126,7 +129,11 @@ async def _linger(transport: asyncio.BaseTransport, timeout: float) -> None:
         return
     if transport.can_write_eof():
         # FIN after what is buffered: the client reads everything, then sees the end.
-        transport.write_eof()
+        try:
+            transport.write_eof()
+        except OSError:  # the client is already gone (reset): nothing left to linger for
+            transport.abort()
+            return
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     # The protocol keeps reading (and discarding) what the client still sends, so
@@ -229,8 +236,15 @@ class ClientSession:
         self._task = asyncio.current_task()
         self._writer = asyncio.ensure_future(self._write_loop())
         ws = self.ws
+        unyielded = 0
         try:
             while self.closing is None:
+                if unyielded >= _FAIR_SHARE:
+                    # receive() does not suspend while frames are buffered: a client that
+                    # sent thousands at once would hold the loop from everyone else.
+                    unyielded = 0
+                    await asyncio.sleep(0)
+                unyielded += 1
                 self._receiving = True
                 try:
                     msg = await ws.receive()

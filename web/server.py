@@ -213,6 +213,20 @@ def limits_from_args(args: argparse.Namespace) -> Limits:
     return Limits(trust_proxy=args.trust_proxy, **values)
 
 
+def raise_open_file_limit() -> int:
+    """Raise this process's soft RLIMIT_NOFILE to the hard one (each client is one socket)."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY:
+        hard = 1 << 20
+    if soft < hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+    return soft
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="build.py serve", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -239,6 +253,7 @@ def main(argv: list[str] | None = None) -> int:
     add_turn_flags(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    raise_open_file_limit()
     try:
         limits = limits_from_args(args)
     except ValueError as exc:
