@@ -25,7 +25,7 @@ from collections.abc import Hashable
 from pyapp._events import Emitter
 from pyapp.browser.timer import TimerDriver
 from pyapp.core import limiter as core_limiter
-from pyapp.core.limiter import Granted, LimiterAction, LimiterStats
+from pyapp.core.limiter import Granted, LimiterStats
 from pyapp.exceptions import (
     LimitExceeded,
 )
@@ -87,7 +87,7 @@ class ConnectionLimiter:
             max_connections, max_queue=max_queue, max_inbound_queue=max_inbound_queue)
         self._ids = itertools.count(1)
         self._futures: dict[int, asyncio.Future[None]] = {}
-        self._timer = TimerDriver(self.core.get_timer, lambda now: self._apply(self.core.handle_timer(now)))
+        self._timer = TimerDriver(self.core.get_timer, self._on_timer)
         self.events = Emitter()
 
     @property
@@ -121,31 +121,40 @@ class ConnectionLimiter:
         deadline = None if timeout is None else now + timeout
         future: asyncio.Future[None] = asyncio.get_event_loop().create_future()
         self._futures[request_id] = future
-        self._apply(self.core.request(request_id, peer_id, now, inbound=inbound, deadline=deadline))
+        self.core.request(request_id, peer_id, now, inbound=inbound, deadline=deadline)
+        self._apply()
         try:
             await future
         except asyncio.CancelledError:
             self._futures.pop(request_id, None)
-            self._apply(self.core.cancel(request_id, self._timer.now()))
+            self.core.cancel(request_id, self._timer.now())
+            self._apply()
             raise
         return Slot(self, request_id, peer_id, inbound)
 
     def reconfigure(self, *, max_connections: int | None = None, max_queue: int | None = None,
                     max_inbound_queue: int | None = None) -> None:
         """Change the limits at runtime (see the core's ``reconfigure``)."""
-        self._apply(self.core.reconfigure(self._timer.now(), max_connections=max_connections,
-                                          max_queue=max_queue, max_inbound_queue=max_inbound_queue))
+        self.core.reconfigure(self._timer.now(), max_connections=max_connections,
+                              max_queue=max_queue, max_inbound_queue=max_inbound_queue)
+        self._apply()
 
     def _release(self, request_id: int) -> None:
-        self._apply(self.core.release(request_id, self._timer.now()))
+        self.core.release(request_id, self._timer.now())
+        self._apply()
 
-    def _apply(self, actions: list[LimiterAction]) -> None:
-        for action in actions:
+    def _on_timer(self, now: float) -> None:
+        self.core.handle_timer(now)
+        self._apply()
+
+    def _apply(self) -> None:
+        """Carry out every action the core queued (pulled until None), then re-arm its timer."""
+        while (action := self.core.next_event()) is not None:
             future = self._futures.pop(action.request_id, None)  # type: ignore[call-overload]
             if isinstance(action, Granted):
                 if future is None or future.done():
                     # Its requester is gone (cancelled in the same tick): hand the slot back.
-                    self._apply(self.core.cancel(action.request_id, self._timer.now()))
+                    self.core.cancel(action.request_id, self._timer.now())
                     continue
                 future.set_result(None)
             else:

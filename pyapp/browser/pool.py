@@ -57,7 +57,7 @@ from pyapp.browser.limiter import Slot as Slot
 from pyapp.browser.reconnect import ReconnectSupervisor
 from pyapp.browser.timer import TimerDriver
 from pyapp.core import pool as core_pool
-from pyapp.core.pool import Close, Dial, Fail, Grant, PoolAction, PoolStats
+from pyapp.core.pool import Close, Dial, Fail, Grant, PoolStats
 from pyapp.exceptions import (
     ConnectionClosedError,
     DialTimeout,
@@ -248,7 +248,7 @@ class ConnectionPool:
         self._ids = itertools.count(1)
         self._waiters: dict[int, asyncio.Future[PooledConnection]] = {}
         self._dials: dict[Hashable, asyncio.Task[Any]] = {}
-        self._timer = TimerDriver(self.core.get_timer, lambda now: self._apply(self.core.handle_timer(now)))
+        self._timer = TimerDriver(self.core.get_timer, self._on_timer)
         self._closed = False
 
     # ------------------------------------------------------------------ API
@@ -274,12 +274,14 @@ class ConnectionPool:
         future: asyncio.Future[PooledConnection] = asyncio.get_event_loop().create_future()
         self._waiters[waiter_id] = future
         deadline = None if timeout is None else now + timeout
-        self._apply(self.core.get_connection(waiter_id, peer_id, now, deadline=deadline))
+        self.core.get_connection(waiter_id, peer_id, now, deadline=deadline)
+        self._apply()
         try:
             connection = await future
         except asyncio.CancelledError:
             self._waiters.pop(waiter_id, None)
-            self._apply(self.core.cancel(waiter_id, self._timer.now()))
+            self.core.cancel(waiter_id, self._timer.now())
+            self._apply()
             raise
         return Lease(self, waiter_id, connection)
 
@@ -294,18 +296,21 @@ class ConnectionPool:
 
     def report_quality(self, peer_id: str, score: float) -> None:
         """Feed a quality score (higher is better); a connection poor for long is recycled when idle."""
-        self._apply(self.core.report_quality(peer_id, score, self._timer.now()))
+        self.core.report_quality(peer_id, score, self._timer.now())
+        self._apply()
 
     def reconfigure(self, **limits: Any) -> None:
         """Change limits at runtime (``max_size``, ``idle_timeout``, ``wait_timeout``, ...)."""
-        self._apply(self.core.reconfigure(now=self._timer.now(), **limits))
+        self.core.reconfigure(now=self._timer.now(), **limits)
+        self._apply()
 
     def close(self) -> None:
         """Close every connection, fail every waiter, cancel dials in progress."""
         if self._closed:
             return
         self._closed = True
-        self._apply(self.core.close(self._timer.now()))
+        self.core.close(self._timer.now())
+        self._apply()
         for task in list(self._dials.values()):
             task.cancel()
         self._dials.clear()
@@ -314,19 +319,27 @@ class ConnectionPool:
     # ------------------------------------------------------------------ plumbing
 
     def _release(self, waiter_id: int) -> None:
-        self._apply(self.core.release(waiter_id, self._timer.now()))
+        self.core.release(waiter_id, self._timer.now())
+        self._apply()
 
     def _connection_gone(self, connection: PooledConnection, reason: str, failed: bool) -> None:
         now = self._timer.now()
         self.events.emit("gone", connection.peer_id, reason)
         if failed:
             error = ConnectionClosedError(f"connection to {connection.peer_id!r} failed: {reason}")
-            self._apply(self.core.connection_failed(connection.peer_id, error, now, connection=connection))
+            self.core.connection_failed(connection.peer_id, error, now, connection=connection)
+            self._apply()
         else:
-            self._apply(self.core.connection_closed(connection.peer_id, now, connection=connection))
+            self.core.connection_closed(connection.peer_id, now, connection=connection)
+            self._apply()
 
-    def _apply(self, actions: list[PoolAction]) -> None:
-        for action in actions:
+    def _on_timer(self, now: float) -> None:
+        self.core.handle_timer(now)
+        self._apply()
+
+    def _apply(self) -> None:
+        """Carry out every action the core queued (pulled until None), then re-arm its timer."""
+        while (action := self.core.next_event()) is not None:
             if isinstance(action, Dial):
                 peer_id = str(action.peer_id)
                 self.events.emit("dial", peer_id)
@@ -340,7 +353,7 @@ class ConnectionPool:
                 future = self._waiters.pop(action.waiter_id, None)  # type: ignore[call-overload]
                 if future is None or future.done():
                     # Granted to a waiter that is gone: drop the lease at once.
-                    self._apply(self.core.release(action.waiter_id, self._timer.now()))
+                    self.core.release(action.waiter_id, self._timer.now())
                     continue
                 future.set_result(action.connection)
             elif isinstance(action, Fail):
@@ -366,14 +379,16 @@ class ConnectionPool:
             if isinstance(exc, TimeoutError) and not isinstance(exc, OperationTimeout):
                 exc = DialTimeout(peer_id, self.dial_timeout)
             if not self._closed:
-                self._apply(self.core.dial_failed(peer_id, exc, self._timer.now()))
+                self.core.dial_failed(peer_id, exc, self._timer.now())
+                self._apply()
             return
         self._dials.pop(peer_id, None)
         connection = PooledConnection(self, peer_id, pc, slot)
         if self.reconnect is not None:
             connection.events.on("reconnect",
                                  lambda event: self.events.emit("reconnect", peer_id, event))
-        self._apply(self.core.dial_succeeded(peer_id, connection, self._timer.now()))
+        self.core.dial_succeeded(peer_id, connection, self._timer.now())
+        self._apply()
 
     def __repr__(self) -> str:
         s = self.stats

@@ -129,22 +129,25 @@ class ReconnectSupervisor:
     def _feed(self, state: str) -> None:
         if self.closed:
             return
-        self._apply(self.policy.state_changed(state, self._now()))
+        self.policy.state_changed(state, self._now())
+        self._apply()
 
     def _get_timer(self) -> float | None:
         return None if self.closed else self.policy.get_timer()
 
     def _on_timer(self, now: float) -> None:
         if not self.closed:
-            self._apply(self.policy.handle_timer(now))
+            self.policy.handle_timer(now)
+            self._apply()
 
     def _rearm(self) -> None:
         self._timer.rearm()
 
     # ------------------------------------------------------------------ commands
 
-    def _apply(self, events: list[ReconnectEvent]) -> None:
-        for event in events:
+    def _apply(self) -> None:
+        """Carry out every event the policy queued (pulled until None), then re-arm its timer."""
+        while (event := self.policy.next_event()) is not None:
             self.history.append(event)
             self.events.emit("reconnect", event)
             if isinstance(event, RestartIce):
@@ -153,6 +156,8 @@ class ReconnectSupervisor:
                 self._start_redial(event)
             elif isinstance(event, GiveUp):
                 self._finish(f"gave up: {event.reason}")
+                while self.policy.next_event() is not None:
+                    pass  # the policy is over: what followed the GiveUp does not matter
                 return
         self._rearm()
 
@@ -162,8 +167,7 @@ class ReconnectSupervisor:
             self.pc.restart_ice()
         except PyAppError:
             # The connection is closed or the browser refused: the restart failed.
-            self._apply(self.policy.state_changed("failed", self._now()))
-
+            self.policy.state_changed("failed", self._now())  # _apply's loop carries it out
     def transport_dead(self) -> None:
         """The SCTP association died while the path was down (retransmissions ran out).
 

@@ -4,21 +4,26 @@ Every connection the page holds -- dialled by the pool, accepted from an inbound
 offer, or anything else -- takes one *slot*. A request that finds no free slot
 waits in one FIFO queue until a slot is released, its deadline passes, or the
 caller cancels it; a request that finds the queue full is refused at once with
-:class:`~pyapp.exceptions.LimitExceeded`. Nothing here waits: every method
-returns the actions that follow from the input, and the async wrapper resolves
-its futures from them.
+:class:`~pyapp.exceptions.LimitExceeded`. Nothing here waits: every input
+queues the actions that follow from it, the async wrapper pulls them with
+``next_event()`` (until None) and resolves its futures from them.
 
 Example::
 
     from pyapp.core.limiter import ConnectionLimiter, Granted, TimedOut
 
     limiter = ConnectionLimiter(1, max_queue=4)
-    assert limiter.request("r1", "alice", now=0.0) == [Granted("r1", "alice")]
-    assert limiter.request("r2", "bob", now=0.0, deadline=5.0) == []   # queued
+    events = lambda: list(iter(limiter.next_event, None))   # pull until None
+    limiter.request("r1", "alice", now=0.0)
+    assert events() == [Granted("r1", "alice")]
+    limiter.request("r2", "bob", now=0.0, deadline=5.0)
+    assert events() == []                                   # queued
     assert limiter.get_timer() == 5.0
-    assert limiter.release("r1", now=1.0) == [Granted("r2", "bob")]    # FIFO hand-over
-    assert limiter.request("r3", "carol", now=1.0, deadline=2.0) == []
-    [expired] = limiter.handle_timer(now=2.0)
+    limiter.release("r1", now=1.0)
+    assert events() == [Granted("r2", "bob")]               # FIFO hand-over
+    limiter.request("r3", "carol", now=1.0, deadline=2.0)
+    limiter.handle_timer(now=2.0)
+    [expired] = events()
     assert isinstance(expired, TimedOut) and expired.request_id == "r3"
     assert (limiter.held, limiter.queued) == (1, 0)
 
@@ -48,6 +53,7 @@ from collections import OrderedDict
 from collections.abc import Hashable
 from dataclasses import dataclass, field
 
+from pyapp.core._queue import EventQueue, emits
 from pyapp.exceptions import InvalidArgumentError, LimitExceeded, LocalProtocolError
 
 __all__ = [
@@ -152,6 +158,7 @@ class ConnectionLimiter:
     def __init__(
         self, max_connections: int, *, max_queue: int = 32, max_inbound_queue: int = 4
     ) -> None:
+        self._events: EventQueue[LimiterAction] = EventQueue()
         self._max = _check_count("max_connections", max_connections)
         self._max_queue = _check_count("max_queue", max_queue)
         self._max_inbound_queue = _check_count("max_inbound_queue", max_inbound_queue)
@@ -213,6 +220,7 @@ class ConnectionLimiter:
 
     # -- inputs --------------------------------------------------------------
 
+    @emits
     def request(
         self,
         request_id: Hashable,
@@ -224,9 +232,9 @@ class ConnectionLimiter:
     ) -> list[LimiterAction]:
         """Ask for a slot for a connection to (or from, if ``inbound``) ``peer_id``.
 
-        Returns ``[Granted]`` when a slot is free, ``[]`` when the request was
-        queued (a later call returns its outcome), ``[Refused]`` when the queue
-        (or its inbound share) is full, and ``[TimedOut]`` when it would have to
+        Queues ``Granted`` when a slot is free, nothing when the request was
+        queued (a later input queues its outcome), ``Refused`` when the queue
+        (or its inbound share) is full, and ``TimedOut`` when it would have to
         wait but ``deadline`` (absolute, like ``now``) has already passed.
         """
         if request_id in self._held or request_id in self._queue:
@@ -252,15 +260,17 @@ class ConnectionLimiter:
             self._queued_inbound += 1
         return actions
 
+    @emits
     def release(self, request_id: Hashable, now: float) -> list[LimiterAction]:
         """The connection holding ``request_id``'s slot closed or failed; free the slot.
 
-        Unknown ids are ignored (idempotent). Returns grants for queued requests.
+        Unknown ids are ignored (idempotent). Queues grants for queued requests.
         """
         if self._held.pop(request_id, _MISSING) is not _MISSING:
             self._released += 1
         return self._expire(now) + self._drain()
 
+    @emits
     def cancel(self, request_id: Hashable, now: float) -> list[LimiterAction]:
         """The requester gave up: drop it from the queue, or free its slot if granted.
 
@@ -277,6 +287,7 @@ class ConnectionLimiter:
             self._cancelled += 1
         return self._expire(now) + self._drain()
 
+    @emits
     def reconfigure(
         self,
         now: float,
@@ -310,11 +321,16 @@ class ConnectionLimiter:
                 actions.append(self._refuse(request_id, waiting.peer_id, QUEUE_SHRUNK))
         return actions
 
+    def next_event(self) -> LimiterAction | None:
+        """The next action that followed from the inputs so far, or None (pull until None)."""
+        return self._events.next_event()
+
     def get_timer(self) -> float | None:
         """When :meth:`handle_timer` must next be called (the earliest queued deadline)."""
         deadlines = [w.deadline for w in self._queue.values() if w.deadline is not None]
         return min(deadlines) if deadlines else None
 
+    @emits
     def handle_timer(self, now: float) -> list[LimiterAction]:
         """Time out every queued request whose deadline is ``<= now``."""
         return self._expire(now)

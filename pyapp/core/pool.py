@@ -1,8 +1,9 @@
 """Sans-I/O connection pool: one connection per peer, shared, bounded, recycled.
 
-The pool decides; the async wrapper acts. Every input method returns a list of
+The pool decides; the async wrapper acts. Every input method queues
 :class:`PoolAction` objects -- :class:`Dial`, :class:`Close`, :class:`Grant`,
-:class:`Fail` -- and never blocks, reads a clock or touches the browser. Time
+:class:`Fail` -- that the wrapper pulls with ``next_event()`` until None; it
+never blocks, reads a clock or touches the browser. Time
 comes in as ``now`` (seconds); :meth:`ConnectionPool.get_timer` says when the
 wrapper must call :meth:`ConnectionPool.handle_timer` next.
 
@@ -15,16 +16,18 @@ Example::
     from pyapp.core.pool import Close, ConnectionPool, Dial, Grant
 
     pool = ConnectionPool(max_size=2, timeout=30.0)
-    assert pool.get_connection("w1", "alice", now=0.0) == [Dial("alice")]
-    assert pool.get_connection("w2", "alice", now=0.1) == []        # shares the dial
-    assert pool.dial_succeeded("alice", "conn-A", now=1.0) == [
-        Grant("w1", "alice", "conn-A"),
-        Grant("w2", "alice", "conn-A"),
-    ]
+    events = lambda: list(iter(pool.next_event, None))            # pull until None
+    pool.get_connection("w1", "alice", now=0.0)
+    assert events() == [Dial("alice")]
+    pool.get_connection("w2", "alice", now=0.1)
+    assert events() == []                                         # shares the dial
+    pool.dial_succeeded("alice", "conn-A", now=1.0)
+    assert events() == [Grant("w1", "alice", "conn-A"), Grant("w2", "alice", "conn-A")]
     pool.release("w1", now=2.0)
-    pool.release("w2", now=3.0)                                      # now idle
+    pool.release("w2", now=3.0)                                   # now idle
     assert pool.get_timer() == 33.0
-    assert pool.handle_timer(33.0) == [Close("alice", "conn-A", "idle")]
+    pool.handle_timer(33.0)
+    assert events() == [Close("alice", "conn-A", "idle")]
     assert pool.stats.size == 0
 
 Policies (details and rationale in ``docs/pooling.md``):
@@ -68,6 +71,7 @@ from collections.abc import Hashable
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
+from pyapp.core._queue import EventQueue, emits
 from pyapp.exceptions import (
     ConnectionClosedError,
     InvalidArgumentError,
@@ -230,6 +234,7 @@ class ConnectionPool(Generic[C]):
         poor_quality_threshold: float = 0.5,
         poor_quality_period: float | None = 30.0,
     ) -> None:
+        self._events: EventQueue[PoolAction] = EventQueue()
         self._max_size = _check_size(max_size)
         self._idle_timeout = _check_seconds("timeout", timeout)
         self._wait_timeout = _check_seconds("wait_timeout", wait_timeout)
@@ -302,13 +307,14 @@ class ConnectionPool(Generic[C]):
 
     # -- inputs from the user ------------------------------------------------
 
+    @emits
     def get_connection(
         self, waiter_id: Hashable, peer_id: Hashable, now: float, *, deadline: float | None = None
     ) -> list[PoolAction]:
         """Ask for a lease on a connection to ``peer_id``.
 
-        The outcome is a ``Grant`` or ``Fail`` for ``waiter_id``, either in the
-        returned list or in the result of a later call. ``deadline`` (absolute)
+        The outcome is a ``Grant`` or ``Fail`` for ``waiter_id``, queued now or
+        after a later input (pull them with :meth:`next_event`). ``deadline`` (absolute)
         bounds the wait for room in a full pool; it defaults to
         ``now + wait_timeout``. It does not bound a dial: the wrapper times its
         dials and reports ``dial_failed``.
@@ -340,14 +346,19 @@ class ConnectionPool(Generic[C]):
             actions.append(self._exhaust(waiter_id, peer_id))
         return actions
 
+    @emits
     def release(self, waiter_id: Hashable, now: float) -> list[PoolAction]:
         """End the lease granted to ``waiter_id``. Unknown ids are ignored."""
+        return self._release(waiter_id, now)
+
+    def _release(self, waiter_id: Hashable, now: float) -> list[PoolAction]:
         if waiter_id in self._leases:
             entry = self._conns[self._leases.pop(waiter_id)]
             entry.leases.discard(waiter_id)
             self._touch(entry, now)
         return self._sweep(now)
 
+    @emits
     def cancel(self, waiter_id: Hashable, now: float) -> list[PoolAction]:
         """Forget ``waiter_id`` in whatever state it is; a granted lease is released.
 
@@ -359,8 +370,9 @@ class ConnectionPool(Generic[C]):
         if waiter_id in self._attached:
             del self._dials[self._attached.pop(waiter_id)][waiter_id]
             return self._sweep(now)
-        return self.release(waiter_id, now)
+        return self._release(waiter_id, now)
 
+    @emits
     def report_quality(self, peer_id: Hashable, score: float, now: float) -> list[PoolAction]:
         """Feed a quality score (higher is better) for the connection to ``peer_id``.
 
@@ -376,6 +388,7 @@ class ConnectionPool(Generic[C]):
                 entry.poor_since = None
         return self._sweep(now)
 
+    @emits
     def reconfigure(
         self,
         *,
@@ -413,6 +426,7 @@ class ConnectionPool(Generic[C]):
             actions.append(self._exhaust(waiter_id, self._queue.pop(waiter_id).peer_id))
         return actions + self._sweep(now)
 
+    @emits
     def close(self, now: float) -> list[PoolAction]:
         """Shut the pool: close every connection, fail every waiter.
 
@@ -434,6 +448,7 @@ class ConnectionPool(Generic[C]):
 
     # -- inputs from the network ---------------------------------------------
 
+    @emits
     def dial_succeeded(self, peer_id: Hashable, connection: C, now: float) -> list[PoolAction]:
         """The dial to ``peer_id`` produced ``connection``; grant it to its waiters."""
         if self._closed:
@@ -452,8 +467,12 @@ class ConnectionPool(Generic[C]):
             actions.append(self._lease(waiter_id, peer_id, entry, now))
         return actions + self._serve_queue(now)
 
+    @emits
     def dial_failed(self, peer_id: Hashable, error: Exception, now: float) -> list[PoolAction]:
         """The dial to ``peer_id`` failed; every waiter sharing it gets ``error``."""
+        return self._dial_failed(peer_id, error, now)
+
+    def _dial_failed(self, peer_id: Hashable, error: Exception, now: float) -> list[PoolAction]:
         if self._closed:
             return []
         waiters = self._dials.pop(peer_id, None)
@@ -466,6 +485,7 @@ class ConnectionPool(Generic[C]):
             actions.append(Fail(waiter_id, peer_id, error))
         return actions + self._sweep(now)
 
+    @emits
     def connection_closed(
         self, peer_id: Hashable, now: float, *, connection: C | None = None
     ) -> list[PoolAction]:
@@ -478,6 +498,7 @@ class ConnectionPool(Generic[C]):
         error = ConnectionClosedError(f"connection to {peer_id!r} closed")
         return self._gone(peer_id, error, now, connection, failed=False)
 
+    @emits
     def connection_failed(
         self, peer_id: Hashable, error: Exception, now: float, *, connection: C | None = None
     ) -> list[PoolAction]:
@@ -485,6 +506,10 @@ class ConnectionPool(Generic[C]):
         return self._gone(peer_id, error, now, connection, failed=True)
 
     # -- timers --------------------------------------------------------------
+
+    def next_event(self) -> PoolAction | None:
+        """The next action that followed from the inputs so far, or None (pull until None)."""
+        return self._events.next_event()
 
     def get_timer(self) -> float | None:
         """When :meth:`handle_timer` must next be called; ``None`` if nothing is pending."""
@@ -498,6 +523,7 @@ class ConnectionPool(Generic[C]):
                 times.append(entry.poor_since + self._poor_period)
         return min(times) if times else None
 
+    @emits
     def handle_timer(self, now: float) -> list[PoolAction]:
         """Close idle or poor connections and fail waiters whose deadline is due."""
         return self._sweep(now)
@@ -545,7 +571,7 @@ class ConnectionPool(Generic[C]):
         if self._closed:
             return []
         if peer_id in self._dials:
-            return self.dial_failed(peer_id, error, now)
+            return self._dial_failed(peer_id, error, now)
         entry = self._conns.get(peer_id)
         if entry is None or (connection is not None and entry.connection is not connection):
             return self._sweep(now)

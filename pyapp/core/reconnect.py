@@ -1,7 +1,8 @@
 """Sans-I/O reconnection policy: ride out ICE blips, restart ICE, then redial with backoff.
 
-Feed it the connection's ICE (or peer-connection) state changes and the time;
-it returns :class:`ReconnectEvent` objects. Three of them are commands the
+Feed it the connection's ICE (or peer-connection) state changes and the time
+(``state_changed``); pull :class:`ReconnectEvent` objects with ``next_event()``
+until it returns None. Three of them are commands the
 wrapper must carry out -- :class:`RestartIce`, :class:`Redial`,
 :class:`GiveUp` -- the others only report progress (for the UI and the log).
 Timers work as in h11/aioquic: ask :meth:`ReconnectPolicy.get_timer`, call
@@ -13,13 +14,19 @@ Example::
     from pyapp.core.reconnect import BackoffStarted, Redial, ReconnectPolicy, RestartIce
 
     policy = ReconnectPolicy(random.Random(1), grace=2.0, restart_timeout=5.0)
+    events = lambda: list(iter(policy.next_event, None))   # pull until None
     policy.state_changed("connected", now=0.0)
-    policy.state_changed("disconnected", now=10.0)        # -> Disconnected(grace_until=12.0)
-    assert policy.handle_timer(12.0) == [RestartIce(deadline=17.0)]
-    [backoff] = policy.handle_timer(17.0)                  # the restart did not connect
+    policy.state_changed("disconnected", now=10.0)
+    events()                                               # [..., Disconnected(grace_until=12.0)]
+    policy.handle_timer(12.0)
+    assert events() == [RestartIce(deadline=17.0)]
+    policy.handle_timer(17.0)                              # the restart did not connect
+    [backoff] = events()
     assert isinstance(backoff, BackoffStarted) and 0 <= backoff.delay < 1.0
-    assert policy.handle_timer(backoff.redial_at) == [Redial(1, backoff.redial_at + 15.0)]
-    [recovered] = policy.state_changed("connected", now=20.0)
+    policy.handle_timer(backoff.redial_at)
+    assert events() == [Redial(1, backoff.redial_at + 15.0)]
+    policy.state_changed("connected", now=20.0)
+    [recovered] = events()
     assert policy.attempts == 0                            # connected resets the count
 
 Transitions (the only place they live is :meth:`ReconnectPolicy._step`):
@@ -56,6 +63,7 @@ import enum
 from dataclasses import dataclass
 from typing import Protocol
 
+from pyapp.core._queue import EventQueue, emits
 from pyapp.exceptions import InvalidArgumentError
 
 __all__ = [
@@ -188,6 +196,7 @@ class ReconnectPolicy:
         max_delay: float = 30.0,
         max_attempts: int = 5,
     ) -> None:
+        self._events: EventQueue[ReconnectEvent] = EventQueue()
         self._rng = rng
         self.grace = _check_seconds("grace", grace)
         self.restart_timeout = _check_seconds("restart_timeout", restart_timeout)
@@ -224,6 +233,7 @@ class ReconnectPolicy:
 
     # -- inputs --------------------------------------------------------------
 
+    @emits
     def state_changed(self, state: str, now: float) -> list[ReconnectEvent]:
         """Feed ``iceConnectionState`` (or ``connectionState``) of the current connection.
 
@@ -237,6 +247,7 @@ class ReconnectPolicy:
             return self._step("connected", now)
         return self._step(state, now)
 
+    @emits
     def handle_timer(self, now: float) -> list[ReconnectEvent]:
         """Act on the timer if it is due (``now >= get_timer()``); otherwise do nothing."""
         if self._timer is None or now < self._timer:
@@ -244,10 +255,15 @@ class ReconnectPolicy:
         self._timer = None
         return self._step("timer", now)
 
+    def next_event(self) -> ReconnectEvent | None:
+        """The next action that followed from the inputs so far, or None (pull until None)."""
+        return self._events.next_event()
+
     def get_timer(self) -> float | None:
         """When :meth:`handle_timer` must next be called; ``None`` if nothing is pending."""
         return self._timer
 
+    @emits
     def close(self, now: float) -> list[ReconnectEvent]:
         """Stop for good (the app closed the connection): no more events, no timer."""
         self._state = ReconnectState.CLOSED

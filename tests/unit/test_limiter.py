@@ -11,16 +11,33 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 import pyapp.core.limiter as limiter_module
+from pyapp.core.limiter import ConnectionLimiter as CoreLimiter
 from pyapp.core.limiter import (
-    ConnectionLimiter,
     Granted,
     LimiterAction,
     Refused,
     TimedOut,
 )
 from pyapp.exceptions import LimitExceeded, LocalProtocolError
+from tests.unit.events import drain, returning_events
 
 pytestmark = pytest.mark.unit
+
+#: Inputs return the events they queued (pulled with next_event(), as the wrapper does).
+ConnectionLimiter = returning_events(CoreLimiter)
+
+
+def test_limiter_convention_inputs_queue_and_next_event_pulls() -> None:
+    lim = CoreLimiter(1)
+    assert lim.request("a", "pa", 0.0) is None
+    assert lim.request("b", "pb", 0.0, deadline=1.0) is None
+    assert lim.next_event() == Granted("a", "pa")
+    assert lim.next_event() is None                  # b is queued: nothing more yet
+    assert lim.get_timer() == 1.0
+    assert lim.handle_timer(1.0) is None
+    [timed_out] = drain(lim)
+    assert isinstance(timed_out, TimedOut) and timed_out.request_id == "b"
+    assert lim.next_event() is None
 
 
 def test_docstring_example_runs() -> None:

@@ -8,11 +8,31 @@ from collections.abc import Hashable
 import pytest
 
 import pyapp.core.pool as pool_module
-from pyapp.core.limiter import ConnectionLimiter, Granted, LimiterAction
-from pyapp.core.pool import Close, ConnectionPool, Dial, Fail, Grant, PoolAction
+from pyapp.core.limiter import ConnectionLimiter as CoreLimiter
+from pyapp.core.limiter import Granted, LimiterAction
+from pyapp.core.pool import Close, Dial, Fail, Grant, PoolAction
+from pyapp.core.pool import ConnectionPool as CorePool
 from pyapp.exceptions import ConnectionClosedError, LocalProtocolError, PoolExhausted
+from tests.unit.events import drain, returning_events
 
 pytestmark = pytest.mark.unit
+
+#: Inputs return the events they queued (pulled with next_event(), as the wrappers do).
+ConnectionPool = returning_events(CorePool)
+ConnectionLimiter = returning_events(CoreLimiter)
+
+
+def test_pool_convention_inputs_queue_and_next_event_pulls() -> None:
+    pool: CorePool[str] = CorePool(1, timeout=10.0)
+    assert pool.get_connection("w1", "alice", 0.0) is None
+    assert pool.next_event() == Dial("alice")
+    assert pool.next_event() is None
+    assert pool.dial_succeeded("alice", "conn", 1.0) is None
+    assert drain(pool) == [Grant("w1", "alice", "conn")]
+    assert pool.release("w1", 2.0) is None and pool.next_event() is None
+    assert pool.get_timer() == 12.0
+    assert pool.handle_timer(12.0) is None
+    assert drain(pool) == [Close("alice", "conn", "idle")]
 
 
 def connected(pool: ConnectionPool[str], waiter: str, peer: str, now: float) -> str:

@@ -15,14 +15,30 @@ from pyapp.core.reconnect import (
     Disconnected,
     GiveUp,
     ReconnectEvent,
-    ReconnectPolicy,
     ReconnectState,
     Recovered,
     Redial,
     RestartIce,
 )
+from pyapp.core.reconnect import ReconnectPolicy as CorePolicy
+from tests.unit.events import drain, returning_events
 
 pytestmark = pytest.mark.unit
+
+#: Inputs return the events they queued (pulled with next_event(), as the supervisor does).
+ReconnectPolicy = returning_events(CorePolicy)
+
+
+def test_reconnect_convention_inputs_queue_and_next_event_pulls() -> None:
+    policy = CorePolicy(random.Random(3), grace=2.0)
+    assert policy.state_changed("connected", 0.0) is None
+    drain(policy)
+    assert policy.state_changed("disconnected", 5.0) is None
+    assert policy.get_timer() == 7.0
+    assert any(isinstance(e, Disconnected) for e in drain(policy))
+    assert policy.next_event() is None
+    assert policy.handle_timer(7.0) is None
+    assert policy.next_event() == RestartIce(deadline=7.0 + policy.restart_timeout)
 
 
 class FixedRandom:
