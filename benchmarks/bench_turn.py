@@ -37,7 +37,7 @@ async def _pair(servers, policy):
     cb = await asyncio.wait_for(got_channel, 20)
     await ca.wait_open(20)
     setup = js.performance.now() - t0
-    stats = await get_statistics(a)
+    stats = await a.get_statistics()
     return a, b, ca, cb, setup, [stats.local_candidate_type, stats.remote_candidate_type]
 
 async def _setup(servers, policy):

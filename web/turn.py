@@ -23,13 +23,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
+import ctypes
 import logging
 import math
 import os
 import re
 import secrets
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -185,7 +186,8 @@ class Coturn:
                 "coturn's turnserver is not installed: `apt-get install coturn` "
                 "(python3 build.py serve --turn-local / test install it as root)")
         self.proc = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL,
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                     preexec_fn=_die_with_parent)
         wanted = {f"UDP listener opened on: {addr}:{self.port}" for addr in self.listen}
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -220,9 +222,6 @@ class Coturn:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(5)
-        if self.proc is not None and self.proc.stderr is not None:
-            with contextlib.suppress(OSError):
-                self.proc.stderr.close()
         shutil.rmtree(self.dir, ignore_errors=True)
 
     def __enter__(self) -> Coturn:
@@ -230,6 +229,15 @@ class Coturn:
 
     def __exit__(self, *_exc: object) -> None:
         self.stop()
+
+
+def _die_with_parent() -> None:
+    """In the child: SIGTERM when the process that started coturn dies (even by SIGKILL)."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG; kept across exec (ip netns exec)
+    except (OSError, AttributeError):
+        pass  # not Linux: stop() still stops it
 
 
 def _relay_range(port: int) -> tuple[int, int]:

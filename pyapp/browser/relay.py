@@ -38,7 +38,8 @@ class RelayWatcher:
     The watcher stops when the connection closes, or on :meth:`close`.
     """
 
-    def __init__(self, pc: PeerConnection) -> None:
+    def __init__(self, pc: PeerConnection | Any) -> None:
+        pc = _wrapper(pc)
         self.events = Emitter()
         self.errors: list[RelayError] = []
         self.ignored = 0
@@ -112,12 +113,23 @@ class RelayWatcher:
         self._owner.close()
 
 
-def apply_ice_servers(pc: PeerConnection, ice_servers: list[IceServer]) -> None:
+def _wrapper(pc: PeerConnection | Any) -> PeerConnection:
+    """The RTCPeerConnection wrapper of ``pc`` (a PeerConnection, or a Connection holding one)."""
+    if isinstance(pc, PeerConnection):
+        return pc
+    peer = getattr(pc, "peer", None)
+    if isinstance(peer, PeerConnection):
+        return peer
+    raise TypeError(f"expected a PeerConnection or a Connection, not {type(pc).__name__}")
+
+
+def apply_ice_servers(pc: PeerConnection | Any, ice_servers: list[IceServer]) -> None:
     """Give an existing connection a fresh ICE-server list (``setConfiguration``).
 
     Allocations already made keep working; the list is used for the next
     gathering (an ICE restart). A closed connection is left alone.
     """
+    pc = _wrapper(pc)
     if pc.closed:
         return
     config = pc.js_pc.getConfiguration()

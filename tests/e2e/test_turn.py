@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import socket
 import subprocess
 import sys
 import uuid
@@ -284,21 +285,175 @@ def _loopback_page(chromium: Any, server: ServerProcess, path: str = "/?noapp=1"
     return PyPage(context.new_page(), server.url).open(path)
 
 
+APP_STATE = """
+import json
+from pyapp.browser.app import APP
+from pyapp.browser.stats import get_statistics
+async def _app_state():
+    out = {"policy": APP.ice_transport_policy, "errors": APP.errors, "peers": {},
+           "ice_servers": APP.client.ice_servers if APP.client else []}
+    for peer in APP.peers.values():
+        s = await get_statistics(peer.pc) if peer.pc.connection_state == "connected" else None
+        out["peers"][peer.peer_id] = {"state": peer.pc.connection_state,
+            "types": [s.local_candidate_type, s.remote_candidate_type] if s else None,
+            "messages": peer.messages}
+    return json.dumps(out)
+"""
+
+
+def _app_pages(chromium: Any, server: ServerProcess, room: str) -> list[PyPage]:
+    pages = []
+    for _ in range(2):
+        page = _loopback_page(chromium, server, f"/?room={room}&relay=1")
+        page.py(APP_STATE)
+        pages.append(page)
+    return pages
+
+
+def _state(page: PyPage) -> dict[str, Any]:
+    return dict(page.pyjson("await _app_state()"))
+
+
+def test_the_app_with_relay_1_connects_through_a_local_coturn(chromium: Any) -> None:
+    _need_coturn()
+    server = ServerProcess("--turn-local", "--turn-ttl", "600")
+    pages: list[PyPage] = []
+    try:
+        room = "turn-" + uuid.uuid4().hex[:8]
+        pages = _app_pages(chromium, server, room)
+        for page in pages:
+            wait_until(lambda page=page: [p["state"] for p in _state(page)["peers"].values()]
+                       == ["connected"], timeout=40, interval=0.3)
+        wait_until(lambda: pages[0].py("APP.peers and next(iter(APP.peers.values())).chat is not None "
+                                       "and next(iter(APP.peers.values())).chat.ready_state == 'open'"),
+                   timeout=20)
+        assert pages[0].py("await APP.send_chat('relayed hello')") == 1
+        wait_until(lambda: any("relayed hello" in p["messages"] for p in _state(pages[1])["peers"].values()),
+                   timeout=15)
+        states = [_state(page) for page in pages]
+    finally:
+        for page in pages:
+            page.page.context.close()
+        server.stop()
+    for state in states:
+        assert state["policy"] == "relay"
+        (peer,) = state["peers"].values()
+        assert peer["types"] == ["relay", "relay"], peer
+        assert state["errors"] == [], state["errors"]
+    (entry,) = states[0]["ice_servers"]
+    url = entry["urls"][0]
+    assert url.startswith("turn:127.0.0.1:") and url.endswith("?transport=udp"), entry
+    # The local coturn went away with the server: its port is free again.
+    port = int(url.split(":")[2].split("?")[0])
+
+    def port_free() -> bool:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                return False
+        return True
+
+    wait_until(port_free, timeout=10)
+
+
 def test_a_wrong_secret_gives_the_page_an_error_naming_the_relay(coturn: Coturn, chromium: Any) -> None:
     server = ServerProcess("--turn-url", coturn.urls()[0], "--turn-secret", "not-the-secret")
+    pages: list[PyPage] = []
+    try:
+        pages = _app_pages(chromium, server, "turn-" + uuid.uuid4().hex[:8])
+        errors = [wait_until(lambda page=page: _state(page)["errors"], timeout=30) for page in pages]
+        shown = pages[1].page.locator("#error-text").inner_text()
+    finally:
+        for page in pages:
+            page.page.context.close()
+        server.stop()
+    for page_errors in errors:
+        relay = [e for e in page_errors if e.startswith("TURN relay")]
+        assert len(relay) == 1, page_errors
+        assert relay[0].startswith(f"TURN relay {coturn.urls()[0]}: error 401"), relay
+        assert "--turn-secret" in relay[0] and "static-auth-secret" in relay[0]
+    assert "TURN relay" in shown or any("TURN relay" in e for e in errors[1]), shown
+    assert coturn.count(r"ALLOCATE processed, success") == 0
+    assert coturn.count(r"error 401") >= 2
+
+
+EXPIRY = """
+import asyncio, json, js
+from pyapp.browser import SignalingClient
+from pyapp.browser.signaling import default_url
+from pyapp.browser.loopback import loopback_pair
+from pyapp.browser.relay import RelayWatcher
+from pyapp.browser.stats import get_statistics
+from pyapp.core.turn import expiry_of
+
+def now():
+    return js.Date.now() / 1000
+
+async def try_relay(servers, wait):
+    a, b = loopback_pair(ice_servers=servers, ice_transport_policy="relay")
+    errors = []
+    RelayWatcher(a).events.on("relay-error", lambda e: errors.append(str(e)))
+    ch = a.create_data_channel("x")
+    types = None
+    try:
+        await ch.wait_open(wait)
+        s = await a.get_statistics()
+        types = [s.local_candidate_type, s.remote_candidate_type]
+    except TimeoutError:
+        pass   # the result says it did not open
+    a.close(); b.close()
+    return {"types": types, "errors": errors}
+
+client = SignalingClient(default_url(), min_backoff=5.0, max_backoff=5.0)
+pushed, welcomes = [], []
+client.events.on("ice-servers", lambda s: pushed.append(s[0]["username"]))
+client.events.on("welcome", lambda w: welcomes.append(w.peer_id))
+await client.join(ROOM)
+first = client.ice_servers[0]["username"]
+await asyncio.sleep(2.5)                      # joined: fresh ones are pushed
+pushes_while_joined = len(pushed)
+client.drop_connection()                      # signaling down for 5 s: no pushes
+await asyncio.sleep(0.3)
+stale = client.ice_servers
+stale_expiry = expiry_of(stale[0]["username"])
+while now() <= stale_expiry + 1.5:     # coturn compares whole seconds: valid through the expiry second
+    await asyncio.sleep(0.2)
+state_when_stale = client.state
+stale_result = await try_relay(stale, 4)
+stale_tried_at = now()
+while client.state != "open" or client.ice_servers == stale:
+    await asyncio.sleep(0.2)
+fresh = client.ice_servers
+fresh_result = await try_relay(fresh, 15)
+json.dumps({"first": first, "pushes": pushes_while_joined, "welcomes": len(welcomes),
+            "state_when_stale": state_when_stale, "stale_expiry": stale_expiry,
+            "stale_tried_at": stale_tried_at, "stale": stale_result,
+            "fresh_expiry": expiry_of(fresh[0]["username"]), "fresh_at": now(),
+            "fresh": fresh_result, "reconnects": client.reconnects})
+"""
+
+
+def test_expired_credentials_are_refreshed_on_reconnect(coturn: Coturn, chromium: Any) -> None:
+    server = ServerProcess("--turn-url", coturn.urls()[0], "--turn-secret", coturn.secret,
+                           "--turn-ttl", "2")
     try:
         page = _loopback_page(chromium, server)
-        room = "turn-" + uuid.uuid4().hex[:8]
-        page.py(f"ROOM = {room!r}; POLICY = 'relay'")
-        page.py(PAGE_COMMON + """
-pc = make_pc("other-peer")
-pc.create_data_channel("x")
-""")
-        errors = wait_until(lambda: page.py("relay_errors"), timeout=20)
+        page.py(f"ROOM = {('turn-' + uuid.uuid4().hex[:8])!r}")
+        result = page.pyjson(EXPIRY, timeout=60)
         page.page.context.close()
     finally:
         server.stop()
-    assert len(errors) == 1, errors
-    assert errors[0].startswith(f"TURN relay {coturn.urls()[0]}: error 401"), errors
-    assert "--turn-secret" in errors[0] and "static-auth-secret" in errors[0]
-    assert coturn.count(r"ALLOCATE processed, success") == 0
+    # While joined, the server pushed fresh credentials before the first ones expired.
+    assert result["pushes"] >= 2, result
+    # Signaling down past the expiry: the page's newest credentials are stale, and coturn
+    # refuses them (401, reported with the relay's name); nothing relays.
+    assert result["state_when_stale"] == "reconnecting", result
+    assert result["stale_tried_at"] > result["stale_expiry"]
+    assert result["stale"]["types"] is None, result["stale"]
+    assert any(e.startswith(f"TURN relay {coturn.urls()[0]}: error 401") for e in result["stale"]["errors"])
+    # The rejoin's welcome brought fresh ones, and they relay.
+    assert result["reconnects"] >= 1 and result["welcomes"] >= 2, result
+    assert result["fresh_expiry"] > result["fresh_at"], result
+    assert result["fresh"]["types"] == ["relay", "relay"], result["fresh"]
+    assert result["fresh"]["errors"] == [], result["fresh"]
