@@ -2,6 +2,7 @@
 """pyapp's one entry point: install, build, serve, test, benchmark.
 
     python3 build.py serve [--host H] [--port P] [--tls | --no-tls] [--cert C --key K]
+                           [--turn-url URL ... --turn-secret S --turn-ttl N | --turn-local]
     python3 build.py test [pytest args ...]
     python3 build.py build          # only (re)build static/
     python3 build.py bench          # browser benchmarks -> bench-results.json
@@ -368,6 +369,10 @@ def cmd_build(_: list[str]) -> int:
 
 def cmd_serve(args: list[str]) -> int:
     reexec_in_venv("serve")
+    if "--turn-local" in args and shutil.which("turnserver") is None:
+        log("--turn-local: installing Debian's coturn")
+        if not apt_install("coturn"):
+            sys.exit("--turn-local needs coturn: run as root, or `apt-get install coturn`")
     build_static()
     if (ROOT / "docs").exists() and _docs_available():
         try:
