@@ -20,6 +20,7 @@ cases by default); it prints the count, the time and cases/s.
 
 from __future__ import annotations
 
+import logging
 import random
 import struct
 import sys
@@ -173,6 +174,18 @@ def run_fuzz(cases: int, seed: int) -> int:
     Raises :class:`FuzzFailure` (with the seed, case number and frame) on the first
     untyped exception or malformed return value.
     """
+    # Every case is a protocol error by design: keep the (rate-limited, per
+    # multiplexer) warnings of logger "pyapp.mux" out of the run's output.
+    logger = logging.getLogger("pyapp.mux")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        return _run_fuzz(cases, seed)
+    finally:
+        logger.setLevel(level)
+
+
+def _run_fuzz(cases: int, seed: int) -> int:
     rng = random.Random(seed)
     corpus = build_corpus()
     receiver: Multiplexer | None = None

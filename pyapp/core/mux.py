@@ -591,6 +591,8 @@ class Multiplexer(MuxSender):
         expires; a partial unreliable message or a sequence gap saw nothing for
         ``reorder_timeout``; a closing unreliable channel's ``drain_timeout``.
         """
+        if not self._timed:
+            return None  # the common case (reliable traffic only): no work per call
         deadline: float | None = None
         for ch in list(self._timed):
             when = self._deadline(ch)
@@ -611,6 +613,9 @@ class Multiplexer(MuxSender):
             if ch.partials or ch.missing:
                 self._expire_reassembly(ch, now)
             if ch.drain_deadline is not None and (now >= ch.drain_deadline or self._drained(ch)):
-                self._complete_drain(ch)
+                try:
+                    self._complete_drain(ch)
+                except RemoteProtocolError as exc:  # the peer's CLOSE was bad after all
+                    self._protocol_error(exc, now)
             if ch.id in self._channels and self._deadline(ch) is None:
                 self._timed.discard(ch)

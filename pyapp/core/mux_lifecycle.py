@@ -253,7 +253,7 @@ class MuxLifecycle:
             if frame.flags & FLAG_REPLAY:
                 return
             raise FrameError(f"duplicate CLOSE for channel {cid}", cid)
-        if frame.flags & FLAG_DRAIN:
+        if frame.flags & FLAG_DRAIN and ch.state is not ChannelState.CLOSE_RECEIVED:
             if ch.reliable:
                 raise FrameError(f"CLOSE with a drain point on reliable channel {cid}", cid)
             # The CLOSE rode the reliable transport and may have overtaken the last

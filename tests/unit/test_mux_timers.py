@@ -311,3 +311,14 @@ def test_bad_arguments_raise_the_bad_argument_type(kw: dict) -> None:
         Multiplexer(Role.INITIATOR, **kw)
     assert isinstance(info.value, LocalProtocolError) and isinstance(info.value, ValueError)
     assert next(iter(kw)) in str(info.value)
+
+
+def test_a_drain_close_after_a_plain_close_is_a_duplicate_not_a_crash() -> None:
+    _a, b, cid = open_pair()
+    b.receive_frame(encode_close(cid), 0.0)  # plain CLOSE: applied at once
+    take(b)
+    b.receive_frame(encode_close(cid, drain=9), 0.0)  # then one with a drain point
+    [err] = of(take(b), ProtocolErrorEvent)
+    assert "duplicate CLOSE" in str(err.error)
+    b.handle_timer(100.0)  # nothing pending, nothing raised
+    assert b.get_timer() is None
