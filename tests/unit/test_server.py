@@ -336,3 +336,22 @@ def test_given_cert_and_key_are_never_touched(tmp_path: Path) -> None:
         assert server_module.main(["--host", "192.0.2.1", "--port", "0", "--tls",
                                    "--cert-dir", str(cert_dir)]) == 0
     assert "192.0.2.1" in _names(cert_dir / "cert.pem")
+
+
+def test_docs_list_every_limit_flag_and_error_code() -> None:
+    from pyapp.core.signaling import ERROR_CODES
+
+    text = (Path(__file__).resolve().parents[2] / "docs" / "signaling.md").read_text()
+    for code in ERROR_CODES:
+        assert f"`{code}`" in text, f"docs/signaling.md does not list error code {code!r}"
+    for name in server_module._LIMIT_FLAGS:
+        flag = "--" + name.replace("_", "-")
+        assert f"`{flag}`" in text, f"docs/signaling.md does not list {flag}"
+    defaults = Limits()
+    for name in ("connections_per_address", "joins_per_minute", "rooms_per_minute",
+                 "address_messages_per_second", "max_message_bytes", "queue_bytes"):
+        flag = "--" + name.replace("_", "-")
+        row = next(line for line in text.splitlines() if f"`{flag}`" in line)
+        value = getattr(defaults, name)
+        shown = f"{value:g}" if isinstance(value, float) else str(value)
+        assert f"| {shown} |" in row, (flag, row)
