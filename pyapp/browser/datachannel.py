@@ -29,7 +29,12 @@ from pyodide.ffi import JsException, to_js
 from pyapp._events import Emitter
 from pyapp._inbox import Inbox
 from pyapp.browser._ffi import ProxyOwner, is_null, translate_js_error
-from pyapp.exceptions import ConnectionClosedError, LocalProtocolError, MessageTooLargeError
+from pyapp.exceptions import (
+    ConnectionClosedError,
+    InvalidArgumentError,
+    LocalProtocolError,
+    MessageTooLargeError,
+)
 
 __all__ = ["DataChannel", "WebRtcDataChannel", "DEFAULT_HIGH_WATER", "DEFAULT_LOW_WATER"]
 
@@ -77,7 +82,8 @@ class DataChannel:
                  high_water: int = DEFAULT_HIGH_WATER, low_water: int = DEFAULT_LOW_WATER,
                  get_max_message_size: Any = None) -> None:
         if low_water > high_water:
-            raise LocalProtocolError("low_water must not exceed high_water")
+            raise InvalidArgumentError(
+                f"low_water must not exceed high_water, got {low_water} > {high_water}")
         self.js_channel = js_channel
         self.events = Emitter()
         self.high_water = high_water

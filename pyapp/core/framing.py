@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import ClassVar, NamedTuple
 
 from pyapp.core.scheduler import Priority
-from pyapp.exceptions import FrameError, LocalProtocolError
+from pyapp.exceptions import FrameError, InvalidArgumentError
 
 __all__ = [
     "ALLOWED_FLAGS",
@@ -140,11 +140,11 @@ class Reliability:
     def __post_init__(self) -> None:
         if self.max_retransmits is not None and self.max_packet_life_time is not None:
             # W3C createDataChannel throws TypeError for this combination.
-            raise LocalProtocolError("set max_retransmits or max_packet_life_time, not both")
+            raise InvalidArgumentError("set max_retransmits or max_packet_life_time, not both")
         for name in ("max_retransmits", "max_packet_life_time"):
             value = getattr(self, name)
             if value is not None and not 0 <= value <= 0xFFFF:
-                raise LocalProtocolError(f"{name} must be in 0..65535, got {value}")
+                raise InvalidArgumentError(f"{name} must be in 0..65535, got {value!r}")
 
     @property
     def reliable(self) -> bool:
@@ -222,7 +222,9 @@ def encode_open(
         rel_flags |= _REL_HAS_LIFETIME
     payload = OPEN_FIXED.pack(int(priority), rel_flags, rtx or 0, life or 0) + label.encode()
     if len(payload) > MAX_PAYLOAD:
-        raise LocalProtocolError(f"label too long ({len(payload) - OPEN_FIXED.size} bytes)")
+        raise InvalidArgumentError(
+            f"label must be at most {MAX_PAYLOAD - OPEN_FIXED.size} UTF-8 bytes, "
+            f"got {len(payload) - OPEN_FIXED.size}")
     return encode_frame(FrameType.OPEN, channel_id, FLAG_REPLAY if replay else 0, payload=payload)
 
 

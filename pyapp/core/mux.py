@@ -194,19 +194,23 @@ class Multiplexer(MuxSender):
         """
         self._check_usable()
         if not isinstance(reliability, Reliability) or not isinstance(priority, Priority):
-            raise LocalProtocolError("reliability must be a Reliability, priority a Priority")
+            raise InvalidArgumentError(
+                f"reliability must be a Reliability and priority a Priority, got "
+                f"{reliability!r}, {priority!r}")
         if channel_id is None:
             cid = self._allocate_id()
         else:
             if not isinstance(channel_id, int) or not 0 <= channel_id <= 0xFFFF:
-                raise LocalProtocolError(f"channel id must be a u16, got {channel_id!r}")
+                raise InvalidArgumentError(f"channel id must be a u16 (0..65535), got {channel_id!r}")
             if channel_id % 2 != self._parity:
                 side = "even" if self._parity == 0 else "odd"
-                raise LocalProtocolError(
+                raise InvalidArgumentError(
                     f"channel id {channel_id} has the peer's parity; this side ({self.role.name}) "
                     f"opens {side} ids, so both peers can open channels at once without clashes")
             if channel_id in self._channels or channel_id in self._tombstones:
-                raise LocalProtocolError(f"channel id {channel_id} is in use or recently closed")
+                raise LocalProtocolError(
+                    f"channel id {channel_id} is in use or recently closed: pick another or let "
+                    "the multiplexer allocate one (channel_id=None)")
             cid = channel_id
         frame = encode_open(cid, label, reliability, priority)
         if len(frame) > self._max_message_size:
@@ -237,7 +241,8 @@ class Multiplexer(MuxSender):
             view = memoryview(bytes(data))  # the caller may mutate it after send
             flags = 0
         else:
-            raise LocalProtocolError(f"cannot send {type(data).__name__}")
+            raise InvalidArgumentError(
+                f"data must be bytes, bytearray, memoryview or str, got {type(data).__name__}")
         size = len(view)
         if size > self._max_message_bytes:
             raise MessageTooLargeError(size, self._max_message_bytes)

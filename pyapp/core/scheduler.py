@@ -31,6 +31,8 @@ import enum
 from collections import deque
 from typing import Generic, TypeVar
 
+from pyapp.exceptions import InvalidArgumentError
+
 __all__ = ["WEIGHTS", "DeficitRoundRobin", "Priority"]
 
 
@@ -71,7 +73,7 @@ class DeficitRoundRobin(Generic[T]):
 
     def __init__(self, quantum: int) -> None:
         if quantum <= 0:
-            raise ValueError("quantum must be positive")
+            raise InvalidArgumentError(f"quantum must be a positive number of bytes, got {quantum!r}")
         self._queues: tuple[deque[T], ...] = tuple(deque() for _ in _CYCLE)
         self._quantum = tuple(WEIGHTS[p] * quantum for p in _CYCLE)
         self._deficit = [0, 0, 0, 0]

@@ -322,3 +322,22 @@ def test_a_drain_close_after_a_plain_close_is_a_duplicate_not_a_crash() -> None:
     assert "duplicate CLOSE" in str(err.error)
     b.handle_timer(100.0)  # nothing pending, nothing raised
     assert b.get_timer() is None
+
+
+def test_bad_arguments_elsewhere_in_the_mux_use_the_same_type() -> None:
+    from pyapp.core.scheduler import DeficitRoundRobin
+
+    m = Multiplexer(Role.INITIATOR)
+    cases = [
+        lambda: Reliability(max_retransmits=1, max_packet_life_time=5),
+        lambda: Reliability(max_retransmits=70_000),
+        lambda: DeficitRoundRobin(0),
+        lambda: m.open_channel("x", channel_id=1),  # the peer's parity
+        lambda: m.open_channel("x", channel_id=70_000),
+        lambda: m.open_channel("x" * 70_000),
+        lambda: m.send(m.open_channel("y"), 42, now=0.0),  # type: ignore[arg-type]
+        lambda: m.receive_frame("text", 0.0),  # type: ignore[arg-type]
+    ]
+    for case in cases:
+        with pytest.raises(InvalidArgumentError):
+            case()
