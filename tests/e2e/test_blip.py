@@ -165,7 +165,7 @@ def _chromium_in(ns: str, directory: Path) -> str:
 
 
 RECEIVER = RECEIVED + """
-from pyapp.browser import PeerConnection, SignalingClient
+from pyapp.browser import Connection, SignalingClient
 from pyapp.browser.signaling import default_url
 from pyapp.browser._ffi import spawn
 from pyapp.core.negotiation import is_polite
@@ -175,8 +175,8 @@ pcs = {}
 def on_signal(sender, data):
     pc = pcs.get(sender)
     if pc is None:
-        pc = pcs[sender] = PeerConnection(signal=lambda m: client.send_signal(sender, m),
-                                          polite=is_polite(client.peer_id, sender))
+        pc = pcs[sender] = Connection(signal=lambda m: client.send_signal(sender, m),
+                                      polite=is_polite(client.peer_id, sender))
         pc.events.on("iceconnectionstatechange", state["ice"].append)
         pc.multiplexer().events.on("channel", on_channel)
     spawn(pc.handle_signal(data), "receiver signal")
@@ -187,14 +187,14 @@ client.peer_id
 SENDER = PRODUCER + """
 import json
 from pyapp.browser._ffi import spawn
-from pyapp.browser import PeerConnection, SignalingClient
+from pyapp.browser import Connection, SignalingClient
 from pyapp.browser.signaling import default_url
 from pyapp.browser.reconnect import ReconnectSupervisor
 from pyapp.core.negotiation import is_polite
 client = SignalingClient(default_url())
 welcome = await client.join(ROOM)
 peer = welcome.peers[0]
-pc = PeerConnection(signal=lambda m: client.send_signal(peer, m), polite=is_polite(client.peer_id, peer))
+pc = Connection(signal=lambda m: client.send_signal(peer, m), polite=is_polite(client.peer_id, peer))
 client.events.on("signal", lambda sender, data: spawn(pc.handle_signal(data), "signal") if sender == peer else None)
 ice = []
 pc.events.on("iceconnectionstatechange", ice.append)
