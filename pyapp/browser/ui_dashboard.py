@@ -1,6 +1,6 @@
 """The page's "Connection quality" card (``#dashboard`` in ``web/index.html``).
 
-:func:`bind_dashboard` follows ``APP.peers``: every connected peer gets a
+:func:`bind_dashboard` follows ``APP.peers``: every connected, verified peer gets a
 :class:`~pyapp.browser.mux.MuxSession` (both pages do this, which is what a
 multiplexer needs), a probe responder, and a
 :class:`~pyapp.browser.monitor.QualityMonitor` polling once a second with
@@ -10,8 +10,11 @@ it to 5 s, a hidden page to 10 s). Once a second at most, the card shows
 * ``#charts`` -- RTT, loss, jitter, score and throughput over the last five
   minutes, one line per peer, drawn by uPlot (``static/vendor``, loaded on
   first use with ``dashboard.js``; nothing comes from a CDN);
-* ``#channel-table`` -- one row per logical channel of every peer's multiplexer
-  and per native data channel (``native`` in the channel column);
+* ``#channel-table`` -- one row per application channel: every logical channel
+  of a peer's multiplexer and every native data channel (``native`` in the
+  channel column). Internal channels -- labels starting ``pyapp-``: the probe
+  channel (one per direction), the mux transports, the authentication channel
+  -- are not listed;
 * ``#export-timeline`` -- downloads every peer's timeline as JSON (a Blob URL).
 
 Example (what ``app.start()`` does)::
@@ -49,7 +52,8 @@ WINDOW_SECONDS = 300.0
 
 _SCRIPTS = ("vendor/uPlot.iife.min.js", "dashboard.js")
 _STYLES = ("vendor/uPlot.min.css",)
-_MUX_TRANSPORTS = ("pyapp-mux", "pyapp-mux-u")
+INTERNAL_PREFIX = "pyapp-"
+"""Labels reserved for pyapp's own channels (probes, mux transports, authentication)."""
 
 _DASHBOARD: Dashboard | None = None
 _LOADER: Any = None
@@ -119,7 +123,7 @@ class Dashboard:
         live: set[str] = set()
         for peer_id, peer in list(self.app.peers.items()):
             pc = peer.pc
-            if pc.closed:
+            if pc.closed or not getattr(peer, "verified", True):
                 continue
             live.add(peer_id)
             monitor = self.monitors.get(peer_id)
@@ -141,6 +145,12 @@ class Dashboard:
         if self.power is not None:
             self.power.register(monitor)  # set_interval(): 1 s, 5 s saving, 10 s hidden
         return monitor
+
+    def attach_power(self, power: PowerManager) -> None:
+        """Follow the power policy from now on (the manager opens after the card binds)."""
+        self.power = power
+        for monitor in self.monitors.values():
+            power.register(monitor)
 
     def _forget(self, peer_id: str) -> None:
         monitor = self.monitors.pop(peer_id)
@@ -239,13 +249,15 @@ class Dashboard:
             if stats is None:
                 continue
             for ch in sorted(stats.channels, key=lambda c: c.channel_id):
+                if (ch.label or "").startswith(INTERNAL_PREFIX):
+                    continue
                 delay = "–" if ch.queueing_delay_ms is None else f"{ch.queueing_delay_ms:.1f}"
                 rows.append([peer_id, ch.label or f"#{ch.channel_id}",
                              f"{ch.messages_sent}/{ch.messages_received}",
                              f"{ch.bytes_sent}/{ch.bytes_received}",
                              str(ch.queued_bytes), str(ch.dropped), delay])
             for dc in stats.data_channels:
-                if dc.label in _MUX_TRANSPORTS:
+                if (dc.label or "").startswith(INTERNAL_PREFIX):
                     continue
                 rows.append([peer_id, f"{dc.label or '?'} (native)",
                              f"{_n(dc.messages_sent)}/{_n(dc.messages_received)}",
@@ -333,10 +345,14 @@ async def bind_dashboard(app: App) -> Dashboard | None:
         return None
     from pyapp.browser.power import PowerManager
 
+    # Monitoring starts now; the power policy joins when the manager is open
+    # (getBattery() may take long or never answer).
+    dashboard = _DASHBOARD = Dashboard(app, None)
     try:
-        power: PowerManager | None = await PowerManager.shared()
+        power = await PowerManager.shared()
     except PyAppError as exc:  # the dashboard works without the battery policy
         _report("dashboard power manager", exc)
-        power = None
-    _DASHBOARD = Dashboard(app, power)
-    return _DASHBOARD
+        return dashboard
+    if not dashboard._owner.closed:
+        dashboard.attach_power(power)
+    return dashboard

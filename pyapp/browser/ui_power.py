@@ -3,13 +3,22 @@
 :func:`bind_power_ui` opens the page-wide
 :class:`~pyapp.browser.power.PowerManager` and keeps the device card current:
 
-* ``#device-profile`` -- the :class:`~pyapp.core.device.DeviceProfile`;
-* ``#battery-state`` -- ``15% · discharging`` or ``unknown (no Battery API)``;
+* ``#device-profile`` -- the :class:`~pyapp.core.device.DeviceProfile` in words
+  (``Phone · Android · Chrome · touch screen``; see :func:`device_line`);
+* ``#network-estimate`` -- what ``navigator.connection`` estimates, said as the
+  coarse, capped estimate it is (:func:`network_line`), or that the browser
+  does not tell;
+* ``#battery-state`` -- ``checking…`` until ``getBattery()`` answers, then
+  ``15% · discharging`` or ``unknown (no Battery API)``;
 * ``#power-mode`` -- ``normal``/``power saving`` and why (``data-mode`` holds
   the :class:`~pyapp.core.power.PowerMode` value).
 
+The device line shows at once; the battery and power mode follow when the
+page's :class:`~pyapp.browser.power.PowerManager` is open (a ``getBattery()``
+that never answers delays only those two lines, never the page).
+
 The video card's buttons start and stop a call: the camera and microphone
-tracks go to every connected peer's PeerConnection in ``APP.peers`` (perfect
+tracks go to every *verified* peer's PeerConnection in ``APP.peers`` (perfect
 negotiation renegotiates; peers that connect later get them too), the local
 camera shows in ``#local-video`` and the first peer's video in
 ``#remote-video``. Every peer connection's video follows the power policy, so
@@ -32,16 +41,17 @@ import js
 from pyodide.ffi import JsException, jsnull
 
 from pyapp.browser._ffi import ProxyOwner, _report, is_null, spawn
-from pyapp.browser.device import describe_profile
+from pyapp.browser.device import read_device_profile
 from pyapp.browser.media import LocalMedia, start_camera
 from pyapp.browser.power import PowerManager
+from pyapp.core.device import DeviceProfile, NetworkInfo
 from pyapp.exceptions import PyAppError
 
 if TYPE_CHECKING:
     from pyapp.browser.app import App
     from pyapp.browser.peer import PeerConnection
 
-__all__ = ["SYNC_INTERVAL", "PowerUI", "bind_power_ui", "current_ui"]
+__all__ = ["SYNC_INTERVAL", "PowerUI", "bind_power_ui", "current_ui", "device_line", "network_line"]
 
 #: Seconds between checks for new peers / remote video (cheap: no getStats).
 SYNC_INTERVAL = 0.5
@@ -52,6 +62,47 @@ _UI: PowerUI | None = None
 def _el(element_id: str) -> Any:
     el = js.document.getElementById(element_id)
     return None if is_null(el) else el
+
+
+_OS = {"android": "Android", "ios": "iOS", "ipados": "iPadOS", "windows": "Windows",
+       "macos": "macOS", "chromeos": "ChromeOS", "linux": "Linux"}
+_BROWSER = {"chrome": "Chrome", "edge": "Edge", "firefox": "Firefox", "safari": "Safari",
+            "samsung": "Samsung Internet"}
+# effectiveType is a speed class from the browser's recent measurements ("4g" is the
+# top class, also on a wired desktop), not the kind of network.
+_SPEED = {"4g": "fast", "3g": "moderate", "2g": "slow", "slow-2g": "very slow"}
+
+
+def device_line(profile: DeviceProfile) -> str:
+    """``Phone · Android · Chrome · touch screen`` (unknown parts are left out)."""
+    parts = [profile.form_factor.capitalize()]
+    parts += [name for name in (_OS.get(profile.os), _BROWSER.get(profile.browser)) if name]
+    if profile.touch:
+        parts.append("touch screen")
+    return " · ".join(parts)
+
+
+def network_line(net: NetworkInfo) -> str:
+    """``navigator.connection`` in words: a coarse estimate, capped, and said to be one.
+
+    Browsers round ``downlink`` and cap it (Chromium at 10 Mbit/s) and report a
+    speed class, so the line gives a class and a lower bound, never a measurement.
+    """
+    if net == NetworkInfo():
+        return "not reported by this browser"
+    bits = []
+    if net.connection_type and net.connection_type not in ("unknown", "other", "none"):
+        bits.append(net.connection_type)
+    speed = _SPEED.get(net.effective_type or "")
+    if speed is not None:
+        estimate = f"{speed} link"
+        if net.downlink_mbps is not None:
+            capped = net.downlink_mbps >= 10
+            estimate += f", at least {net.downlink_mbps:g} Mbit/s" if not capped else ", 10+ Mbit/s"
+        bits.append(estimate + " (browser's rough estimate)")
+    if net.save_data:
+        bits.append("data saver on")
+    return " · ".join(bits) or "not reported by this browser"
 
 
 def current_ui() -> PowerUI | None:
@@ -88,7 +139,10 @@ class PowerUI:
         self.renders += 1
         profile_el, battery_el, mode_el = _el("device-profile"), _el("battery-state"), _el("power-mode")
         if profile_el is not None:
-            profile_el.textContent = describe_profile(self.power.profile)
+            profile_el.textContent = device_line(self.power.profile)
+        net_el = _el("network-estimate")
+        if net_el is not None:
+            net_el.textContent = network_line(self.power.network)
         if battery_el is not None:
             battery_el.textContent = self.power.battery.describe()
             battery_el.dataset.state = self.power.settings.battery_state
@@ -146,11 +200,15 @@ class PowerUI:
             stop.hidden = self.media is None
 
     def sync(self) -> None:
-        """Follow ``APP.peers``: tune every connection, send the call, show remote video."""
+        """Follow ``APP.peers``: tune every connection, send the call, show remote video.
+
+        Camera and microphone go only to verified peers: DTLS-SRTP alone does not
+        stop a relay that terminated both connections from watching the call.
+        """
         live_ids = set()
         for peer_id, peer in list(self.app.peers.items()):
             pc = peer.pc
-            if pc.closed:
+            if pc.closed or not peer.verified:
                 continue
             live_ids.add(peer_id)
             if id(pc) not in self._tuned:
@@ -224,6 +282,15 @@ async def bind_power_ui(app: App) -> PowerUI | None:
         return _UI
     if _el("device-card") is None:
         return None
+    profile_el, net_el = _el("device-profile"), _el("network-estimate")
+    if profile_el is not None or net_el is not None:  # at once: no device API is awaited
+        profile = read_device_profile()
+        if profile_el is not None:
+            profile_el.textContent = device_line(profile)
+        if net_el is not None:
+            net_el.textContent = network_line(profile.network)
     power = await PowerManager.shared()
+    if _UI is not None:  # bound meanwhile by another task
+        return _UI
     _UI = PowerUI(app, power)
     return _UI

@@ -22,6 +22,15 @@ def peer_states(pypage) -> list[str]:
     return pypage.page.locator("#peers li .state").all_inner_texts()
 
 
+def verifications(pypage) -> list[str]:
+    return pypage.page.evaluate("() => [...document.querySelectorAll('#peers li.peer')]"
+                                ".map(li => li.dataset.verification)")
+
+
+def safety_codes(pypage) -> list[str]:
+    return pypage.page.locator("#peers li .code .digits").all_inner_texts()
+
+
 def messages(pypage) -> list[str]:
     return pypage.page.locator("#messages li").all_inner_texts()
 
@@ -48,6 +57,7 @@ def open_pair(first_browser, second_browser, server, room, playwright_instance, 
     second = new_pypage(second_browser, server, f"/?room={room}", **args)
     for p in (first, second):
         wait_until(lambda p=p: peer_states(p) == ["connected"], timeout=30)
+        wait_until(lambda p=p: verifications(p) == ["verified"], timeout=20)
     return first, second
 
 
@@ -69,10 +79,15 @@ def test_desktop_and_phone_chat_through_the_server(chromium, server, room, playw
         assert phone.page.locator("#send").bounding_box()["height"] >= 44  # touch-sized
         chat(desktop, phone, "hello from the desktop")
         chat(phone, desktop, "hello from the phone", tap=True)
-        # Both pages show the connection state and the other peer's id.
-        desk_id = desktop.page.locator("#self-id").inner_text()
-        assert phone.page.locator(f'#peers li[data-peer="{desk_id}"]').count() == 1
+        # One identity per user: the phone lists the desktop under the PeerId the
+        # desktop shows as its own; the signaling session id is only routing detail.
+        desk_pid = desktop.page.locator("#identity").inner_text().replace("-", "")
+        assert phone.page.locator(f'#peers li[data-peer-id="{desk_pid}"]').count() == 1
+        session = desktop.page.locator("#signaling-state").get_attribute("data-session")
+        assert phone.page.locator(f'#peers li[data-peer="{session}"]').count() == 1
+        assert session not in desktop.page.locator("header").inner_text()
         assert desktop.page.locator("#signaling-state").inner_text() == "open"
+        assert safety_codes(desktop) == safety_codes(phone) and len(safety_codes(phone)) == 1
     finally:
         close_pages(desktop, phone)
 
@@ -83,7 +98,14 @@ def test_firefox_desktop_and_chromium_phone(firefox, chromium, server, room, pla
     try:
         for p in (ff, phone):
             wait_until(lambda p=p: peer_states(p) == ["connected"], timeout=30)
+            wait_until(lambda p=p: verifications(p) == ["verified"], timeout=20)
+        # Across engines: both verified, the same safety code on both screens.
+        assert safety_codes(ff) == safety_codes(phone) and len(safety_codes(ff)[0].split()) == 8
         assert ff.page.evaluate("() => typeof navigator.getBattery") == "undefined"
+        # The device card in words: no Network Information API in Firefox, a phone is a phone.
+        assert ff.page.locator("#network-estimate").inner_text() == "not reported by this browser"
+        assert ff.page.locator("#device-profile").inner_text() == "Desktop · Linux · Firefox"
+        assert phone.page.locator("#device-profile").inner_text() == "Phone · Android · Chrome · touch screen"
         chat(ff, phone, "hello from firefox")
         chat(phone, ff, "hello from the phone to firefox", tap=True)
     finally:
@@ -98,6 +120,9 @@ def test_signaling_drop_reconnects_and_chat_continues(chromium, server, room, pl
         wait_until(lambda: desktop.py("APP.client.reconnects") >= 1 and desktop.py("APP.client.state") == "open",
                    timeout=15)
         wait_until(lambda: desktop.py("APP.client.peer_id") == before, timeout=10)
+        # The phone was told the desktop left, then that it joined again under the same
+        # session id: the link (never dependent on the socket) is adopted back, still verified.
+        wait_until(lambda: verifications(phone) == ["verified"], timeout=10)
         # The P2P link never depended on the socket; chat still flows both ways.
         chat(desktop, phone, "after the drop")
         chat(phone, desktop, "phone after the drop")
@@ -106,6 +131,7 @@ def test_signaling_drop_reconnects_and_chat_continues(chromium, server, room, pl
         try:
             wait_until(lambda: peer_states(third) == ["connected", "connected"], timeout=30)
             wait_until(lambda: peer_states(desktop) == ["connected", "connected"], timeout=30)
+            wait_until(lambda: verifications(third) == ["verified", "verified"], timeout=20)
         finally:
             close_pages(third)
     finally:
