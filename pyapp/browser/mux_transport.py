@@ -51,7 +51,9 @@ A session resumed on a fresh connection checks that the peer's id is the one it
 had before: a peer that lost its session state (a fresh session) makes ours fail
 loudly instead of replaying into the void."""
 RELIABLE_LABEL = "pyapp-mux"
+"""Label of the reliable, ordered transport (control frames and reliable channels' DATA)."""
 UNRELIABLE_LABEL = "pyapp-mux-u"
+"""Label of the unordered transport (unreliable channels' DATA)."""
 
 
 class _SessionTransports:
