@@ -2,9 +2,9 @@
 
 The adapter between a :class:`~pyapp.browser.peer.PeerConnection` and the
 sans-I/O :class:`~pyapp.core.security.handshake.Handshake`: it reads the DTLS
-fingerprints from the local SDP (all sha-256/384/512 lines) and the remote SDP
-(the strongest one, RFC 8122 section 5: aiortc offers three lines and
-Chromium keeps only the last), runs HELLO/AUTH on the control channel,
+fingerprints from the local SDP and the remote SDP (all sha-256/384/512 lines;
+aiortc offers three and Chromium keeps only the last; a line with another hash is
+refused, see :mod:`pyapp.core.security.fingerprint`), runs HELLO/AUTH on the control channel,
 re-arms the handshake's one timer, and on any failure closes the connection
 and raises :class:`~pyapp.exceptions.AuthenticationError` whose ``reason`` is
 an :class:`~pyapp.core.security.reasons.AuthReason` (``fingerprint_mismatch``,
@@ -56,7 +56,7 @@ from pyapp._events import Emitter
 from pyapp.browser.crypto import WebCrypto, default_crypto, detect_algorithms
 from pyapp.browser.datachannel import DataChannel
 from pyapp.browser.identity import Identity, TrustStore
-from pyapp.core.security.fingerprint import Fingerprint, sdp_fingerprints, select_fingerprint
+from pyapp.core.security.fingerprint import Fingerprint, remote_fingerprints, sdp_fingerprints
 from pyapp.core.security.handshake import Handshake, HandshakeComplete, HandshakeFailed
 from pyapp.core.security.identity import KnownPeers, PeerId, TrustResult
 from pyapp.core.security.interface import KeyAgreementAlgorithm, SignatureAlgorithm, SigningKey
@@ -217,8 +217,9 @@ async def _control_channel(pc: PeerConnection, role: Role, deadline: float) -> D
         pc.events.off("datachannel", adopt)
 
 
-def connection_fingerprints(pc: PeerConnection) -> tuple[list[Fingerprint], Fingerprint]:
-    """Our certificate's fingerprints (local SDP) and the peer's selected one (remote SDP).
+def connection_fingerprints(
+        pc: PeerConnection) -> tuple[list[Fingerprint], tuple[Fingerprint, ...]]:
+    """Our certificate's fingerprints (local SDP) and the peer's (every line of the remote SDP).
 
     A bad remote SDP raises ``AuthenticationError`` (``unsupported_fingerprint_algorithm``
     or ``protocol_violation``); a bad local one is our side's fault (``LocalProtocolError``).
@@ -230,7 +231,7 @@ def connection_fingerprints(pc: PeerConnection) -> tuple[list[Fingerprint], Fing
         local_fps = sdp_fingerprints(local["sdp"])
     except AuthenticationError as exc:
         raise LocalProtocolError(f"our own SDP: {exc}") from None
-    return local_fps, select_fingerprint(remote["sdp"])
+    return local_fps, remote_fingerprints(remote["sdp"])
 
 
 def _warn_identity_changed(trust: TrustResult) -> None:

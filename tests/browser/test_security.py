@@ -448,14 +448,14 @@ outcome = await asyncio.gather(alice.authenticate(ia, timeout=5), bob.authentica
 
 def test_mitm_relay_fails_on_both_sides_with_fingerprint_mismatch(page):
     out = page.pyjson(MITM + textwrap.dedent("""
-        from pyapp.core.security.fingerprint import select_fingerprint
+        from pyapp.core.security.fingerprint import remote_fingerprints, sdp_fingerprints
         res = {"reasons": [getattr(r, "reason", repr(r)) for r in outcome],
                "closed": [alice.closed, bob.closed]}
         hello_a = relayed["a->b"][0]; hello_b = relayed["b->a"][0]
         ma, mb = parse_message(hello_a), parse_message(hello_b)
         res["relayed"] = [len(relayed["a->b"]), len(relayed["b->a"]), ma.role.name, mb.role.name]
         # What each victim saw in its own SDP: different certificates on the two legs.
-        fp = lambda pc, which: select_fingerprint(getattr(pc, which)["sdp"])
+        fp = lambda pc, which: tuple(sdp_fingerprints(getattr(pc, which)["sdp"]))
         a_view = (fp(alice, "local_description"), fp(alice, "remote_description"))
         b_view = (fp(bob, "remote_description"), fp(bob, "local_description"))
         res["views_differ"] = a_view != b_view
@@ -579,6 +579,7 @@ def test_identity_survives_reload_and_export_import(page):
 
 
 def test_peer_closed_status_events_and_unsupported_fingerprint(page):
+    page.py(PRELUDE)  # an earlier test reloads the page
     out = page.pyjson("""
         from pyapp.browser.auth import security_of, connection_fingerprints
         from pyapp.core.security.reasons import describe
@@ -600,7 +601,7 @@ def test_peer_closed_status_events_and_unsupported_fingerprint(page):
         # A remote SDP whose only fingerprint uses another hash: named, not "malformed".
         a, b = await connected_pair()
         local, remote = connection_fingerprints(a)
-        res["fps"] = [[str(f.hash.sdp_name) for f in local], remote.hash.sdp_name]
+        res["fps"] = [[str(f.hash.sdp_name) for f in local], [f.hash.sdp_name for f in remote]]
         class Sdp:
             polite = False
             local_description = a.local_description
@@ -618,5 +619,5 @@ def test_peer_closed_status_events_and_unsupported_fingerprint(page):
     assert out["closed"] == ["peer_closed", True]
     assert out["seen"] == [["verifying", None], ["failed", "peer_closed"]]
     assert out["state"] == ["failed", "peer_closed", True]
-    assert out["fps"] == [["sha-256"], "sha-256"]  # two Chromium peers: one line each
+    assert out["fps"] == [["sha-256"], ["sha-256"]]  # two Chromium peers: one line each
     assert out["sha1"] == ["unsupported_fingerprint_algorithm", True]

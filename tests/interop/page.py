@@ -12,7 +12,7 @@ import asyncio, base64, hashlib, json, js
 from pyapp.browser.signaling import SignalingClient
 from pyapp.browser.peer import PeerConnection
 from pyapp.browser.identity import new_identity
-from pyapp.core.security.fingerprint import sdp_fingerprints
+from pyapp.core.security.fingerprint import remote_fingerprints
 
 class Interop:
     def __init__(self):
@@ -59,7 +59,7 @@ class Interop:
                     for line in sdp.splitlines() if line.startswith("a=fingerprint:")]
         out = {"local_sdp": algs(pc.local_description["sdp"]),
                "remote_sdp": algs(pc.remote_description["sdp"]),
-               "remote_sdp_selected": str(sdp_fingerprints(pc.remote_description["sdp"])[-1])}
+               "remote_bound": [str(f) for f in remote_fingerprints(pc.remote_description["sdp"])]}
         stats = await pc.get_stats_raw()
         by_id = {s.get("id"): s for s in stats}
         certs = {}

@@ -21,12 +21,12 @@ pytestmark = [pytest.mark.e2e, pytest.mark.interop]
 
 PAGE_AUTH = """
 from pyapp.browser.secure import send_encrypted, receive_encrypted
-from pyapp.core.security.fingerprint import select_fingerprint
+from pyapp.core.security.fingerprint import remote_fingerprints
 ME = await new_identity()
 R = await PC.authenticate(ME, timeout=15)
 res = {"peer": str(R.peer_id), "me": str(ME.peer_id), "role": R.role.name,
        "th": R.transcript_hash.hex(), "elapsed": R.elapsed, "status": PC.security.status,
-       "remote_selected": select_fingerprint(PC.remote_description["sdp"]).hash.sdp_name}
+       "remote_bound": [f.hash.sdp_name for f in remote_fingerprints(PC.remote_description["sdp"])]}
 SECRET = PC.create_data_channel("secret")
 await SECRET.wait_open(10)
 await send_encrypted(SECRET, "sealed by the page")
@@ -81,7 +81,7 @@ def test_authenticate_and_send_encrypted_chromium(cpage: PyPage, peer_thread: Pe
         page, aio = run_auth(link)
         check(page, aio, page_dialed=page_dials)
         # Chromium kept only aiortc's last line: the page bound sha-512, aiortc sha-256.
-        assert page["remote_selected"] == "sha-512"
+        assert page["remote_bound"] == ["sha-512"]
     finally:
         link.close()
 
@@ -94,7 +94,7 @@ def test_authenticate_and_send_encrypted_firefox(firefox: Any, peer_thread: Peer
         try:
             got, aio = run_auth(link)
             check(got, aio, page_dialed=False)
-            assert got["remote_selected"] == "sha-512"  # all three kept; the strongest bound
+            assert got["remote_bound"] == ["sha-256", "sha-384", "sha-512"]  # all three kept
         finally:
             link.close()
     finally:

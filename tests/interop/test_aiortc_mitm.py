@@ -31,7 +31,7 @@ from tests.support.aiortc_peer import (
 pytestmark = [pytest.mark.e2e, pytest.mark.interop]
 
 START_AUTH = """
-from pyapp.core.security.fingerprint import select_fingerprint
+from pyapp.core.security.fingerprint import remote_fingerprints
 async def _auth():
     me = await new_identity()
     try:
@@ -48,7 +48,7 @@ RESULT = """
 res = TASK.result()
 res["closed"] = PC.closed
 res["status"] = PC.security.status
-res["remote_selected"] = str(select_fingerprint(PC.remote_description["sdp"]))
+res["remote_bound"] = [str(f) for f in remote_fingerprints(PC.remote_description["sdp"])]
 json.dumps(res)
 """
 
@@ -150,8 +150,8 @@ def test_relaying_mitm_fails_with_fingerprint_mismatch(pages: tuple[PyPage, PyPa
             assert out["closed"] is True and out["status"] == "failed"
         # What each page bound for the relay's leg: the cut line, or Chromium's kept last one.
         want = cut or "sha-512"
-        assert out_a["remote_selected"].startswith(want + " ")
-        assert out_b["remote_selected"].startswith(want + " ")
+        for out in (out_a, out_b):
+            assert [f.split()[0] for f in out["remote_bound"]] == [want]
         sent = [line for sdp in relay.a.sent_sdp + relay.b.sent_sdp for line in sdp.split("\r\n")
                 if line.startswith("a=fingerprint:")]
         assert len(sent) == (2 if cut else 6)
@@ -161,7 +161,7 @@ def test_relaying_mitm_fails_with_fingerprint_mismatch(pages: tuple[PyPage, PyPa
         assert [len(relayed["a->b"]), len(relayed["b->a"])] == [1, 1]
         hello_a = parse_message(bytes(relayed["a->b"][0]))  # type: ignore[arg-type]
         assert isinstance(hello_a, HelloMessage) and hello_a.role.name == "OFFERER"
-        assert str(hello_a.receiver_fingerprint) == out_a["remote_selected"]
+        assert [str(f) for f in hello_a.receiver_fingerprints] == out_a["remote_bound"]
     finally:
         peer_thread.run(relay.close())
         peer_thread.run(relay.a.signaling.close())
@@ -180,7 +180,7 @@ def test_relaying_mitm_between_firefox_and_chromium(firefox: Any, pages: tuple[P
             for out in (out_a, out_b):
                 assert out.get("reason") == "fingerprint_mismatch", json.dumps(out)
                 assert out["closed"] is True and out["status"] == "failed"
-            assert out_a["remote_selected"].startswith("sha-384 ")
+            assert [f.split()[0] for f in out_a["remote_bound"]] == ["sha-384"]
             assert [len(relay.relayed["a->b"]), len(relay.relayed["b->a"])] == [1, 1]
         finally:
             peer_thread.run(relay.close())
@@ -188,7 +188,7 @@ def test_relaying_mitm_between_firefox_and_chromium(firefox: Any, pages: tuple[P
         out_a, out_b, relay = run_mitm(page_a, pages[1], peer_thread, server, None)
         try:
             assert out_a.get("reason") == out_b.get("reason") == "fingerprint_mismatch"
-            assert out_a["remote_selected"].startswith("sha-512 ")  # of three kept lines
+            assert [f.split()[0] for f in out_a["remote_bound"]] == ["sha-256", "sha-384", "sha-512"]
         finally:
             peer_thread.run(relay.close())
             peer_thread.run(relay.a.signaling.close())

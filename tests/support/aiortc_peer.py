@@ -31,7 +31,7 @@ import aiohttp
 from aiortc import RTCConfiguration, RTCDataChannel, RTCPeerConnection, RTCSessionDescription
 from aiortc.sdp import candidate_from_sdp
 
-from pyapp.core.security.fingerprint import sdp_fingerprints, select_fingerprint
+from pyapp.core.security.fingerprint import remote_fingerprints, sdp_fingerprints
 from pyapp.core.security.handshake import Handshake, HandshakeComplete, HandshakeFailed
 from pyapp.core.security.interface import KeyAgreementAlgorithm, SigningKey
 from pyapp.core.security.keys import Role
@@ -304,7 +304,7 @@ async def authenticate(peer: AiortcPeer, identity: SigningKey, role: Role, *,
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     local_fps = sdp_fingerprints(peer.pc.localDescription.sdp)
-    remote_fp = select_fingerprint(peer.pc.remoteDescription.sdp)
+    remote_fp = remote_fingerprints(peer.pc.remoteDescription.sdp)
     if control is None:
         if role is Role.OFFERER:
             control = peer.create_channel(AUTH_LABEL, protocol=AUTH_PROTOCOL)

@@ -19,7 +19,11 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 
 from pyapp.core.security.envelope import EnvelopeHeader, SecureChannel, seal_envelope
-from pyapp.core.security.fingerprint import HashFunction, certificate_fingerprint
+from pyapp.core.security.fingerprint import (
+    HashFunction,
+    certificate_fingerprint,
+    encode_fingerprints,
+)
 from pyapp.core.security.handshake import Handshake, HandshakeComplete, transcript_from_hellos
 from pyapp.core.security.identity import PeerId
 from pyapp.core.security.interface import KeyAgreementAlgorithm, SignatureAlgorithm
@@ -52,7 +56,7 @@ async def _handshake_vector() -> dict[str, Any]:
     id_o = await crypto.generate_signing_key(SignatureAlgorithm.ED25519)
     id_a = await crypto.generate_signing_key(SignatureAlgorithm.ED25519)
     off = Handshake(crypto, Role.OFFERER, id_o, FPS_OFFERER, FP_ANSWERER, now=0.0)
-    ans = Handshake(crypto, Role.ANSWERER, id_a, [FP_ANSWERER], FPS_OFFERER[2], now=0.0)
+    ans = Handshake(crypto, Role.ANSWERER, id_a, [FP_ANSWERER], FPS_OFFERER[2:], now=0.0)
     await off.start()
     await ans.start()
     msgs: dict[str, bytes] = {}
@@ -79,7 +83,7 @@ async def _handshake_vector() -> dict[str, Any]:
             "ephemeral_pkcs8": _pkcs8(eph_o.handle),
             "ephemeral_public_key": eph_o.public_key.hex(),
             "dtls_fingerprints_in_sdp": [str(fp) for fp in FPS_OFFERER],
-            "dtls_fingerprint_bound": FPS_OFFERER[2].encode().hex(),
+            "dtls_fingerprints_bound": encode_fingerprints(FPS_OFFERER[2:]).hex(),
         },
         "answerer": {
             "identity_alg": "ed25519",
@@ -90,7 +94,7 @@ async def _handshake_vector() -> dict[str, Any]:
             "ephemeral_pkcs8": _pkcs8(eph_a.handle),
             "ephemeral_public_key": eph_a.public_key.hex(),
             "dtls_fingerprints_in_sdp": [str(FP_ANSWERER)],
-            "dtls_fingerprint_bound": FP_ANSWERER.encode().hex(),
+            "dtls_fingerprints_bound": encode_fingerprints([FP_ANSWERER]).hex(),
         },
         "messages": {k: v.hex() for k, v in sorted(msgs.items())},
         "transcript": transcript.hex(),

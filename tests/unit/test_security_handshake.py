@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -14,8 +15,8 @@ from pyapp.core.security.fingerprint import (
     Fingerprint,
     HashFunction,
     certificate_fingerprint,
+    remote_fingerprints,
     sdp_fingerprints,
-    select_fingerprint,
 )
 from pyapp.core.security.handshake import (
     Handshake,
@@ -49,7 +50,7 @@ async def make(
     alg_a: SignatureAlgorithm = ED,
     alg_b: SignatureAlgorithm = ED,
     *,
-    fps: tuple[object, object, object, object] = (FA, FB, FB, FA),
+    fps: tuple[Any, Any, Any, Any] = (FA, FB, FB, FA),
     eph: KeyAgreementAlgorithm = KeyAgreementAlgorithm.X25519,
     crypto: OracleCrypto | None = None,
     **kw_a: object,
@@ -186,8 +187,8 @@ def test_mitm_signaling_server_is_detected_and_fingerprints_matter() -> None:
         # Contrast: each side's transcript, and the same without fingerprint fields.
         ha, hb = parse_message(hello_a), parse_message(hello_b)
         assert isinstance(ha, HelloMessage) and isinstance(hb, HelloMessage)
-        view_a = Transcript.of(ha.side(fp(FA)), hb.side(fp(FM1)))  # what a would sign
-        view_b = Transcript.of(ha.side(fp(FM2)), hb.side(fp(FB)))  # what b would verify
+        view_a = Transcript.of(ha.side((fp(FA),)), hb.side((fp(FM1),)))  # what a would sign
+        view_b = Transcript.of(ha.side((fp(FM2),)), hb.side((fp(FB),)))  # what b would verify
         assert view_a.encode() != view_b.encode()
         bare_a = encode_fields([f for f in view_a.fields() if f[0] not in (0x01, 0x02)])
         bare_b = encode_fields([f for f in view_b.fields() if f[0] not in (0x01, 0x02)])
@@ -219,7 +220,7 @@ def test_mitm_that_rewrites_hello_fingerprints_fails_on_signature() -> None:
                     m.alg,
                     m.ephemeral_alg,
                     m.nonce,
-                    fp(FB if src is a else FA),
+                    (fp(FB if src is a else FA),),
                     m.public_key,
                     m.ephemeral_public_key,
                 )
@@ -404,6 +405,7 @@ def hexfp(n: int, size: int) -> str:
     return ":".join(f"{(n + i) % 256:02X}" for i in range(size))
 
 
+SHA1_LINE = "a=fingerprint:sha-1 AA:BB:CC:DD:EE:FF:00:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD\r\n"
 SDP = """v=0\r
 o=- 4611731400430051336 2 IN IP4 127.0.0.1\r
 a=fingerprint:sha-1 AA:BB:CC:DD:EE:FF:00:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD\r
@@ -420,13 +422,14 @@ def test_sdp_fingerprint_parsing() -> None:
     text = hexfp(0, 32)
     want = Fingerprint(SHA256, bytes(range(32)))
     assert sdp_fingerprints(SDP.format(fp=text)) == [want]
-    assert select_fingerprint(SDP.format(fp=text.lower())) == want
+    # A sha-1 line beside it is skipped in our own SDP, refused in a remote one.
+    assert remote_fingerprints(SDP.format(fp=text).replace(SHA1_LINE, "")) == (want,)
     spaced = SDP.replace("a=fingerprint:SHA-256 {fp}", "  a=fingerprint: sha-256   {fp}  ")
-    assert select_fingerprint(spaced.format(fp=text).replace("\r", "")) == want
+    assert sdp_fingerprints(spaced.format(fp=text.lower()).replace("\r", "")) == [want]
     twice = SDP.format(fp=text) + f"a=fingerprint:sha-256 {text}\r\n"
     assert sdp_fingerprints(twice) == [want]  # same cert repeated per m-section
     with pytest.raises(AuthenticationError, match="two different sha-256") as exc:
-        select_fingerprint(twice + "a=fingerprint:sha-256 " + hexfp(9, 32))
+        remote_fingerprints(twice.replace(SHA1_LINE, "") + "a=fingerprint:sha-256 " + hexfp(9, 32))
     assert exc.value.reason == "protocol_violation"
     for bad in (text[:-3], text + ":00", text.replace(":", "", 1), "ZZ" + text[2:]):
         with pytest.raises(AuthenticationError) as exc:
@@ -437,24 +440,35 @@ def test_sdp_fingerprint_parsing() -> None:
     assert exc.value.reason == "protocol_violation"
 
 
-def test_sdp_with_several_algorithms_and_the_strongest_is_selected() -> None:
-    # aiortc's three lines: all are read, sha-512 is what a verifier binds (RFC 8122 s5).
+def test_sdp_with_several_algorithms_all_are_bound() -> None:
+    # aiortc's three lines: a verifier binds all of them, in canonical order.
     fps = sdp_fingerprints("v=0\r\n" + AIORTC_LINES)
     assert [f.hash for f in fps] == [HashFunction.SHA256, HashFunction.SHA384, HashFunction.SHA512]
-    assert select_fingerprint(fps).hash is HashFunction.SHA512
-    # Chromium keeps only the last line; with the order reversed, only sha-256.
-    assert select_fingerprint("a=fingerprint:sha-512 " + hexfp(3, 64)) == fps[2]
-    assert select_fingerprint("a=fingerprint:SHA-384 " + hexfp(2, 48)).hash is HashFunction.SHA384
-    # Unknown hash functions next to a known one are skipped.
-    assert select_fingerprint(SDP.format(fp=hexfp(0, 32))).hash is HashFunction.SHA256
+    reversed_lines = "".join(reversed(AIORTC_LINES.splitlines(keepends=True)))
+    assert remote_fingerprints(reversed_lines) == tuple(fps)
+    # Chromium keeps only the last line: that one alone.
+    assert remote_fingerprints("a=fingerprint:sha-512 " + hexfp(3, 64)) == (fps[2],)
+    assert remote_fingerprints("a=fingerprint:SHA-384 " + hexfp(2, 48))[0].hash is HashFunction.SHA384
+
+
+def test_a_remote_line_we_cannot_check_is_refused() -> None:
+    """Firefox accepts a certificate matching any one line: a sha-1 line could hide a relay."""
+    with pytest.raises(AuthenticationError, match="sha-1, which we cannot check") as exc:
+        remote_fingerprints(SDP.format(fp=hexfp(0, 32)))
+    assert exc.value.reason == "unsupported_fingerprint_algorithm"
+    # Our own SDP is ours: a line we do not use there is simply skipped.
+    assert [f.hash for f in sdp_fingerprints(SDP.format(fp=hexfp(0, 32)))] == [SHA256]
 
 
 @pytest.mark.parametrize("name", ["sha-1", "md5", "sha-224", "md2", "sha3-256"])
 def test_sdp_with_only_other_algorithms_is_refused_by_name(name: str) -> None:
     with pytest.raises(AuthenticationError) as exc:
-        select_fingerprint(f"v=0\r\na=fingerprint:{name} {hexfp(0, 20)}\r\n")
+        remote_fingerprints(f"v=0\r\na=fingerprint:{name} {hexfp(0, 20)}\r\n")
     assert exc.value.reason == "unsupported_fingerprint_algorithm"
     assert name in str(exc.value) and "sha-256, sha-384 or sha-512" in str(exc.value)
+    with pytest.raises(AuthenticationError) as exc:
+        sdp_fingerprints(f"v=0\r\na=fingerprint:{name} {hexfp(0, 20)}\r\n")
+    assert exc.value.reason == "unsupported_fingerprint_algorithm"
 
 
 def test_certificate_fingerprint_matches_hashlib() -> None:
@@ -470,20 +484,21 @@ def test_certificate_fingerprint_matches_hashlib() -> None:
 @pytest.mark.parametrize(
     ("a_local", "b_sees_a"),
     [
-        ("all", HashFunction.SHA512),  # aiortc offers three; Chromium keeps the last
-        ("all", HashFunction.SHA256),  # ... or the first, when the order is reversed
-        ("all", HashFunction.SHA384),  # SDP cut to the middle line
-        ("sha-256", HashFunction.SHA256),  # two browsers
+        ("all", [HashFunction.SHA512]),  # aiortc offers three; Chromium keeps the last
+        ("all", [HashFunction.SHA256]),  # ... or the first, when the order is reversed
+        ("all", list(HashFunction)),  # Firefox keeps all three
+        ("all", [HashFunction.SHA256, HashFunction.SHA384]),  # SDP cut by someone
+        ("sha-256", [HashFunction.SHA256]),  # two browsers
     ],
 )
 def test_both_sides_bind_the_same_fingerprints_whatever_lines_they_kept(
-        a_local: str, b_sees_a: HashFunction) -> None:
+        a_local: str, b_sees_a: list[HashFunction]) -> None:
     async def go() -> None:
         a_fps = [certificate_fingerprint(b"cert-a", h) for h in HashFunction]
         if a_local == "sha-256":
             a_fps = a_fps[:1]
         b_fp = certificate_fingerprint(b"cert-b", HashFunction.SHA256)
-        a_view = certificate_fingerprint(b"cert-a", b_sees_a)
+        a_view = [certificate_fingerprint(b"cert-a", h) for h in b_sees_a]
         a, b = await make(fps=(a_fps, b_fp, [b_fp], a_view))
         await pump(a, b)
         ea, eb = a.next_event(), b.next_event()
@@ -506,11 +521,62 @@ def test_a_fingerprint_the_holder_never_published_is_a_mismatch() -> None:
     run(go)
 
 
+def test_relay_hiding_behind_one_of_several_lines_is_a_mismatch() -> None:
+    """The verifier's browser accepted DTLS with the relay's cert under sha-256 while the real
+    peer's sha-512 line was also there: the real peer sees the relay's line among "its own"."""
+
+    async def go() -> None:
+        real_a = [certificate_fingerprint(b"cert-a", h) for h in HashFunction]
+        relay_line = certificate_fingerprint(b"relay cert", HashFunction.SHA256)
+        b_sees_a = [relay_line, real_a[2]]  # what the relay put in b's remote SDP
+        a, b = await make(fps=(real_a, FB, FB, b_sees_a))
+        await pump(a, b)
+        assert reason(a) == "fingerprint_mismatch" and relay_line.hex() in str(a.error)
+
+    run(go)
+
+
+def test_hello_fingerprint_encoding_is_checked() -> None:
+    async def go() -> None:
+        a, b = await make()
+        hello = b.data_to_send()[0]
+        for bad in (hello[:37] + b"\x00" + hello[38:],  # zero fingerprints
+                    hello[:37] + b"\x04" + hello[38:],  # more than one per hash
+                    hello[:40]):  # cut inside the digest
+            a2, _ = await make()
+            await a2.receive_message(bad, now=0.1)
+            assert reason(a2) == "protocol_violation", bad.hex()
+        # Two entries out of order (sha-512 before sha-256).
+        two = (hello[:37] + b"\x02" + b"\x03" + bytes(64) + b"\x01" + bytes(32) + hello[38 + 33:])
+        await a.receive_message(two, now=0.1)
+        assert reason(a) == "protocol_violation" and "sorted" in str(a.error)
+
+    run(go)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.sampled_from(list(HashFunction)), min_size=1, max_size=3, unique=True),
+       st.binary(min_size=1, max_size=40))
+def test_hello_roundtrip_with_any_fingerprint_set(hashes: list[HashFunction], cert: bytes) -> None:
+    async def go() -> None:
+        view = [certificate_fingerprint(cert, h) for h in hashes]
+        a, b = await make(fps=([certificate_fingerprint(cert, h) for h in HashFunction], FB, FB, view))
+        hello = b.data_to_send()[0]
+        parsed = parse_message(hello)
+        assert isinstance(parsed, HelloMessage) and parsed.encode() == hello
+        assert parsed.receiver_fingerprints == tuple(sorted(view, key=lambda f: f.hash))
+        await a.receive_message(hello, now=0.1)
+        await pump(a, b)
+        assert a.state is b.state is HandshakeState.DONE
+
+    run(go)
+
+
 def test_unknown_hash_code_in_hello_is_named() -> None:
     async def go() -> None:
         a, b = await make()
         hello = bytearray(b.data_to_send()[0])
-        hello[5 + 32] = 9  # the hash code byte
+        hello[5 + 32 + 1] = 9  # the first fingerprint's hash code byte
         await a.receive_message(bytes(hello), now=0.1)
         assert reason(a) == "unsupported_fingerprint_algorithm"
 
@@ -535,8 +601,8 @@ def test_peer_closed_and_every_reason_has_a_message() -> None:
 @given(st.text(max_size=400))
 def test_sdp_parser_fuzz(text: str) -> None:
     try:
-        fp = select_fingerprint(text)
+        fps = remote_fingerprints(text)
     except AuthenticationError as exc:
         assert exc.reason in ("protocol_violation", "unsupported_fingerprint_algorithm")
     else:
-        assert len(fp.digest) == fp.hash.digest_size
+        assert fps and all(len(fp.digest) == fp.hash.digest_size for fp in fps)

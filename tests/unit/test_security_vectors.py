@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from pyapp.core.security.envelope import SecureChannel, open_envelope
+from pyapp.core.security.fingerprint import encode_fingerprints
 from pyapp.core.security.handshake import transcript_from_hellos
 from pyapp.core.security.identity import PeerId, alg_from_name
 from pyapp.core.security.interface import SignatureAlgorithm
@@ -87,9 +88,9 @@ def test_handshake_vector() -> None:
         o, a, msgs = v["offerer"], v["answerer"], v["messages"]
         t = transcript_from_hellos(H(msgs["hello_offerer"]), H(msgs["hello_answerer"]))
         assert t.encode().hex() == v["transcript"]
-        assert t.offerer.fingerprint.encode().hex() == o["dtls_fingerprint_bound"]
-        assert t.answerer.fingerprint.encode().hex() == a["dtls_fingerprint_bound"]
-        assert str(t.offerer.fingerprint).startswith("sha-512 ")
+        assert encode_fingerprints(t.offerer.fingerprints).hex() == o["dtls_fingerprints_bound"]
+        assert encode_fingerprints(t.answerer.fingerprints).hex() == a["dtls_fingerprints_bound"]
+        assert [str(fp).split()[0] for fp in t.offerer.fingerprints] == ["sha-512"]
         th = await c.sha256(t.encode())
         assert th.hex() == v["transcript_hash"]
         for side, role in ((o, Role.OFFERER), (a, Role.ANSWERER)):

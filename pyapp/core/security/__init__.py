@@ -20,7 +20,7 @@ Example::
 """
 
 from pyapp.core.security.envelope import RekeyPolicy, SecureChannel
-from pyapp.core.security.fingerprint import Fingerprint, HashFunction, select_fingerprint
+from pyapp.core.security.fingerprint import Fingerprint, HashFunction, remote_fingerprints
 from pyapp.core.security.handshake import Handshake, HandshakeComplete, HandshakeFailed
 from pyapp.core.security.identity import KnownPeers, PeerId, TrustStatus
 from pyapp.core.security.interface import Crypto, KeyAgreementAlgorithm, SignatureAlgorithm
@@ -45,5 +45,5 @@ __all__ = [
     "SignatureAlgorithm",
     "TrustStatus",
     "describe",
-    "select_fingerprint",
+    "remote_fingerprints",
 ]

@@ -6,30 +6,41 @@ Firefox offer one ``sha-256`` line; aiortc offers three (``sha-256``,
 ``sha-384``, ``sha-512``), and Chromium keeps only the last of those in
 ``remoteDescription.sdp``. So:
 
-* :func:`sdp_fingerprints` reads every sha-256/384/512 line; other hash
-  functions (md5, sha-1, sha-224) are skipped, and an SDP with *only* those is
-  refused with ``unsupported_fingerprint_algorithm``.
-* :func:`select_fingerprint` picks, as RFC 8122 section 5 says, the lines with
-  the strongest hash function present (sha-512 > sha-384 > sha-256); two
-  different digests under that function are refused (the handshake could not
-  say which certificate it binds).
+* :func:`sdp_fingerprints` reads every sha-256/384/512 line (our own, local
+  SDP: other hash functions are skipped).
+* :func:`remote_fingerprints` is what a *verifier* binds for the peer's
+  certificate: **every** line of its remote SDP, in canonical order. It is
+  strict: a line with any other hash function (md5, sha-1, sha-224 ...) is
+  refused with ``unsupported_fingerprint_algorithm``, and two different digests
+  under one hash with ``protocol_violation``.
+
+Why every line and not the strongest one (RFC 8122 section 5's choice): Firefox
+153 accepts a DTLS certificate that matches *any one* of several lines (measured
+in ``tests/interop``: with aiortc's sha-512 line wrong, or its sha-256 line
+wrong, it still connects). A relay that put its own certificate under one hash
+and the real peer's under another would pass DTLS while a verifier that bound
+only one line bound the real peer -- and both transcripts would agree. Binding
+the whole set makes the real peer see the relay's line among "its" fingerprints
+and refuse (``fingerprint_mismatch``); refusing lines we cannot check closes the
+same hole for hashes we do not compute.
 
 What both sides bind (see :mod:`pyapp.core.security.handshake`): for each
-certificate, the (hash, digest) that its *verifier* selected from its remote
-SDP. The verifier tells the holder in HELLO; the holder checks it against its
-own local SDP lines (:func:`matches_own`). So both transcripts hold the same
-two fingerprints whatever subset of lines each browser kept.
+certificate, the set its *verifier* read from its remote SDP. The verifier tells
+the holder in HELLO; the holder checks that each one is a line of its own local
+SDP (:func:`matches_own`). So both transcripts hold the same fingerprints
+whatever subset of lines each browser kept (Chromium keeps only the last of
+aiortc's three).
 
 Example::
 
-    from pyapp.core.security.fingerprint import HashFunction, select_fingerprint
+    from pyapp.core.security.fingerprint import HashFunction, remote_fingerprints
 
     sdp = "v=0\\r\\n" + "".join(
         f"a=fingerprint:{h.sdp_name} " + ":".join(["ab"] * h.digest_size) + "\\r\\n"
-        for h in HashFunction)
-    fp = select_fingerprint(sdp)
-    assert fp.hash is HashFunction.SHA512 and fp.digest == bytes([0xAB]) * 64
-    assert str(fp).startswith("sha-512 AB:AB")
+        for h in reversed(HashFunction))
+    fps = remote_fingerprints(sdp)
+    assert [fp.hash for fp in fps] == list(HashFunction)  # canonical order
+    assert fps[2].digest == bytes([0xAB]) * 64 and str(fps[2]).startswith("sha-512 AB:AB")
 """
 
 from __future__ import annotations
@@ -46,9 +57,10 @@ __all__ = [
     "Fingerprint",
     "HashFunction",
     "certificate_fingerprint",
+    "encode_fingerprints",
     "matches_own",
+    "remote_fingerprints",
     "sdp_fingerprints",
-    "select_fingerprint",
 ]
 
 
@@ -146,18 +158,33 @@ def sdp_fingerprints(sdp: str) -> list[Fingerprint]:
     return found
 
 
-def select_fingerprint(sdp_or_fingerprints: str | Iterable[Fingerprint]) -> Fingerprint:
-    """The fingerprint a verifier binds: the one with the strongest hash (RFC 8122 section 5)."""
-    fps = (sdp_fingerprints(sdp_or_fingerprints) if isinstance(sdp_or_fingerprints, str)
-           else list(sdp_or_fingerprints))
-    if not fps:
-        raise auth_error(AuthReason.PROTOCOL_VIOLATION, "no fingerprint to select from")
-    best = max(fp.hash for fp in fps)
-    chosen = {fp for fp in fps if fp.hash is best}
-    if len(chosen) > 1:
-        raise auth_error(AuthReason.PROTOCOL_VIOLATION,
-                         f"the SDP names two different {best.sdp_name} certificates")
-    return chosen.pop()
+def remote_fingerprints(sdp: str) -> tuple[Fingerprint, ...]:
+    """Every fingerprint of the peer's certificate in our remote SDP, in canonical order.
+
+    ``AuthenticationError``: ``unsupported_fingerprint_algorithm`` if any line
+    uses a hash function other than sha-256/384/512 (the browser may have
+    verified DTLS against a line we cannot check), ``protocol_violation`` if two
+    lines give different digests under one hash, or there is no line at all.
+    """
+    others = sorted({m.group(1).lower() for m in map(_LINE.match, sdp.splitlines())
+                     if m and HashFunction.from_sdp_name(m.group(1)) is None})
+    if others:
+        raise auth_error(AuthReason.UNSUPPORTED_FINGERPRINT_ALGORITHM,
+                         "the remote SDP names the certificate under " + ", ".join(others)
+                         + ", which we cannot check")
+    fps = sdp_fingerprints(sdp)
+    by_hash: dict[HashFunction, Fingerprint] = {}
+    for fp in fps:
+        if by_hash.setdefault(fp.hash, fp) != fp:
+            raise auth_error(AuthReason.PROTOCOL_VIOLATION,
+                             f"the SDP names two different {fp.hash.sdp_name} certificates")
+    return tuple(by_hash[h] for h in sorted(by_hash))
+
+
+def encode_fingerprints(fps: Iterable[Fingerprint]) -> bytes:
+    """Wire and transcript form of a set: count (1 byte) || each ``Fingerprint.encode()``."""
+    items = sorted(fps, key=lambda fp: (fp.hash, fp.digest))
+    return bytes([len(items)]) + b"".join(fp.encode() for fp in items)
 
 
 def matches_own(claimed: Fingerprint, own: Iterable[Fingerprint]) -> bool:

@@ -16,19 +16,20 @@ Wire messages (integers big-endian)::
 
     HELLO  0x01 | version 0x02 | role (0 offerer, 1 answerer) | alg (1 Ed25519,
            2 ECDSA P-256) | ecdh alg (1 X25519, 2 P-256) | nonce (32)
-           | hash (1 sha-256, 2 sha-384, 3 sha-512) | digest (32/48/64): the
-           receiver's DTLS certificate as the sender selected it from its
-           remote SDP | identity public key (32 or 65) | ephemeral public key (32 or 65)
+           | count (1..3) | count x (hash (1 sha-256, 2 sha-384, 3 sha-512)
+           | digest (32/48/64)), sorted by hash: the receiver's DTLS certificate
+           as the sender read it from its remote SDP | identity public key
+           (32 or 65) | ephemeral public key (32 or 65)
     AUTH   0x02 | version 0x02 | role | signature (64)
 
-Fingerprints: each side selects the peer's certificate fingerprint from its
-remote SDP (strongest of sha-256/384/512, RFC 8122 section 5) and tells the
-peer in HELLO. The receiver checks that claim against *its own* local SDP
-lines: a relay that terminates DTLS on both sides presents its own
-certificates, so the claim matches nothing and the handshake fails at once
-with ``fingerprint_mismatch`` -- on both sides. Both transcripts then bind
-the same pair (our certificate as the peer saw it, confirmed; the peer's as
-we saw it), whatever subset of lines each browser kept. A relay that also
+Fingerprints: each side reads every fingerprint of the peer's certificate from
+its remote SDP (:func:`~pyapp.core.security.fingerprint.remote_fingerprints`;
+why all of them: that module) and tells the peer in HELLO. The receiver checks
+each against *its own* local SDP lines: a relay that terminates DTLS on both
+sides presents its own certificates, so the claim has a line that is not ours
+and the handshake fails at once with ``fingerprint_mismatch`` -- on both sides.
+Both transcripts then bind the same sets (our certificate as the peer saw it,
+confirmed; the peer's as we saw it), whatever subset of lines each browser kept. A relay that also
 rewrites the claims gets past the early check but not the signatures
 (``bad_signature``): our transcript holds what *we* saw.
 
@@ -72,7 +73,7 @@ from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from pyapp.core.security.fingerprint import Fingerprint, HashFunction
+from pyapp.core.security.fingerprint import Fingerprint, HashFunction, encode_fingerprints
 from pyapp.core.security.identity import KnownPeers, PeerId, TrustResult, TrustStatus
 from pyapp.core.security.interface import (
     SIGNATURE_SIZE,
@@ -114,7 +115,8 @@ __all__ = [
 HELLO = 0x01
 AUTH = 0x02
 AUTH_SIZE = 3 + SIGNATURE_SIZE
-HELLO_FIXED_SIZE = 6 + NONCE_SIZE  # then the digest, the identity key, the ephemeral key
+HELLO_FIXED_SIZE = 6 + NONCE_SIZE  # then the fingerprints, the identity key, the ephemeral key
+MAX_FINGERPRINTS = len(HashFunction)
 
 V = AuthReason
 
@@ -131,17 +133,17 @@ class HelloMessage:
     """Key-agreement group of ``ephemeral_public_key``."""
     nonce: bytes
     """Fresh 32 random bytes."""
-    receiver_fingerprint: Fingerprint
-    """The receiver's certificate, as the sender selected it from its remote SDP."""
+    receiver_fingerprints: tuple[Fingerprint, ...]
+    """The receiver's certificate, as the sender read it from its remote SDP (sorted by hash)."""
     public_key: bytes
     """Sender's raw identity public key."""
     ephemeral_public_key: bytes
     """Sender's raw ephemeral public key."""
 
-    def side(self, fingerprint: Fingerprint) -> SideParams:
-        """This HELLO's transcript contribution, with ``fingerprint`` as the sender's certificate.
+    def side(self, fingerprints: tuple[Fingerprint, ...]) -> SideParams:
+        """This HELLO's transcript contribution, with ``fingerprints`` as the sender's certificate.
 
-        Pass the fingerprint *you* selected from your remote SDP.
+        Pass the fingerprints *you* read from your remote SDP.
         """
         return SideParams(
             self.role,
@@ -150,7 +152,7 @@ class HelloMessage:
             self.nonce,
             self.ephemeral_alg,
             self.ephemeral_public_key,
-            fingerprint,
+            fingerprints,
         )
 
     def encode(self) -> bytes:
@@ -158,7 +160,7 @@ class HelloMessage:
         return (
             bytes([HELLO, PROTOCOL_VERSION, self.role, self.alg, self.ephemeral_alg])
             + self.nonce
-            + self.receiver_fingerprint.encode()
+            + encode_fingerprints(self.receiver_fingerprints)
             + self.public_key
             + self.ephemeral_public_key
         )
@@ -210,17 +212,28 @@ def parse_message(data: bytes) -> HelloMessage | AuthMessage:
     off = 5
     nonce = bytes(data[off : off + NONCE_SIZE])
     off += NONCE_SIZE
-    func = HashFunction(_enum(HashFunction, data[off], "hash"))
+    count = data[off]
     off += 1
+    if not 1 <= count <= MAX_FINGERPRINTS:
+        raise auth_error(V.PROTOCOL_VIOLATION, f"HELLO with {count} fingerprints")
+    fps: list[Fingerprint] = []
+    for _ in range(count):
+        if off >= len(data):
+            raise auth_error(V.PROTOCOL_VIOLATION, "HELLO ends inside its fingerprints")
+        func = HashFunction(_enum(HashFunction, data[off], "hash"))
+        if fps and func <= fps[-1].hash:
+            raise auth_error(V.PROTOCOL_VIOLATION, "HELLO fingerprints not one per hash, sorted")
+        if off + 1 + func.digest_size > len(data):
+            raise auth_error(V.PROTOCOL_VIOLATION, "HELLO ends inside its fingerprints")
+        fps.append(Fingerprint(func, bytes(data[off + 1 : off + 1 + func.digest_size])))
+        off += 1 + func.digest_size
     pk_len, eph_len = signature_public_key_size(alg), ecdh_public_key_size(eph_alg)
-    want = HELLO_FIXED_SIZE + func.digest_size + pk_len + eph_len
+    want = off + pk_len + eph_len
     if len(data) != want:
         raise auth_error(V.PROTOCOL_VIOLATION, f"HELLO of {len(data)} bytes, not {want}")
-    receiver_fp = Fingerprint(func, bytes(data[off : off + func.digest_size]))
-    off += func.digest_size
     public_key = bytes(data[off : off + pk_len])
     ephemeral = bytes(data[off + pk_len :])
-    return HelloMessage(role, alg, eph_alg, nonce, receiver_fp, public_key, ephemeral)
+    return HelloMessage(role, alg, eph_alg, nonce, tuple(fps), public_key, ephemeral)
 
 
 def transcript_from_hellos(hello_a: bytes, hello_b: bytes) -> Transcript:
@@ -232,7 +245,7 @@ def transcript_from_hellos(hello_a: bytes, hello_b: bytes) -> Transcript:
     a, b = parse_message(hello_a), parse_message(hello_b)
     if not isinstance(a, HelloMessage) or not isinstance(b, HelloMessage) or a.role is b.role:
         raise auth_error(V.PROTOCOL_VIOLATION, "need one HELLO from each role")
-    return Transcript.of(a.side(b.receiver_fingerprint), b.side(a.receiver_fingerprint))
+    return Transcript.of(a.side(b.receiver_fingerprints), b.side(a.receiver_fingerprints))
 
 
 class HandshakeState(enum.Enum):
@@ -281,9 +294,9 @@ class Handshake:
     """One side of the handshake. Feed messages in, take messages and events out.
 
     ``local_fingerprints``: every fingerprint of our certificate in our own
-    (local) SDP. ``remote_fingerprint``: the peer's, selected from our remote
-    SDP (:func:`~pyapp.core.security.fingerprint.select_fingerprint`). A bare
-    32-byte digest is taken as sha-256.
+    (local) SDP. ``remote_fingerprints``: the peer's, all of them, from our
+    remote SDP (:func:`~pyapp.core.security.fingerprint.remote_fingerprints`).
+    A bare 32-byte digest is taken as sha-256.
     """
 
     def __init__(
@@ -292,7 +305,7 @@ class Handshake:
         role: Role,
         identity: SigningKey,
         local_fingerprints: Iterable[Fingerprint | bytes] | Fingerprint | bytes,
-        remote_fingerprint: Fingerprint | bytes,
+        remote_fingerprints: Iterable[Fingerprint | bytes] | Fingerprint | bytes,
         *,
         now: float,
         timeout: float = 10.0,
@@ -306,7 +319,13 @@ class Handshake:
         self.local_fingerprints = tuple(_fingerprint(fp) for fp in local_fingerprints)
         if not self.local_fingerprints:
             raise LocalProtocolError("pass at least one local fingerprint (from the local SDP)")
-        self.remote_fingerprint = _fingerprint(remote_fingerprint)
+        if isinstance(remote_fingerprints, (bytes, Fingerprint)):
+            remote_fingerprints = [remote_fingerprints]
+        remote = sorted({_fingerprint(fp) for fp in remote_fingerprints},
+                        key=lambda fp: (fp.hash, fp.digest))
+        if not remote or len({fp.hash for fp in remote}) != len(remote):
+            raise LocalProtocolError("remote_fingerprints: one or more, at most one per hash")
+        self.remote_fingerprints = tuple(remote)
         self._crypto = crypto
         self.role = role
         self._identity = identity
@@ -368,7 +387,7 @@ class Handshake:
                 self._identity.alg,
                 eph.alg,
                 nonce,
-                self.remote_fingerprint,
+                self.remote_fingerprints,
                 self._identity.public_key,
                 eph.public_key,
             )
@@ -432,15 +451,16 @@ class Handshake:
             raise auth_error(V.UNSUPPORTED_ALGORITHM,
                              f"peer's key agreement is {msg.ephemeral_alg.name}, "
                              f"ours {self._ephemeral_alg.name}")
-        if msg.receiver_fingerprint not in self.local_fingerprints:
+        foreign = [fp for fp in msg.receiver_fingerprints if fp not in self.local_fingerprints]
+        if foreign:
             raise auth_error(V.FINGERPRINT_MISMATCH,
-                             f"the peer sees our certificate as {msg.receiver_fingerprint}, our SDP "
-                             "has " + ", ".join(str(fp) for fp in self.local_fingerprints))
+                             "the peer sees our certificate as " + ", ".join(map(str, foreign))
+                             + "; our SDP has " + ", ".join(map(str, self.local_fingerprints)))
         # What we bind for ourselves: our certificate as the peer saw it (now confirmed);
         # for the peer: its certificate as *we* saw it, never its claim.
         local = SideParams(self.role, self._identity.alg, self._identity.public_key, self._nonce,
-                           eph.alg, eph.public_key, msg.receiver_fingerprint)
-        remote = msg.side(self.remote_fingerprint)
+                           eph.alg, eph.public_key, msg.receiver_fingerprints)
+        remote = msg.side(self.remote_fingerprints)
         transcript = Transcript.of(local, remote).encode()
         th = await self._crypto.sha256(transcript)
         self._still(HandshakeState.HELLO_SENT)

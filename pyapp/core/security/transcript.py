@@ -4,9 +4,9 @@ It binds, in a canonical order by role (offerer first), everything that
 identifies the session:
 
 * a domain-separation label and the protocol version;
-* both DTLS certificate fingerprints -- for each certificate the
-  (hash function, digest) its *verifier* selected from its remote SDP
-  (:func:`~pyapp.core.security.fingerprint.select_fingerprint`), which the
+* both DTLS certificates' fingerprints -- for each certificate the set its
+  *verifier* read from its remote SDP
+  (:func:`~pyapp.core.security.fingerprint.remote_fingerprints`), which the
   holder confirmed against its own SDP. If a signaling server swapped the SDP
   to put itself in the middle, the two sides' transcripts differ and no
   signature verifies (the libp2p WebRTC spec does the same by putting both
@@ -17,11 +17,12 @@ identifies the session:
 Byte layout (every multi-byte integer big-endian; see docs/security.md)::
 
     transcript = "pyapp-webrtc-handshake" || 0x00 || version (1 byte, 2)
-                 || field(0x01, offerer fingerprint)  || field(0x02, answerer fingerprint)
+                 || field(0x01, offerer fingerprints) || field(0x02, answerer fingerprints)
                  || field(0x10, 0x00)  field(0x11, alg)  field(0x12, identity key)
                  || field(0x13, nonce) field(0x14, ecdh alg) field(0x15, ephemeral key)
                  || field(0x20, 0x01)  field(0x21, alg)  ... field(0x25, ...)  (answerer)
-    fingerprint = hash code (1 sha-256, 2 sha-384, 3 sha-512) || digest (32/48/64)
+    fingerprints = count (1 byte) || count x (hash code (1 sha-256, 2 sha-384,
+                   3 sha-512) || digest (32/48/64)), sorted by hash code
     field(tag, value) = tag (1 byte) || len(value) (2 bytes) || value
     transcript_hash = SHA-256(transcript)
     signed by role R = "pyapp-webrtc-auth" || 0x00 || version || R || transcript_hash
@@ -32,18 +33,18 @@ what the binding buys.
 
 Example::
 
-    from pyapp.core.security.fingerprint import Fingerprint, HashFunction
+    from pyapp.core.security.fingerprint import Fingerprint, HashFunction, encode_fingerprints
     from pyapp.core.security.transcript import encode_fields
 
     fp = Fingerprint(HashFunction.SHA256, bytes(32))
-    assert encode_fields([(0x01, fp.encode())])[-33:] == b"\\x01" + bytes(32)
+    assert encode_fields([(0x01, encode_fingerprints([fp]))])[-34:] == b"\\x01\\x01" + bytes(32)
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pyapp.core.security.fingerprint import Fingerprint
+from pyapp.core.security.fingerprint import Fingerprint, encode_fingerprints
 from pyapp.core.security.interface import KeyAgreementAlgorithm, SignatureAlgorithm
 from pyapp.core.security.keys import Role
 
@@ -83,8 +84,8 @@ class SideParams:
     """Key-agreement group."""
     ephemeral_public_key: bytes
     """Ephemeral public key (raw)."""
-    fingerprint: Fingerprint
-    """This side's DTLS certificate fingerprint, as its verifier selected it."""
+    fingerprints: tuple[Fingerprint, ...]
+    """This side's DTLS certificate fingerprints, as its verifier read them."""
 
 
 def encode_fields(fields: list[tuple[int, bytes]], version: int = PROTOCOL_VERSION) -> bytes:
@@ -114,8 +115,8 @@ class Transcript:
     def fields(self) -> list[tuple[int, bytes]]:
         """The tagged fields, in transcript order."""
         out = [
-            (TAG_OFFERER_FINGERPRINT, self.offerer.fingerprint.encode()),
-            (TAG_ANSWERER_FINGERPRINT, self.answerer.fingerprint.encode()),
+            (TAG_OFFERER_FINGERPRINT, encode_fingerprints(self.offerer.fingerprints)),
+            (TAG_ANSWERER_FINGERPRINT, encode_fingerprints(self.answerer.fingerprints)),
         ]
         for base, side in ((0x10, self.offerer), (0x20, self.answerer)):
             out += [
