@@ -139,6 +139,13 @@ class MuxSession(_SessionTransports):
     Events (``session.events.on``): ``channel`` (a MultiplexedChannel the peer
     opened), ``protocol-error`` (RemoteProtocolError), ``dropped``
     (MessageDropped), ``delivery-failed`` (DeliveryFailed), ``transport`` ("up"/"down").
+
+    Channels whose label starts with ``pyapp-`` are the library's own
+    (:meth:`serve_reserved`) and never come out of :meth:`accept`. Peer
+    protocol errors are also logged (logger ``pyapp.mux``, once per channel,
+    rate-limited), so the reason a channel was reset shows in the console.
+    The core's timer (message lifetimes, reorder timeout, close drain) runs on
+    one :class:`~pyapp.browser.timer.TimerDriver`.
     """
 
     def __init__(self, pc: PeerConnection, role: Role | None = None, *,
