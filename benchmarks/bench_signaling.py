@@ -13,6 +13,8 @@ Figures:
   pair's relay p99 stayed under 50 ms. Target >= 2000 on 2 cores.
 - ``signaling_rss_per_client_kb``: the server's resident memory growth per client
   at that count (KiB).
+- ``signaling_idle_pair_p99_ratio``: the same ratio as the first, measured before
+  the abuse starts (both servers idle): how far this machine's own noise moves it.
 
 Run alone: ``python -m benchmarks.bench_signaling`` (prints the figures).
 """
@@ -109,6 +111,8 @@ async def _abuse_ratio(abused: str, calm: str, seconds: float) -> tuple[float, f
 def abuse_ratio(seconds: float = 10.0) -> dict[str, float]:
     abused, calm = RealServer(), RealServer()
     try:
+        # First both calm: the ratio two identical idle servers show is this machine's noise.
+        p99_a, p99_b = asyncio.run(_abuse_ratio(abused.url, calm.url, seconds / 2))
         abusers = subprocess.Popen(
             [sys.executable, "-m", "tests.load.abusers", abused.url, "--seconds", str(seconds + 2)],
             cwd=ROOT, stdout=subprocess.PIPE, text=True)
@@ -122,6 +126,7 @@ def abuse_ratio(seconds: float = 10.0) -> dict[str, float]:
         calm.stop()
     return {"signaling_abuse_p99_ratio": p99_abused / p99_calm,
             "signaling_abuse_p99_ms": p99_abused, "signaling_calm_p99_ms": p99_calm,
+            "signaling_idle_pair_p99_ratio": p99_a / p99_b,
             "signaling_abuse_rounds": float(sum(v for k, v in rounds.items()
                                                 if not k.endswith("failed")))}
 
@@ -199,13 +204,13 @@ async def _loadgen(url: str) -> None:
 async def _probe(url: str, seconds: float) -> float:
     a, b = await _pair(url)
     try:
-        return _p99(await _relay_latencies(a, b, seconds, rate=20.0))
+        return _p99(await _relay_latencies(a, b, seconds, rate=40.0))
     finally:
         await a.close()
         await b.close()
 
 
-def many_clients(probe_seconds: float = 4.0, steps: tuple[int, ...] = STEPS) -> dict[str, float]:
+def many_clients(probe_seconds: float = 5.0, steps: tuple[int, ...] = STEPS) -> dict[str, float]:
     server = RealServer()
     gen = subprocess.Popen([sys.executable, "-m", "benchmarks.bench_signaling", "loadgen", server.url],
                            cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
