@@ -67,7 +67,7 @@ class Link:
 
 def connect(page: PyPage, thread: PeerThread, server: ServerProcess, *, page_dials: bool,
             sdp_filter: SdpFilter | None = None, aiortc_channels: tuple[str, ...] = ("raw",),
-            page_channels: tuple[str, ...] = ("raw",)) -> Link:
+            page_channels: tuple[str, ...] = ("raw",), timeout: float = 30.0) -> Link:
     """Join one fresh room, connect the page and the aiortc peer (who offers: ``page_dials``).
 
     The dialer is the impolite side (pyapp's pool convention), so it also takes
@@ -78,18 +78,23 @@ def connect(page: PyPage, thread: PeerThread, server: ServerProcess, *, page_dia
     page_id = page.py(f"await IO.join({room!r}, polite={not page_dials})")
     assert thread.run(asyncio.wait_for(sig.joined.get(), 10)) == page_id
     peer = AiortcPeer(sig, page_id, sdp_filter=sdp_filter)
-    if page_dials:
-        creates = "".join(f"PC.create_data_channel({label!r}); " for label in page_channels)
-        page.py(f"PC = IO.pc({sig.peer_id!r}); {creates}None")
-    else:
-        page.py(f"PC = IO.pc({sig.peer_id!r}); None")
+    try:
+        if page_dials:
+            creates = "".join(f"PC.create_data_channel({label!r}); " for label in page_channels)
+            page.py(f"PC = IO.pc({sig.peer_id!r}); {creates}None")
+        else:
+            page.py(f"PC = IO.pc({sig.peer_id!r}); None")
 
-        async def dial() -> None:
-            for label in aiortc_channels:
-                peer.create_channel(label)
-            await peer.dial()
+            async def dial() -> None:
+                for label in aiortc_channels:
+                    peer.create_channel(label)
+                await peer.dial()
 
-        thread.run(dial())
-    page.py("await PC.wait_connected(30)", timeout=40)
-    thread.run(peer.wait_connected(30))
-    return Link(page, thread, peer, page_id, page_dials)
+            thread.run(dial())
+        page.py(f"await PC.wait_connected({timeout})", timeout=timeout + 10)
+        thread.run(peer.wait_connected(timeout))
+        return Link(page, thread, peer, page_id, page_dials)
+    except BaseException:
+        thread.run(peer.close())
+        thread.run(sig.close())
+        raise
