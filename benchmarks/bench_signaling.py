@@ -12,7 +12,7 @@ Figures:
   load-generator process of its own) one server instance held while a probe
   pair's relay p99 stayed under 50 ms. Target >= 2000 on 2 cores.
 - ``signaling_rss_per_client_kb``: the server's resident memory growth per client
-  at that count (KiB).
+  at the last count reached (KiB).
 - ``signaling_idle_pair_p99_ratio``: the same ratio as the first, measured before
   the abuse starts (both servers idle): how far this machine's own noise moves it.
 
@@ -227,9 +227,11 @@ def many_clients(probe_seconds: float = 5.0, steps: tuple[int, ...] = STEPS) -> 
             rss = _rss_kb(server.proc.pid)
             print(f"    {alive:>5} clients: probe relay p99 {p99:.1f} ms, server RSS {rss / 1024:.0f} MiB",
                   flush=True)
+            if alive:
+                rss_per_client = (rss - baseline) / alive  # memory does not depend on the p99
             if alive < n or p99 > P99_LIMIT_MS:
                 break
-            held, rss_per_client = alive, (rss - baseline) / alive
+            held = alive
     finally:
         gen.stdin.close()
         try:
