@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import base64
+import contextlib
+import io
 import itertools
 import json
 import time
@@ -29,7 +32,15 @@ from pyapp.core.turn import (
 )
 from pyapp.exceptions import SignalingError
 from web.server import make_app
-from web.turn import IceGrant, TurnConfig, TurnIssuer
+from web.turn import (
+    SECRET_ENV,
+    Coturn,
+    IceGrant,
+    TurnConfig,
+    TurnIssuer,
+    add_turn_flags,
+    turn_from_args,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -255,3 +266,69 @@ def test_server_without_turn_sends_no_ice_servers(tmp_path: Path) -> None:
             await server.close()
 
     asyncio.run(main())
+
+
+# ---------------------------------------------------------------- serve flags
+
+def _parse(argv: list[str]) -> tuple[TurnIssuer | None, str]:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--host", default="127.0.0.1")
+    add_turn_flags(parser)
+    args = parser.parse_args(argv)
+    errors = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(errors):
+            issuer, local = turn_from_args(parser, args)
+    except SystemExit:
+        return None, errors.getvalue()
+    assert local is None
+    return issuer, ""
+
+
+def test_flags_build_an_issuer(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(SECRET_ENV, raising=False)
+    issuer, _ = _parse(["--turn-url", "turn:203.0.113.5:3478?transport=udp",
+                        "--turn-url", "turn:203.0.113.5:3478?transport=tcp",
+                        "--turn-secret", "s3cret", "--turn-ttl", "120"])
+    assert issuer is not None
+    assert issuer.config == TurnConfig(urls=("turn:203.0.113.5:3478?transport=udp",
+                                             "turn:203.0.113.5:3478?transport=tcp"),
+                                       secret="s3cret", ttl=120)
+
+
+def test_the_secret_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(SECRET_ENV, "from-env")
+    issuer, _ = _parse(["--turn-url", "turn:h:3478"])
+    assert issuer is not None and issuer.config.secret == "from-env"
+
+
+def test_no_turn_flags_means_no_turn(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(SECRET_ENV, "set-but-unused")
+    assert _parse([]) == (None, "")
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--turn-url", "turn:h:3478"], "PYAPP_TURN_SECRET"),
+    (["--turn-secret", "s"], "--turn-secret without --turn-url"),
+    (["--turn-url", "h:3478", "--turn-secret", "s"], "not a TURN/STUN URL"),
+    (["--turn-url", "turn:h:3478", "--turn-secret", "s", "--turn-ttl", "0"], "--turn-ttl"),
+])
+def test_bad_flags_are_refused_with_a_reason(argv: list[str], message: str,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(SECRET_ENV, raising=False)
+    issuer, errors = _parse(argv)
+    assert issuer is None and message in errors, errors
+
+
+def test_coturn_command_uses_rest_auth_on_the_given_addresses() -> None:
+    turn = Coturn(listen=("10.1.2.3",), port=3479, secret="k", prefix=("ip", "netns", "exec", "x"))
+    try:
+        cmd = turn.command()
+    finally:
+        turn.stop()
+    assert cmd[:4] == ["ip", "netns", "exec", "x"]
+    joined = " ".join(cmd)
+    assert "--use-auth-secret --static-auth-secret k" in joined
+    assert "--listening-ip 10.1.2.3" in joined and "--listening-port 3479" in joined
+    assert "--allow-loopback-peers" not in joined   # only for loopback relays
+    assert turn.urls() == ["turn:10.1.2.3:3479?transport=udp"]
