@@ -98,3 +98,11 @@ def test_emitter_logs_callback_errors_and_keeps_only_a_few(caplog: pytest.LogCap
     assert len(records) == 100
     assert "'tick' callback" in records[0].getMessage() and "broken" in records[0].getMessage()
     assert records[0].exc_info is not None  # the traceback is logged
+
+
+def test_inbox_docstring_example_runs() -> None:
+    import doctest
+
+    import pyapp._inbox
+
+    assert doctest.testmod(pyapp._inbox).failed == 0
