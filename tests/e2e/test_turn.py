@@ -14,6 +14,7 @@ only way between the pages is through coturn's relayed addresses.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import socket
 import subprocess
@@ -459,3 +460,82 @@ def test_expired_credentials_are_refreshed_on_reconnect(coturn: Coturn, chromium
     assert result["fresh_expiry"] > result["fresh_at"], result
     assert result["fresh"]["types"] == ["relay", "relay"], result["fresh"]
     assert result["fresh"]["errors"] == [], result["fresh"]
+
+
+RESTART = """
+import asyncio, json, js
+from pyapp.browser import SignalingClient
+from pyapp.browser.signaling import default_url
+from pyapp.browser.loopback import loopback_pair
+from pyapp.browser.relay import RelayWatcher, apply_ice_servers
+from pyapp.core.turn import expiry_of
+from pyapp.exceptions import PyAppError
+
+client = SignalingClient(default_url())
+await client.join(ROOM)
+first = client.ice_servers
+
+async def relayed_pair():
+    a, b = loopback_pair(ice_servers=first, ice_transport_policy="relay")
+    errors = []
+    for pc in (a, b):
+        RelayWatcher(pc).events.on("relay-error", lambda e: errors.append(str(e)))
+    ch = a.create_data_channel("x")
+    await ch.wait_open(15)
+    return a, b, ch, errors
+
+kept = await relayed_pair()        # gets every fresh list the server pushes
+stale = await relayed_pair()       # keeps the credentials it was made with
+client.events.on("ice-servers", lambda servers: [apply_ice_servers(pc, servers) for pc in kept[:2]])
+while js.Date.now() / 1000 <= expiry_of(first[0]["username"]) + 1.5:
+    await asyncio.sleep(0.2)
+
+async def restart(pair):
+    a, b, ch, errors = pair
+    a.restart_ice()
+    for _ in range(100):               # up to 10 s for the restart to settle
+        await asyncio.sleep(0.1)
+        if a.peer.js_pc.iceGatheringState == "complete" and a.ice_connection_state in ("connected", "completed", "failed", "disconnected") and a.signaling_state == "stable":
+            break
+    await asyncio.sleep(1.0)
+    got = []
+    other = b.channels[0] if b.channels else None
+    if other is not None:
+        other.events.on("message", got.append)
+    try:
+        await ch.send("after the restart")
+    except PyAppError as exc:      # reported below, and asserted on
+        got.append(f"send failed: {exc!r}")
+    await asyncio.sleep(1.0)
+    return {"ice": a.ice_connection_state, "errors": errors, "got": got,
+            "servers": a.ice_servers[0]["username"]}
+
+result = {"first": first[0]["username"], "kept": await restart(kept), "stale": await restart(stale)}
+for pc in (*kept[:2], *stale[:2]):
+    pc.close()
+json.dumps(result)
+"""
+
+
+def test_open_connections_take_refreshed_credentials_for_an_ice_restart(coturn: Coturn,
+                                                                         chromium: Any) -> None:
+    server = ServerProcess("--turn-url", coturn.urls()[0], "--turn-secret", coturn.secret,
+                           "--turn-ttl", "2")
+    try:
+        page = _loopback_page(chromium, server)
+        page.py(f"ROOM = {('turn-' + uuid.uuid4().hex[:8])!r}")
+        result = page.pyjson(RESTART, timeout=90)
+        page.page.context.close()
+    finally:
+        server.stop()
+    kept, stale = result["kept"], result["stale"]
+    # The connection handed the pushed credentials restarts ICE through the relay ...
+    assert kept["servers"] != result["first"], kept
+    assert kept["errors"] == [] and kept["got"] == ["after the restart"], kept
+    allocated = set(re.findall(r"user <([^>]+)>: incoming packet ALLOCATE processed, success",
+                               coturn.log_text()))
+    assert result["first"] in allocated
+    assert allocated - {result["first"]}, "the restart did not allocate with fresh credentials"
+    # ... the one left with the credentials it was made with gets a 401 from coturn.
+    assert stale["servers"] == result["first"]
+    assert any(" error 401" in e for e in stale["errors"]), stale
