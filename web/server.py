@@ -205,7 +205,7 @@ def _add_limit_flags(parser: argparse.ArgumentParser) -> None:
         default = getattr(defaults, name)
         kind = float if types[name] in (float, "float") else int
         group.add_argument("--" + name.replace("_", "-"), type=kind, default=default,
-                           help=f"{text} (default {default:g})")
+                           metavar="N", help=f"{text} (default {default:g})")
 
 
 def limits_from_args(args: argparse.Namespace) -> Limits:
