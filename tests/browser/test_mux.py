@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from tests.conftest import new_pypage
+
 pytestmark = pytest.mark.browser
 
 PAGE = "tests.pyodide.mux_cases"
@@ -114,3 +116,22 @@ def test_protocol_errors_are_logged_once_per_channel(pypage):
     assert result["state"] == "reset"
     assert len(result["logged"]) == 1, result["logged"]
     assert "reset" in result["logged"][0] and "never sent" in result["logged"][0]
+
+
+def test_the_same_in_firefox(firefox, server):
+    """Firefox's SCTP stack (usrsctp) reorders and schedules differently: the close
+    drain point, concurrent readers and reserved labels must hold there too."""
+    page = new_pypage(firefox, server)
+    try:
+        result = page.call(f"{PAGE}:concurrent_receive", timeout=60)
+        for kind in ("mux", "raw"):
+            assert result[kind]["got"] == ["one", "two"], kind
+            assert result[kind]["ends"] == ["ConnectionClosedError"] * 2, kind
+        for r in page.call(f"{PAGE}:unreliable_close_drains", timeout=90):
+            assert r["protocol_errors"] == [] and r["state"] == "closed", r
+            assert r["received"] + r["lost"] == 60, r
+            assert r["received"] == r["distinct"] == 60, r
+        reserved = page.call(f"{PAGE}:reserved_channels_never_reach_accept", timeout=60)
+        assert reserved["first"] == "app" and reserved["second"] is None
+    finally:
+        page.page.context.close()
