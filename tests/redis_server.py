@@ -32,11 +32,12 @@ def free_port() -> int:
 class RedisServer:
     """``redis-server --port N --save '' --appendonly no``, stopped (and its dir removed) on exit."""
 
-    def __init__(self) -> None:
+    def __init__(self, port: int | None = None) -> None:
+        """``port``: reuse one (to restart a server that was stopped); default a free one."""
         exe = shutil.which("redis-server")
         if exe is None:
             raise FileNotFoundError("redis-server is not installed (python3 build.py test installs it)")
-        self.port = free_port()
+        self.port = port or free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.dir = tempfile.TemporaryDirectory(prefix="pyapp-redis-")
         self.log = Path(self.dir.name) / "redis.log"

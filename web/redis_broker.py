@@ -44,7 +44,8 @@ Design:
 Messages published while an instance's subscription is reconnecting are lost
 (pub/sub has no backlog); signaling peers recover through their own
 retransmission and ICE restarts. A Redis error during a client's request
-raises :class:`~web.broker.BrokerUnavailable`.
+raises :class:`~web.broker.BrokerUnavailable` from join and relay; a leave
+never fails (the member is dropped here and its presence expires in Redis).
 
 Example::
 
@@ -73,7 +74,7 @@ from web.broker import BrokerUnavailable, Deliver, RoomFull, UnknownPeer
 
 log = logging.getLogger("pyapp.redis")
 
-__all__ = ["RedisBroker"]
+__all__ = ["RedisBroker", "raise_if_cancelled"]
 
 # Milliseconds on Redis's own clock (scripts may call TIME since Redis 5's effect replication).
 _NOW = "local t = redis.call('TIME'); local now = t[1] * 1000 + math.floor(t[2] / 1000)\n"
@@ -172,6 +173,19 @@ _HEARTBEAT_BATCH = 500
 _SWEEP_BATCH = 1000
 
 
+def raise_if_cancelled() -> None:
+    """Re-raise a cancellation that redis-py swallowed.
+
+    redis-py (8.1) may catch a CancelledError that lands mid-command and finish or
+    retry the command, returning normally; the task's cancel request stays pending
+    (``Task.cancelling()``). Without this check a cancelled loop would keep going
+    and ``close()`` would wait for it forever.
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
 class RedisBroker:
     """A :class:`~web.broker.Broker` whose rooms span every instance using the same Redis.
 
@@ -199,6 +213,7 @@ class RedisBroker:
         self._rooms: dict[str, dict[str, Deliver]] = {}  # this instance's members only
         self._tasks: list[asyncio.Task[None]] = []
         self._subscribed = asyncio.Event()
+        self._closed = False
         self._wake = asyncio.Event()
         self.swept = 0
         """Members this instance's sweeps removed (any instance's)."""
@@ -228,10 +243,10 @@ class RedisBroker:
 
     async def close(self) -> None:
         """Leave every local member's room (their peers elsewhere get ``peer-left``), stop."""
+        self._closed = True
         for room, peers in list(self._rooms.items()):
             for peer_id in list(peers):
-                with contextlib.suppress(BrokerUnavailable):
-                    await self.leave(room, peer_id)
+                await self.leave(room, peer_id)
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -282,8 +297,16 @@ class RedisBroker:
         else:
             for deliver in list(local.values()):
                 await deliver(PeerLeft(peer_id=peer_id))
-        await self._call(self._leave(keys=[self._room_key(room), self._presence_key],
-                                     args=[room, peer_id, self.instance_id, self.prefix]))
+        try:
+            await self._leave(keys=[self._room_key(room), self._presence_key],
+                              args=[room, peer_id, self.instance_id, self.prefix])
+            raise_if_cancelled()
+        except (RedisError, OSError) as exc:
+            raise_if_cancelled()
+            # No longer heartbeated here, so its presence expires: the other instances
+            # get peer-left within the TTL instead of now. A leave never fails a client.
+            log.warning("redis unreachable while %s left %s (%s); it expires within %g s",
+                        peer_id, room, exc, self.presence_ttl)
 
     async def relay(self, room: str, sender: str, to: str, data: dict[str, Any]) -> None:
         if to == sender:
@@ -312,24 +335,30 @@ class RedisBroker:
 
     async def _call(self, awaitable: Any) -> Any:
         try:
-            return await awaitable
+            result = await awaitable
         except (RedisError, OSError) as exc:
+            raise_if_cancelled()
             raise BrokerUnavailable(f"Redis at {self.url} failed: {exc}") from None
+        raise_if_cancelled()
+        return result
 
     async def _listen(self) -> None:
         """Read this instance's channel forever; resubscribe after a lost connection."""
         backoff = 0.1
-        while True:
+        while not self._closed:
             pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
             try:
                 await pubsub.subscribe(self.channel)
+                raise_if_cancelled()
                 self._subscribed.set()
                 backoff = 0.1
                 self._wake.set()  # re-assert presence at once after a reconnect
                 async for message in pubsub.listen():
+                    raise_if_cancelled()
                     if message.get("type") == "message":
                         await self._dispatch(message["data"])
             except (RedisError, OSError) as exc:
+                raise_if_cancelled()
                 log.warning("redis subscription lost (%s); retrying in %.1f s", exc, backoff)
             finally:
                 with contextlib.suppress(RedisError, OSError):
@@ -363,7 +392,7 @@ class RedisBroker:
                 await deliver(event)
 
     async def _presence_loop(self) -> None:
-        while True:
+        while not self._closed:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.interval)
             self._wake.clear()
@@ -371,7 +400,9 @@ class RedisBroker:
                 await self._beat()
                 self.swept += await self._sweep(keys=[self._presence_key],
                                                 args=[self.prefix, _SWEEP_BATCH])
+                raise_if_cancelled()
             except (RedisError, OSError) as exc:
+                raise_if_cancelled()
                 log.warning("redis presence heartbeat failed: %s", exc)
 
     async def _beat(self) -> None:
@@ -382,6 +413,7 @@ class RedisBroker:
             for room, peer in members[start:start + _HEARTBEAT_BATCH]:
                 args += [room, peer]
             reply = await self._heartbeat(keys=[self._presence_key], args=args)
+            raise_if_cancelled()
             self.restored += int(reply[0])
             if reply[0]:
                 log.warning("redis had lost %s of this instance's members; restored", reply[0])

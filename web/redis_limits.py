@@ -12,14 +12,17 @@ Keys (``prefix`` defaults to ``pyapp:``)::
 
 - **Connections** are counted per instance. Opening one sums the address's count
   over the live instances and adds ours in one Lua script, so two instances
-  cannot both admit the 64th. A Redis failure raises
-  :class:`~web.broker.BrokerUnavailable`. An instance refreshes its deadline and its hash's
+  cannot both admit the 64th. An instance refreshes its deadline and its hash's
   TTL every ``ttl / 3`` seconds; when it dies, its counts stop counting at its
   deadline and the hash expires by itself. If Redis loses the hash (a restart),
   the next heartbeat writes it back from this process's own counts.
 - **Token buckets** live in Redis and are dated by Redis's clock. A bucket
   expires when it would have refilled (``burst / rate`` seconds): a full bucket
   and no bucket mean the same, so memory follows the active addresses.
+- **Redis unreachable:** the limits do not fail the clients; each instance
+  enforces them on its own (its own connections, a local bucket) until Redis
+  answers again, then writes its counts back at the next heartbeat. A deployment
+  of N instances then allows up to N times a per-address limit for that while.
 
 Example::
 
@@ -41,7 +44,8 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from web.broker import BrokerUnavailable
+from web.limits import InMemoryLimitStore
+from web.redis_broker import raise_if_cancelled
 
 log = logging.getLogger("pyapp.redis")
 
@@ -74,13 +78,15 @@ if redis.call('HINCRBY', KEYS[1], ARGV[1], -1) <= 0 then redis.call('HDEL', KEYS
 return 1
 """
 
-# KEYS: instances zset, our conns hash. ARGV: instance, ttl ms, then address, count pairs
-# (this process's counts, written back only if Redis lost the hash). Returns 1 if restored.
+# KEYS: instances zset, our conns hash. ARGV: instance, ttl ms, rewrite (0/1), then address,
+# count pairs: this process's counts, written over the hash when `rewrite` (a write failed
+# while Redis was away) or when Redis lost the hash. Returns 1 if it wrote them.
 _BEAT = _NOW + """
 redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
 local restored = 0
-if redis.call('EXISTS', KEYS[2]) == 0 and #ARGV > 2 then
-  for i = 3, #ARGV, 2 do redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1]) end
+if ARGV[3] == '1' or (#ARGV > 3 and redis.call('EXISTS', KEYS[2]) == 0) then
+  redis.call('DEL', KEYS[2])
+  for i = 4, #ARGV, 2 do redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1]) end
   restored = 1
 end
 redis.call('PEXPIRE', KEYS[2], tonumber(ARGV[2]))
@@ -123,6 +129,10 @@ class RedisLimitStore:
         self._take = self.redis.register_script(_TAKE)
         self._counts: dict[str, int] = {}  # this instance's open connections per address
         self._task: asyncio.Task[None] | None = None
+        self._local = InMemoryLimitStore()  # buckets while Redis is unreachable
+        self._dirty = False  # a count change did not reach Redis: rewrite at the next beat
+        self.degraded = False
+        """True while Redis is unreachable and limits are enforced per instance."""
         self.restored = 0
         """Times the heartbeat had to write this instance's counts back into Redis."""
 
@@ -154,8 +164,16 @@ class RedisLimitStore:
     async def open_connection(self, address: str, limit: int) -> bool:
         if self._task is None:
             self._task = asyncio.ensure_future(self._heartbeat_loop())
-        counted = await self._call(self._open(keys=[self._instances_key], args=[
-            self.instance_id, address, limit, int(self.ttl * 1000), self.prefix]))
+        try:
+            counted = await self._open(keys=[self._instances_key], args=[
+                self.instance_id, address, limit, int(self.ttl * 1000), self.prefix])
+            raise_if_cancelled()
+            self._recovered()
+        except (RedisError, OSError) as exc:
+            raise_if_cancelled()
+            self._degrade(exc)
+            counted = limit <= 0 or self._counts.get(address, 0) < limit
+            self._dirty = self._dirty or bool(counted)
         if counted:
             self._counts[address] = self._counts.get(address, 0) + 1
         return bool(counted)
@@ -168,26 +186,52 @@ class RedisLimitStore:
             self._counts[address] = count
         else:
             del self._counts[address]
-        await self._call(self._close(keys=[self._conns_key], args=[address]))
+        try:
+            await self._close(keys=[self._conns_key], args=[address])
+            raise_if_cancelled()
+            self._recovered()
+        except (RedisError, OSError) as exc:
+            raise_if_cancelled()
+            self._degrade(exc)
+            self._dirty = True
 
     async def take(self, key: str, rate: float, burst: float, cost: float = 1.0) -> float:
-        wait = await self._call(self._take(
-            keys=[f"{self.prefix}limit:bucket:{key}"],
-            args=[repr(float(rate)), repr(float(burst)), repr(float(cost))]))
-        return float(wait)
-
-    async def _call(self, awaitable: Any) -> Any:
         try:
-            return await awaitable
+            wait = await self._take(keys=[f"{self.prefix}limit:bucket:{key}"],
+                                    args=[repr(float(rate)), repr(float(burst)), repr(float(cost))])
+            raise_if_cancelled()
+            self._recovered()
+            return float(wait)
         except (RedisError, OSError) as exc:
-            raise BrokerUnavailable(f"Redis at {self.url} failed: {exc}") from None
+            raise_if_cancelled()
+            self._degrade(exc)
+            return self._local.take_now(key, rate, burst, cost)
+
+    def _degrade(self, exc: BaseException) -> None:
+        if not self.degraded:
+            self.degraded = True
+            log.warning("redis at %s unreachable (%s): per-address limits now hold per instance",
+                        self.url, exc)
+
+    def _recovered(self) -> None:
+        if self.degraded:
+            self.degraded = False
+            log.warning("redis at %s answers again: per-address limits shared again", self.url)
 
     async def heartbeat(self) -> None:
         """Refresh this instance's deadline (done every ``ttl / 3`` s once a connection opened)."""
-        args: list[Any] = [self.instance_id, int(self.ttl * 1000)]
+        rewrite, self._dirty = self._dirty, False
+        args: list[Any] = [self.instance_id, int(self.ttl * 1000), int(rewrite)]
         for address, count in self._counts.items():
             args += [address, count]
-        if await self._beat(keys=[self._instances_key, self._conns_key], args=args):
+        try:
+            restored = await self._beat(keys=[self._instances_key, self._conns_key], args=args)
+            raise_if_cancelled()
+        except BaseException:
+            self._dirty = self._dirty or rewrite
+            raise
+        self._recovered()
+        if restored and not rewrite:
             self.restored += 1
             log.warning("redis had lost this instance's connection counts; restored")
 
@@ -197,6 +241,7 @@ class RedisLimitStore:
             try:
                 await self.heartbeat()
             except (RedisError, OSError) as exc:
+                raise_if_cancelled()
                 log.warning("redis limit heartbeat failed: %s", exc)
 
     async def aclose(self) -> None:

@@ -12,7 +12,6 @@ import pytest
 
 from tests.conftest import missing_prerequisite
 from tests.redis_server import RedisServer
-from web.broker import BrokerUnavailable
 from web.redis_limits import RedisLimitStore
 
 pytestmark = pytest.mark.unit
@@ -111,16 +110,48 @@ def test_token_bucket_is_shared_and_expires_when_full(redis_url: str) -> None:
     run(redis_url, body)
 
 
-def test_redis_failure_is_a_typed_error(redis_url: str) -> None:
+def test_without_redis_limits_hold_per_instance_then_are_shared_again(redis_url: str) -> None:
     async def main() -> None:
-        with RedisServer() as server:
-            store = RedisLimitStore(server.url)
-            assert await store.open_connection("192.0.2.1", 4)
+        server = RedisServer()
+        store = RedisLimitStore(server.url, ttl=0.6)
+        try:
+            assert await store.open_connection("192.0.2.1", 3)
             server.stop()
-            with pytest.raises(BrokerUnavailable, match="Redis at redis://"):
-                await store.take("msg:192.0.2.1", 1.0, 1.0)
-            with pytest.raises(BrokerUnavailable):
-                await store.open_connection("192.0.2.1", 4)
+            # Redis is gone: the clients are not failed; this instance enforces the limits alone.
+            assert [await store.take("msg:192.0.2.1", 1.0, 2.0) for _ in range(2)] == [0.0, 0.0]
+            assert await store.take("msg:192.0.2.1", 1.0, 2.0) > 0.5
+            assert await store.open_connection("192.0.2.1", 3)
+            assert await store.open_connection("192.0.2.1", 3)
+            assert not await store.open_connection("192.0.2.1", 3)
+            await store.close_connection("192.0.2.1")
+            assert store.degraded and store.connections("192.0.2.1") == 2
+            # Redis is back (empty): the next heartbeat writes this instance's counts back.
+            server = RedisServer(port=server.port)
+            await asyncio.sleep(0.6)
+            assert not store.degraded
+            assert await store.total_connections("192.0.2.1") == 2
+            assert await store.open_connection("192.0.2.1", 3)
+            assert not await store.open_connection("192.0.2.1", 3)
+        finally:
             await store.aclose()
+            server.stop()
 
     asyncio.run(main())
+
+
+def test_a_cancelled_redis_call_stays_cancelled(redis_url: str) -> None:
+    """redis-py may swallow a CancelledError mid-command; our calls re-raise it (else close hangs)."""
+    async def body(one: RedisLimitStore, _two: RedisLimitStore) -> None:
+        assert await one.open_connection("192.0.2.77", 0)
+        swallowed = 0
+        for i in range(200):
+            task = asyncio.ensure_future(one.heartbeat())
+            for _ in range(i % 7):
+                await asyncio.sleep(0)
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            if not task.cancelled() and task.cancelling():
+                swallowed += 1
+        assert swallowed == 0
+
+    run(redis_url, body)
