@@ -5,9 +5,11 @@ page's multiplexer and this one interoperate, the document is complete enough
 for a third party. It runs on aiortc data channels (:mod:`tests.support.aiortc_peer`).
 
 Covered: the two negotiated transports (ids 1000/1001), the transport hello
-(repeated until the peer's arrives, then once more), OPEN/ACCEPT, DATA with
-fragmentation and the TEXT flag, cumulative ACKs, CLOSE, RESET, packed frames.
-Not covered: replay after a transport loss, priorities (one channel at a time).
+(repeated until the peer's arrives, then once more), OPEN/ACCEPT, reliable DATA
+with fragmentation and the TEXT flag, cumulative ACKs, unreliable channels (DATA on
+the unreliable transport, only after ACCEPT, never ACKed), CLOSE, RESET, packed
+frames. Not covered: replay after a transport loss, priorities, unreliable
+reassembly of out-of-order fragments (single-fragment messages only).
 """
 
 from __future__ import annotations
@@ -65,7 +67,7 @@ class LogicalChannel:
     recv_seq: int = 0
     parts: list[bytes] = field(default_factory=list)
     text: bool = False
-    accepted: bool = False
+    accepted: asyncio.Event = field(default_factory=asyncio.Event)
     closed_by_peer: bool = False
     close_sent: bool = False
     reset_reason: str | None = None
@@ -146,7 +148,7 @@ class DocMux:
             self._send(frame(ACCEPT, cid))
             self.incoming.put_nowait(ch)
         elif ftype == ACCEPT:
-            self.channels[cid].accepted = True
+            self.channels[cid].accepted.set()
         elif ftype == DATA:
             ch = self.channels[cid]
             if flags & FIRST:
@@ -154,6 +156,8 @@ class DocMux:
                 ch.text = bool(flags & TEXT)
             if ch.reliable:
                 assert seq == ch.recv_seq and frag == len(ch.parts), (seq, frag, ch.recv_seq)
+            else:
+                assert flags & FIRST and flags & LAST, "multi-fragment unreliable: not covered"
             ch.parts.append(payload)
             if flags & LAST:
                 data = b"".join(ch.parts)
@@ -177,16 +181,24 @@ class DocMux:
         else:
             raise ValueError(f"unknown frame type {ftype}")
 
-    def open_channel(self, label: str, priority: int = 2) -> LogicalChannel:
+    def open_channel(self, label: str, priority: int = 2, *, reliable: bool = True) -> LogicalChannel:
         cid = self.next_id
         self.next_id += 2
-        ch = LogicalChannel(cid, label, reliable=True)
+        ch = LogicalChannel(cid, label, reliable=reliable)
         self.channels[cid] = ch
-        self._send(frame(OPEN, cid, payload=open_payload(label, priority)))
+        payload = (open_payload(label, priority) if reliable
+                   else open_payload(label, priority, ordered=False, max_retransmits=0))
+        self._send(frame(OPEN, cid, payload=payload))  # control frames: reliable transport
         return ch
 
     def send(self, ch: LogicalChannel, message: bytes | str) -> int:
-        """Send one message (reliable DATA may follow OPEN at once); returns its fragments."""
+        """Send one message (reliable DATA may follow OPEN at once); returns its fragments.
+
+        Unreliable channels: call after ``ch.accepted`` is set (DATA on the other
+        transport could overtake the OPEN).
+        """
+        if not ch.reliable:
+            assert ch.accepted.is_set(), "unreliable DATA before ACCEPT"
         data = message.encode() if isinstance(message, str) else message
         chunks = [data[i:i + MAX_FRAGMENT] for i in range(0, len(data), MAX_FRAGMENT)] or [b""]
         packed = b""
@@ -195,7 +207,8 @@ class DocMux:
                 | (TEXT if isinstance(message, str) else 0)
             packed += frame(DATA, ch.cid, flags=flags, seq=ch.send_seq, fragment=i, payload=chunk)
             if len(packed) >= 48 * 1024 or i == len(chunks) - 1:
-                self._send(packed)  # several whole frames per message are allowed (<= 64 KiB)
+                # Several whole frames per message are allowed (<= 64 KiB).
+                self._send(packed, reliable=ch.reliable)
                 packed = b""
         ch.send_seq = (ch.send_seq + 1) & 0xFFFFFFFF
         return len(chunks)

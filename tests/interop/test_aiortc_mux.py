@@ -22,6 +22,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.interop]
 BIG = bytes(range(256)) * 160  # 40960 bytes: three fragments
 
 PAGE = """
+from pyapp.browser.mux import DataChannelReliability
 MUX = PC.multiplexer()
 await MUX.wait_open(15)
 orders = PC.create_multiplexed_channel(label="orders")
@@ -30,8 +31,13 @@ await orders.send(bytes(range(256)) * 160)
 theirs = await MUX.accept(15)
 got = [theirs.label, theirs.channel_id, await theirs.receive(), (await theirs.receive()).hex()]
 reply = await orders.receive()
+ticks = PC.create_multiplexed_channel(label="ticks", reliability=DataChannelReliability.UNRELIABLE)
+for i in range(3):
+    await ticks.send(f"tick {i}")
+quotes = await MUX.accept(15)
+quote = [quotes.label, quotes.channel_id, (await quotes.receive()).hex()]
 orders.close()
-res = {"orders_id": orders.channel_id, "got": got, "reply": reply,
+res = {"orders_id": orders.channel_id, "got": got, "reply": reply, "quote": quote,
        "errors": [str(e) for e in MUX.protocol_errors], "peer_session": MUX.peer_session_id.hex(),
        "session": MUX.session_id.hex()}
 json.dumps(res)
@@ -46,10 +52,15 @@ async def doc_side(link: Link, mux: DocMux) -> dict[str, Any]:
     mux.send(fills, "filled 1 @ 42")
     mux.send(fills, b"\x00\xff")
     mux.send(orders, "ack: order received")
+    ticks = await mux.accept(15)
+    tick_list = [await asyncio.wait_for(ticks.inbox.get(), 10) for _ in range(3)]
+    quotes = mux.open_channel("quotes", reliable=False)
+    await asyncio.wait_for(quotes.accepted.wait(), 10)
+    mux.send(quotes, b"BTC 42000")
     await orders.inbox.get()  # woken by the page's CLOSE
     return {"label": orders.label, "cid": orders.cid, "first": first, "second_ok": second == BIG,
             "closed_by_peer": orders.closed_by_peer, "close_sent": orders.close_sent,
-            "fills_id": fills.cid, "hellos": mux.hellos_sent, "acks": mux.acks_received,
+            "fills_id": fills.cid, "quotes_id": quotes.cid, "ticks": [ticks.label, ticks.reliable, tick_list], "hellos": mux.hellos_sent, "acks": mux.acks_received,
             "session": mux.session_id.hex(), "peer_session": (mux.peer_session_id or b"").hex()}
 
 
@@ -71,6 +82,10 @@ def test_page_mux_against_doc_mux_on_aiortc(cpage: PyPage, peer_thread: PeerThre
         assert page["got"] == ["fills", doc["fills_id"], "filled 1 @ 42", "00ff"]
         assert doc["fills_id"] == (0 if doc_even else 1)
         assert page["reply"] == "ack: order received"
+        # Unreliable both ways: DATA on pyapp-mux-u (id 1001), never ACKed.
+        assert doc["ticks"] == ["ticks", False, ["tick 0", "tick 1", "tick 2"]]
+        assert page["quote"] == ["quotes", doc["quotes_id"], b"BTC 42000".hex()]
+        assert not [cid for cid, _ in doc["acks"] if cid == doc["quotes_id"]]
         assert doc["closed_by_peer"] and doc["close_sent"]  # graceful two-way CLOSE
         # Cumulative ACKs from the page's side: message numbers started at 0.
         acked = [seq for cid, seq in doc["acks"] if cid == doc["fills_id"]]
