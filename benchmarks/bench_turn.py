@@ -26,7 +26,6 @@ MIB = 1024 * 1024
 PY_SETUP = PY_TIMED_TRANSFER + """
 import json
 from pyapp.browser.loopback import loopback_pair
-from pyapp.browser.stats import get_statistics
 
 async def _pair(servers, policy):
     t0 = js.performance.now()

@@ -111,23 +111,22 @@ def test_coturn_accepts_our_credentials_and_refuses_others(coturn: Coturn) -> No
 
 PAGE_COMMON = """
 import asyncio, hashlib, json, os
-from pyapp.browser import PeerConnection, SignalingClient
+from pyapp.browser import Connection, SignalingClient
 from pyapp.browser.signaling import default_url
 from pyapp.browser._ffi import spawn
 from pyapp.browser.relay import RelayWatcher
-from pyapp.browser.stats import get_statistics
 from pyapp.core.negotiation import is_polite
 client = SignalingClient(default_url())
 welcome = await client.join(ROOM)
 relay_errors = []
 def make_pc(peer):
-    pc = PeerConnection(signal=lambda m: client.send_signal(peer, m),
+    pc = Connection(signal=lambda m: client.send_signal(peer, m),
                         polite=is_polite(client.peer_id, peer),
                         ice_servers=client.ice_servers, ice_transport_policy=POLICY)
     RelayWatcher(pc).events.on("relay-error", lambda e: relay_errors.append(str(e)))
     return pc
 async def pair_types(pc):
-    s = await get_statistics(pc)
+    s = await pc.get_statistics()
     return [s.local_candidate_type, s.remote_candidate_type]
 """
 
@@ -291,12 +290,11 @@ def _loopback_page(chromium: Any, server: ServerProcess, path: str = "/?noapp=1"
 APP_STATE = """
 import json
 from pyapp.browser.app import APP
-from pyapp.browser.stats import get_statistics
 async def _app_state():
     out = {"policy": APP.ice_transport_policy, "errors": APP.errors, "peers": {},
            "ice_servers": APP.client.ice_servers if APP.client else []}
     for peer in APP.peers.values():
-        s = await get_statistics(peer.pc) if peer.pc.connection_state == "connected" else None
+        s = await peer.pc.get_statistics() if peer.pc.connection_state == "connected" else None
         out["peers"][peer.peer_id] = {"state": peer.pc.connection_state,
             "types": [s.local_candidate_type, s.remote_candidate_type] if s else None,
             "messages": peer.messages}
@@ -387,7 +385,6 @@ from pyapp.browser import SignalingClient
 from pyapp.browser.signaling import default_url
 from pyapp.browser.loopback import loopback_pair
 from pyapp.browser.relay import RelayWatcher
-from pyapp.browser.stats import get_statistics
 from pyapp.core.turn import expiry_of
 
 def now():
