@@ -229,7 +229,8 @@ class RedisBroker:
         try:
             await self.redis.ping()
         except (RedisError, OSError) as exc:
-            raise BrokerUnavailable(f"cannot reach Redis at {self.url}: {exc}") from None
+            raise BrokerUnavailable(
+                f"cannot reach Redis at {self.url}: {str(exc).rstrip('.')}") from None
         self._tasks = [asyncio.ensure_future(self._listen()),
                        asyncio.ensure_future(self._presence_loop())]
         try:
@@ -338,7 +339,7 @@ class RedisBroker:
             result = await awaitable
         except (RedisError, OSError) as exc:
             raise_if_cancelled()
-            raise BrokerUnavailable(f"Redis at {self.url} failed: {exc}") from None
+            raise BrokerUnavailable(f"Redis at {self.url} failed: {str(exc).rstrip('.')}") from None
         raise_if_cancelled()
         return result
 

@@ -296,6 +296,70 @@ def test_address_rate_and_dead_instance_connections_across_instances(
         y.stop()
 
 
+async def relayed(a: Client, b: Client, n: int) -> bool:
+    """Signal ``n`` from a to b: True once b got it, False if the server refused it."""
+    await a.send({"type": "signal", "to": b.peer_id, "data": {"n": n}})
+    try:
+        while True:  # a refusal comes at once; skip join/leave news meanwhile
+            reply = await a.recv(0.5)
+            if reply["type"] == "error":
+                assert reply["code"] in ("unavailable", "unknown-peer"), reply
+                return False
+    except TimeoutError:
+        pass
+    while True:
+        msg = await b.recv_type("signal")
+        if msg["data"] == {"n": n}:
+            assert msg["from"] == a.peer_id
+            return True
+
+
+def test_redis_outage_keeps_clients_and_rooms_come_back() -> None:
+    if shutil.which("redis-server") is None:
+        missing_prerequisite("redis-server is not installed (python3 build.py test installs it)")
+    redis_server = RedisServer()
+    x, y = instance(redis_server.url), instance(redis_server.url)
+    room = "outage-" + uuid.uuid4().hex[:8]
+
+    async def body() -> None:
+        nonlocal redis_server
+        a, b = await Client.connect(x.url), await Client.connect(y.url)
+        await a.join(room)
+        await b.join(room)
+        await a.recv_type("peer-joined")
+        redis_server.stop()
+        # Redis is gone. Nobody is disconnected: what needs Redis is refused with a reason,
+        # the rest (pings, the per-address limits, new connections) goes on per instance.
+        await a.send({"type": "signal", "to": b.peer_id, "data": {"n": 1}})
+        err = await a.recv_type("error")
+        assert err["code"] == "unavailable" and "Redis" in err["message"], err
+        await a.send({"type": "ping", "id": 1})
+        assert (await a.recv_type("pong"))["id"] == 1
+        c = await Client.connect(x.url)
+        await c.send({"type": "join", "room": room})
+        assert (await c.recv_type("error"))["code"] == "unavailable"
+        await c.send({"type": "ping", "id": 2})
+        assert (await c.recv_type("pong"))["id"] == 2
+        # Redis is back, empty: the instances write their members back and relay again.
+        redis_server = RedisServer(port=redis_server.port)
+        deadline = time.monotonic() + 10
+        n = 2
+        while not await relayed(a, b, n):
+            assert time.monotonic() < deadline, "relay did not come back after Redis did"
+            n += 1
+            await asyncio.sleep(0.2)
+        assert members(redis_server, room) == {a.peer_id, b.peer_id}
+        for cl in (a, b, c):
+            await cl.close()
+
+    try:
+        run_async(body)
+    finally:
+        x.stop()
+        y.stop()
+        redis_server.stop()
+
+
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_protocol_cases_through_redis(pair: tuple[Instance, Instance], name: str) -> None:
     """The single-server protocol suite, on an instance whose rooms live in Redis."""
