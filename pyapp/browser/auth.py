@@ -57,7 +57,12 @@ from pyapp.browser.crypto import WebCrypto, default_crypto, detect_algorithms
 from pyapp.browser.datachannel import DataChannel
 from pyapp.browser.identity import Identity, TrustStore
 from pyapp.core.security.fingerprint import Fingerprint, remote_fingerprints, sdp_fingerprints
-from pyapp.core.security.handshake import Handshake, HandshakeComplete, HandshakeFailed
+from pyapp.core.security.handshake import (
+    Handshake,
+    HandshakeComplete,
+    HandshakeFailed,
+    parse_alert,
+)
 from pyapp.core.security.identity import KnownPeers, PeerId, TrustResult
 from pyapp.core.security.interface import KeyAgreementAlgorithm, SignatureAlgorithm, SigningKey
 from pyapp.core.security.keys import Role, SessionKeys
@@ -143,6 +148,8 @@ class SecurityState:
         self.status, self.error = status, error
         if session is not None:
             self.session = session
+        if status == "failed":
+            self.session = None  # no more encryption under keys of a rejected peer
         self.events.emit("status", self)
 
     @property
@@ -300,6 +307,8 @@ async def authenticate(
     except AuthenticationError as exc:
         FAILURES[exc.reason] += 1
         state._set("failed", error=exc)
+        if channel is not None:
+            await _drain(channel)  # our ALERT (the reason) should reach the peer first
         pc.close()
         raise
     except BaseException:  # cancelled, or our own misuse: not verified, not "failed"
@@ -313,7 +322,36 @@ async def authenticate(
         _now() - start,
     )
     state._set("verified", session=result)
+    _watch_for_alert(pc, state, result)
     return result
+
+
+async def _drain(channel: DataChannel, limit: float = 0.3) -> None:
+    """Give a just-sent ALERT a moment to leave before the connection closes."""
+    deadline = _now() + limit
+    while not channel.closed and channel.buffered_amount > 0 and _now() < deadline:
+        await asyncio.sleep(0.01)
+    if not channel.closed:
+        await asyncio.sleep(0.05)
+
+
+def _watch_for_alert(pc: PeerConnection, state: SecurityState, result: AuthResult) -> None:
+    """The peer may still refuse us after we verified it (its pin check runs after our AUTH)."""
+    channel = result.control
+
+    def on_message(message: bytes | str) -> None:
+        if isinstance(message, str) or state.session is not result:
+            return
+        err = parse_alert(bytes(message))
+        if err is not None:
+            FAILURES[err.reason] += 1
+            state._set("failed", error=err)
+            js.console.warn(f"pyapp: the peer rejected the authenticated connection: {err}")
+            pc.close()
+
+    channel.events.on("message", on_message)
+    for message in channel.receive_nowait():  # anything that arrived before the listener
+        on_message(message)
 
 
 async def _drive(hs: Handshake, channel: DataChannel) -> HandshakeComplete:

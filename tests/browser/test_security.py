@@ -345,6 +345,13 @@ def test_wrong_pinned_peer_id_and_silent_peer_fail(page):
                                        b.authenticate(ib, timeout=5), return_exceptions=True)
         res["pinned"] = [r.reason if isinstance(r, AuthenticationError) else "ok" for r in results]
         res["pinned_state"] = a.connection_state
+        # b had verified a, then a's ALERT told it a refused it (the reason reaches b).
+        for _ in range(100):
+            if b.security.status == "failed":
+                break
+            await asyncio.sleep(0.02)
+        res["rejected"] = [b.security.status, b.security.reason, "key_changed" in str(b.security.error),
+                           b.closed]
         await asyncio.sleep(0.1)
         b.close()
         # A peer that never answers: b never calls authenticate.
@@ -366,6 +373,7 @@ def test_wrong_pinned_peer_id_and_silent_peer_fail(page):
     # The pinning side rejects; the other side had already verified a valid peer.
     assert out["pinned"][0] == "key_changed"
     assert out["pinned_state"] == "closed"
+    assert out["rejected"] == ["failed", "peer_rejected", True, True]
     assert out["silent"] == "timeout"
     assert 0.9 <= out["silent_s"] < 2.5
     assert out["silent_closed"] is True
@@ -453,7 +461,8 @@ def test_mitm_relay_fails_on_both_sides_with_fingerprint_mismatch(page):
                "closed": [alice.closed, bob.closed]}
         hello_a = relayed["a->b"][0]; hello_b = relayed["b->a"][0]
         ma, mb = parse_message(hello_a), parse_message(hello_b)
-        res["relayed"] = [len(relayed["a->b"]), len(relayed["b->a"]), ma.role.name, mb.role.name]
+        res["relayed"] = [[m[0] for m in relayed["a->b"]], [m[0] for m in relayed["b->a"]],
+                          ma.role.name, mb.role.name, [m[3] for m in relayed["a->b"][1:]]]
         # What each victim saw in its own SDP: different certificates on the two legs.
         fp = lambda pc, which: tuple(sdp_fingerprints(getattr(pc, which)["sdp"]))
         a_view = (fp(alice, "local_description"), fp(alice, "remote_description"))
@@ -484,7 +493,8 @@ def test_mitm_relay_fails_on_both_sides_with_fingerprint_mismatch(page):
     """))
     assert out["reasons"] == ["fingerprint_mismatch", "fingerprint_mismatch"]
     assert out["closed"] == [True, True]
-    assert out["relayed"] == [1, 1, "OFFERER", "ANSWERER"]  # HELLOs crossed; no AUTH was ever sent
+    # HELLOs crossed, then each side's ALERT (fingerprint_mismatch = code 1); never an AUTH.
+    assert out["relayed"] == [[1, 3], [1, 3], "OFFERER", "ANSWERER", [1]]
     assert out["views_differ"] is True
     assert out["real_equal"] is False
     assert out["stripped_equal"] is True

@@ -156,9 +156,10 @@ def test_relaying_mitm_fails_with_fingerprint_mismatch(pages: tuple[PyPage, PyPa
                 if line.startswith("a=fingerprint:")]
         assert len(sent) == (2 if cut else 6)
         # The relay really relayed: each HELLO crossed (and named the relay's certificate
-        # as seen by the sender), and no AUTH was ever sent.
+        # as seen by the sender), then each side's ALERT (fingerprint_mismatch); no AUTH.
         relayed = relay.relayed
-        assert [len(relayed["a->b"]), len(relayed["b->a"])] == [1, 1]
+        kinds = [[bytes(m)[0] for m in relayed[d]] for d in ("a->b", "b->a")]  # type: ignore[arg-type]
+        assert kinds == [[1, 3], [1, 3]], kinds
         hello_a = parse_message(bytes(relayed["a->b"][0]))  # type: ignore[arg-type]
         assert isinstance(hello_a, HelloMessage) and hello_a.role.name == "OFFERER"
         assert [str(f) for f in hello_a.receiver_fingerprints] == out_a["remote_bound"]
@@ -181,7 +182,7 @@ def test_relaying_mitm_between_firefox_and_chromium(firefox: Any, pages: tuple[P
                 assert out.get("reason") == "fingerprint_mismatch", json.dumps(out)
                 assert out["closed"] is True and out["status"] == "failed"
             assert [f.split()[0] for f in out_a["remote_bound"]] == ["sha-384"]
-            assert [len(relay.relayed["a->b"]), len(relay.relayed["b->a"])] == [1, 1]
+            assert [bytes(m)[0] for m in relay.relayed["a->b"]] == [1, 3]  # type: ignore[arg-type]
         finally:
             peer_thread.run(relay.close())
             peer_thread.run(relay.a.signaling.close())

@@ -19,17 +19,19 @@ from pyapp.core.security.fingerprint import (
     sdp_fingerprints,
 )
 from pyapp.core.security.handshake import (
+    ALERT,
     Handshake,
     HandshakeComplete,
     HandshakeFailed,
     HandshakeState,
     HelloMessage,
+    parse_alert,
     parse_message,
 )
 from pyapp.core.security.identity import KnownPeers, PeerId, TrustStatus
 from pyapp.core.security.interface import KeyAgreementAlgorithm, SignatureAlgorithm
 from pyapp.core.security.keys import Role
-from pyapp.core.security.reasons import AuthReason, describe
+from pyapp.core.security.reasons import WIRE_CODES, AuthReason, describe
 from pyapp.core.security.transcript import Transcript, auth_signature_input, encode_fields
 from pyapp.exceptions import AuthenticationError, LocalProtocolError
 from tests.support import pump
@@ -606,3 +608,66 @@ def test_sdp_parser_fuzz(text: str) -> None:
         assert exc.reason in ("protocol_violation", "unsupported_fingerprint_algorithm")
     else:
         assert fps and all(len(fp.digest) == fp.hash.digest_size for fp in fps)
+
+
+def test_a_failing_side_alerts_its_peer_with_the_reason() -> None:
+    async def go() -> None:
+        a, b = await make(fps=(FA, FM1, FB, FM2))  # a relay: each side sees a stranger
+        a.data_to_send()
+        hello_b = b.data_to_send()[0]
+        await a.receive_message(hello_b, now=0.1)
+        assert reason(a) == "fingerprint_mismatch"
+        [alert] = a.data_to_send()
+        assert alert == bytes([ALERT, 2, Role.OFFERER, WIRE_CODES[AuthReason.FINGERPRINT_MISMATCH]])
+        # b has not looked at a's HELLO yet: the ALERT tells it why a hung up.
+        await b.receive_message(alert, now=0.1)
+        assert reason(b) == "peer_rejected" and "fingerprint_mismatch" in str(b.error)
+        assert b.data_to_send() == []  # an ALERT is never answered
+
+    run(go)
+
+
+def test_pinned_side_alert_reaches_a_peer_that_already_succeeded() -> None:
+    async def go() -> None:
+        c = OracleCrypto()
+        ka, kb = await c.generate_signing_key(ED), await c.generate_signing_key(ED)
+        wrong = PeerId.from_public_key(ED, bytes(32))
+        a = Handshake(c, Role.OFFERER, ka, FA, FB, now=0.0, expected_peer_id=wrong)
+        b = Handshake(c, Role.ANSWERER, kb, FB, FA, now=0.0)
+        await a.start()
+        await b.start()
+        alerts: list[bytes] = []
+
+        def keep(src: Handshake, m: bytes) -> bytes:
+            if m[0] == ALERT:
+                alerts.append(m)
+            return m
+
+        await pump(a, b, relay=keep)
+        assert reason(a) == "key_changed" and b.state is HandshakeState.DONE
+        err = parse_alert(alerts[0])
+        assert err is not None and err.reason == "peer_rejected" and "key_changed" in str(err)
+        assert parse_alert(b"\x03\x02\x00") is None and parse_alert(b"junk") is None
+
+    run(go)
+
+
+def test_no_alert_for_timeouts_and_closed_transports_and_unknown_codes() -> None:
+    async def go() -> None:
+        a, _ = await make(timeout=1.0)
+        a.data_to_send()
+        a.handle_timer(2.0)
+        assert reason(a) == "timeout" and a.data_to_send() == []
+        a, _ = await make()
+        a.data_to_send()
+        a.connection_lost()
+        assert reason(a) == "peer_closed" and a.data_to_send() == []
+        a, _ = await make()
+        await a.receive_message(bytes([ALERT, 2, Role.ANSWERER, 99]), now=0.1)
+        assert reason(a) == "peer_rejected" and "reason code 99" in str(a.error)
+        a, _ = await make()
+        await a.receive_message(bytes([ALERT, 2, Role.ANSWERER, 1, 0]), now=0.1)
+        assert reason(a) == "protocol_violation"
+        assert set(WIRE_CODES) <= set(AuthReason) and len(set(WIRE_CODES.values())) == len(WIRE_CODES)
+
+    run(go)

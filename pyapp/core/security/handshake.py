@@ -21,6 +21,16 @@ Wire messages (integers big-endian)::
            as the sender read it from its remote SDP | identity public key
            (32 or 65) | ephemeral public key (32 or 65)
     AUTH   0x02 | version 0x02 | role | signature (64)
+    ALERT  0x03 | version 0x02 | role | reason code (1 byte, ``WIRE_CODES``)
+
+ALERT: a side that detects a failure (anything but a timeout or a closed
+transport) queues one ALERT naming its reason, so the peer learns *why* instead
+of seeing the connection drop; the peer fails with ``peer_rejected`` (its
+message names the reason). It carries no signature: a man in the middle can
+forge or drop it, which only turns into a failure it could cause anyway. An
+ALERT is never answered. After our own success, an adapter that keeps
+listening on the control channel may still get one (the peer's pin check runs
+after it verified our AUTH): :func:`parse_alert`.
 
 Fingerprints: each side reads every fingerprint of the peer's certificate from
 its remote SDP (:func:`~pyapp.core.security.fingerprint.remote_fingerprints`;
@@ -87,7 +97,13 @@ from pyapp.core.security.interface import (
     signature_public_key_size,
 )
 from pyapp.core.security.keys import Role, SessionKeys, derive_session_keys
-from pyapp.core.security.reasons import AuthReason, auth_error
+from pyapp.core.security.reasons import (
+    WIRE_CODES,
+    AuthReason,
+    auth_error,
+    describe,
+    reason_from_code,
+)
 from pyapp.core.security.transcript import (
     NONCE_SIZE,
     PROTOCOL_VERSION,
@@ -98,8 +114,10 @@ from pyapp.core.security.transcript import (
 from pyapp.exceptions import AuthenticationError, LocalProtocolError
 
 __all__ = [
+    "ALERT",
     "AUTH",
     "HELLO",
+    "AlertMessage",
     "AuthMessage",
     "AuthReason",
     "Handshake",
@@ -108,13 +126,16 @@ __all__ = [
     "HandshakeFailed",
     "HandshakeState",
     "HelloMessage",
+    "parse_alert",
     "parse_message",
     "transcript_from_hellos",
 ]
 
 HELLO = 0x01
 AUTH = 0x02
+ALERT = 0x03
 AUTH_SIZE = 3 + SIGNATURE_SIZE
+ALERT_SIZE = 4
 HELLO_FIXED_SIZE = 6 + NONCE_SIZE  # then the fingerprints, the identity key, the ephemeral key
 MAX_FINGERPRINTS = len(HashFunction)
 
@@ -180,6 +201,41 @@ class AuthMessage:
         return bytes([AUTH, PROTOCOL_VERSION, self.role]) + self.signature
 
 
+@dataclass(frozen=True)
+class AlertMessage:
+    """A side failed and says why (never answered)."""
+
+    role: Role
+    """Sender's role."""
+    code: int
+    """The reason byte (:data:`~pyapp.core.security.reasons.WIRE_CODES`)."""
+
+    @property
+    def reason(self) -> AuthReason | None:
+        """The sender's reason, or ``None`` for a code we do not know."""
+        return reason_from_code(self.code)
+
+    def encode(self) -> bytes:
+        """Wire bytes."""
+        return bytes([ALERT, PROTOCOL_VERSION, self.role, self.code])
+
+    def error(self) -> AuthenticationError:
+        """What the receiver fails with: ``peer_rejected``, naming the peer's reason."""
+        reason = self.reason
+        said = (f"{reason.value}: {describe(reason)}" if reason is not None
+                else f"reason code {self.code}")
+        return auth_error(V.PEER_REJECTED, f"the peer says {said}")
+
+
+def parse_alert(data: bytes) -> AuthenticationError | None:
+    """``peer_rejected`` if ``data`` is a well-formed ALERT, else ``None`` (for adapters)."""
+    try:
+        msg = parse_message(data)
+    except AuthenticationError:
+        return None
+    return msg.error() if isinstance(msg, AlertMessage) else None
+
+
 def _enum(cls: type[enum.IntEnum], value: int, what: str) -> enum.IntEnum:
     try:
         return cls(value)
@@ -189,11 +245,11 @@ def _enum(cls: type[enum.IntEnum], value: int, what: str) -> enum.IntEnum:
         raise auth_error(V.UNSUPPORTED_ALGORITHM, f"unknown {what} code {value}") from None
 
 
-def parse_message(data: bytes) -> HelloMessage | AuthMessage:
+def parse_message(data: bytes) -> HelloMessage | AuthMessage | AlertMessage:
     """Parse one handshake message; any defect raises ``AuthenticationError``."""
     if len(data) < 3:
         raise auth_error(V.PROTOCOL_VIOLATION, f"a {len(data)}-byte handshake message")
-    if data[0] not in (HELLO, AUTH):
+    if data[0] not in (HELLO, AUTH, ALERT):
         raise auth_error(V.PROTOCOL_VIOLATION, f"unknown handshake message type 0x{data[0]:02x}")
     if data[1] != PROTOCOL_VERSION:
         raise auth_error(V.UNSUPPORTED_VERSION,
@@ -201,6 +257,10 @@ def parse_message(data: bytes) -> HelloMessage | AuthMessage:
     if data[2] not in (0, 1):
         raise auth_error(V.PROTOCOL_VIOLATION, f"unknown role {data[2]}")
     role = Role(data[2])
+    if data[0] == ALERT:
+        if len(data) != ALERT_SIZE:
+            raise auth_error(V.PROTOCOL_VIOLATION, f"ALERT of {len(data)} bytes, not {ALERT_SIZE}")
+        return AlertMessage(role, data[3])
     if data[0] == AUTH:
         if len(data) != AUTH_SIZE:
             raise auth_error(V.PROTOCOL_VIOLATION, f"AUTH of {len(data)} bytes, not {AUTH_SIZE}")
@@ -368,7 +428,7 @@ class Handshake:
 
     def connection_lost(self, detail: str = "the control channel closed") -> None:
         """The transport under the handshake went away: fail with ``peer_closed`` (if not done)."""
-        self._fail(auth_error(V.PEER_CLOSED, detail))
+        self._fail(auth_error(V.PEER_CLOSED, detail), alert=False)
 
     async def start(self) -> None:
         """Generate the nonce and ephemeral key and queue our HELLO."""
@@ -411,7 +471,9 @@ class Handshake:
         try:
             try:
                 msg = parse_message(data)
-                if isinstance(msg, HelloMessage):
+                if isinstance(msg, AlertMessage):
+                    self._fail(msg.error(), alert=False)
+                elif isinstance(msg, HelloMessage):
                     await self._on_hello(msg)
                 else:
                     await self._on_auth(msg, now)
@@ -427,12 +489,17 @@ class Handshake:
             raise LocalProtocolError("overlapping handshake calls; await each one")
         self._busy = True
 
-    def _fail(self, error: AuthenticationError, trust: TrustResult | None = None) -> None:
+    def _fail(self, error: AuthenticationError, trust: TrustResult | None = None, *,
+              alert: bool = True) -> None:
         if self.state in (HandshakeState.DONE, HandshakeState.FAILED):
             return
+        started = self.state is not HandshakeState.IDLE
         self.state = HandshakeState.FAILED
         self.error = error
         self._out.clear()
+        code = WIRE_CODES.get(error.reason)  # type: ignore[call-overload]
+        if alert and started and code is not None:
+            self._out.append(AlertMessage(self.role, code).encode())  # tell the peer why
         self._events.append(HandshakeFailed(self.error, trust))
 
     def _still(self, state: HandshakeState) -> None:

@@ -20,7 +20,7 @@ import enum
 
 from pyapp.exceptions import AuthenticationError
 
-__all__ = ["AuthReason", "auth_error", "describe"]
+__all__ = ["WIRE_CODES", "AuthReason", "auth_error", "describe", "reason_from_code"]
 
 
 class AuthReason(enum.StrEnum):
@@ -46,6 +46,29 @@ class AuthReason(enum.StrEnum):
     """The peer's identity or key-agreement algorithm is not one we share."""
     UNSUPPORTED_VERSION = "unsupported_version"
     """The peer speaks another version of the handshake."""
+    PEER_REJECTED = "peer_rejected"
+    """The peer refused us (its ALERT says why: the message names its reason)."""
+
+
+WIRE_CODES: dict[AuthReason, int] = {
+    AuthReason.FINGERPRINT_MISMATCH: 1,
+    AuthReason.UNSUPPORTED_FINGERPRINT_ALGORITHM: 2,
+    AuthReason.BAD_SIGNATURE: 3,
+    AuthReason.KEY_CHANGED: 4,
+    AuthReason.NOT_ALLOWED: 5,
+    AuthReason.PROTOCOL_VIOLATION: 6,
+    AuthReason.UNSUPPORTED_ALGORITHM: 7,
+    AuthReason.UNSUPPORTED_VERSION: 8,
+}
+"""The reason byte of a handshake ALERT (reasons a side detects and tells its peer)."""
+
+
+def reason_from_code(code: int) -> AuthReason | None:
+    """The reason an ALERT's byte names, or ``None`` for a code we do not know."""
+    for reason, value in WIRE_CODES.items():
+        if value == code:
+            return reason
+    return None
 
 
 _TEXT = {
@@ -77,6 +100,9 @@ _TEXT = {
         "sides need Ed25519/ECDSA P-256 and X25519/P-256 in common"),
     AuthReason.UNSUPPORTED_VERSION: (
         "the peer speaks another version of pyapp's handshake; update both sides"),
+    AuthReason.PEER_REJECTED: (
+        "the peer refused to authenticate this connection; its reason follows -- if it "
+        "pinned another key for you, it must accept your new key before you can talk"),
 }
 
 
