@@ -27,6 +27,7 @@ import contextlib
 import ipaddress
 import logging
 import mimetypes
+import signal
 import ssl
 import sys
 from dataclasses import fields
@@ -279,9 +280,19 @@ def main(argv: list[str] | None = None) -> int:
         store = RedisLimitStore(args.redis, ttl=args.presence_ttl, instance_id=broker.instance_id)
     turn, local_turn = turn_from_args(parser, args)
     app = make_app(static_dir=args.static, limits=limits, broker=broker, limit_store=store, turn=turn)
+    async def serve_until_terminated() -> None:
+        # SIGTERM (systemd, docker stop, a load balancer draining) cancels serve(), whose
+        # cleanup tells every client why and, with --redis, takes this process's peers out
+        # of their rooms at once instead of after the presence TTL.
+        task = asyncio.current_task()
+        assert task is not None
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+        with contextlib.suppress(asyncio.CancelledError):
+            await serve(args.host, args.port, ssl_context, app)
+
     try:
         with contextlib.suppress(KeyboardInterrupt):
-            asyncio.run(serve(args.host, args.port, ssl_context, app))
+            asyncio.run(serve_until_terminated())
     except BrokerUnavailable as exc:
         print(f"error: {exc}", file=sys.stderr, flush=True)
         return 2

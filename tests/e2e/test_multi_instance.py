@@ -204,6 +204,33 @@ def test_killed_instance_leaves_no_ghosts_and_a_fresh_page_connects(
         doomed.stop()
 
 
+def test_stopped_instance_takes_its_peers_out_at_once(redis_server: RedisServer) -> None:
+    # A long TTL: only a real leave can explain a quick peer-left.
+    x, y = Instance(redis_server.url, ttl=30.0), Instance(redis_server.url, ttl=30.0)
+    room = "term-" + uuid.uuid4().hex[:8]
+
+    async def body() -> None:
+        a, b = await Client.connect(x.url), await Client.connect(y.url)
+        await a.join(room)
+        await b.join(room)
+        await a.recv_type("peer-joined")
+        t0 = time.monotonic()
+        y.proc.terminate()                     # SIGTERM, as systemd or docker stop send
+        assert (await a.recv_type("peer-left"))["peer_id"] == b.peer_id
+        assert time.monotonic() - t0 < 5
+        assert_refused(*await b.refusal(), "shutting-down", 1001)
+        assert members(redis_server, room) == {a.peer_id}
+        await a.close()
+        await b.close()
+
+    try:
+        run_async(body)
+        assert y.proc.wait(5) == 0
+    finally:
+        x.stop()
+        y.stop()
+
+
 def test_room_cap_and_connection_limit_hold_across_instances(redis_server: RedisServer) -> None:
     flags = ("--max-peers-per-room", "3", "--connections-per-address", "4")
     x, y = instance(redis_server.url, *flags), instance(redis_server.url, *flags)
