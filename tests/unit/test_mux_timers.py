@@ -7,6 +7,8 @@ import logging
 import random
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pyapp.core.framing import (
     FLAG_DRAIN,
@@ -341,3 +343,39 @@ def test_bad_arguments_elsewhere_in_the_mux_use_the_same_type() -> None:
     for case in cases:
         with pytest.raises(InvalidArgumentError):
             case()
+
+
+@settings(max_examples=150, deadline=None)
+@given(count=st.integers(0, 40), seed=st.integers(0, 2**32 - 1),
+       loss=st.floats(0.0, 0.5), close_at=st.floats(0.0, 1.0), spread=st.integers(0, 10))
+def test_close_drain_accounts_for_every_message(count: int, seed: int, loss: float,
+                                                 close_at: float, spread: int) -> None:
+    """Any loss, any reordering (within the reorder window), the CLOSE anywhere:
+    every message is delivered once or counted as lost, the close always completes
+    (at the latest on the drain deadline), and nothing is a protocol error."""
+    rng = random.Random(seed)
+    a, b, cid = open_pair()
+    for i in range(count):
+        a.send(cid, f"m{i}", now=0.0)
+    a.close_channel(cid)
+    frames = frames_of(a)
+    [close] = [f for f in frames if decode_frame(f.data).type == FrameType.CLOSE]
+    data = [f for f in frames if f is not close and rng.random() >= loss]
+    order = sorted(data, key=lambda f: data.index(f) + rng.uniform(0, spread))
+    order.insert(int(close_at * len(order)), close)
+    events: list[Event] = []
+    for f in order:
+        b.receive_frame(f.data, 1.0)
+        events += take(b)
+    for _ in range(5):  # run the timer until nothing is pending
+        deadline = b.get_timer()
+        if deadline is None:
+            break
+        b.handle_timer(deadline)
+        events += take(b)
+    assert b.get_timer() is None
+    got = [e.data for e in of(events, MessageReceived)]
+    assert len(got) == len(set(got)) == len(data)
+    [closed] = of(events, ChannelClosed)
+    assert closed.stats.messages_received + closed.stats.messages_lost == count
+    assert of(events, ProtocolErrorEvent) == []
