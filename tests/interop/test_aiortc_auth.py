@@ -12,6 +12,7 @@ from pyapp.core.security.envelope import SecureChannel
 from pyapp.core.security.identity import PeerId
 from pyapp.core.security.interface import SignatureAlgorithm
 from pyapp.core.security.keys import Role
+from pyapp.exceptions import AuthenticationError
 from tests.conftest import PyPage, ServerProcess
 from tests.interop.conftest import Link, connect, interop_page
 from tests.support.aiortc_peer import PeerThread, authenticate
@@ -101,3 +102,45 @@ def test_authenticate_and_send_encrypted_firefox(firefox: Any, peer_thread: Peer
         errors = [c for c in page.console if c.startswith("pageerror")]
         page.page.context.close()
         assert not errors, errors
+
+
+def test_aiortc_refusal_reaches_the_page_with_its_reason(cpage: PyPage, peer_thread: PeerThread,
+                                                         server: ServerProcess) -> None:
+    """aiortc pinned another PeerId for the page: it says key_changed; the page, which had
+    already verified aiortc, learns it (peer_rejected) and closes."""
+    link = connect(cpage, peer_thread, server, page_dials=True)
+    try:
+        async def aiortc_side() -> str:
+            crypto = OracleCrypto()
+            me = await crypto.generate_signing_key(SignatureAlgorithm.ED25519)
+            pinned = PeerId.from_public_key(SignatureAlgorithm.ED25519, bytes(32))
+            try:
+                await authenticate(link.peer, me, Role.ANSWERER, crypto=crypto, timeout=15,
+                                   expected_peer_id=pinned)
+            except AuthenticationError as exc:
+                return exc.reason
+            return "verified"
+
+        fut = peer_thread.submit(aiortc_side())
+        page = link.page.pyjson("""
+            ME = await new_identity()
+            try:
+                R = await PC.authenticate(ME, timeout=15)
+                first = "verified"
+            except Exception as exc:
+                first = getattr(exc, "reason", repr(exc))
+            for _ in range(200):
+                if PC.security.status == "failed":
+                    break
+                await asyncio.sleep(0.02)
+            json.dumps({"first": first, "status": PC.security.status, "reason": PC.security.reason,
+                        "message": str(PC.security.error), "closed": PC.closed})
+        """, timeout=40)
+        assert fut.result(30) == "key_changed"
+        # Either the ALERT came while the page still waited for AUTH, or right after it
+        # verified aiortc: both end as peer_rejected, naming aiortc's reason.
+        assert page["first"] in ("verified", "peer_rejected")
+        assert page["status"] == "failed" and page["reason"] == "peer_rejected"
+        assert "key_changed" in page["message"] and page["closed"] is True
+    finally:
+        link.close()

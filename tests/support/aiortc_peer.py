@@ -294,11 +294,13 @@ async def authenticate(peer: AiortcPeer, identity: SigningKey, role: Role, *,
                        control: Channel | None = None, crypto: OracleCrypto | None = None,
                        timeout: float = 10.0,
                        ephemeral_alg: KeyAgreementAlgorithm = KeyAgreementAlgorithm.X25519,
-                       ) -> tuple[HandshakeComplete, Channel]:
+                       **options: Any) -> tuple[HandshakeComplete, Channel]:
     """pyapp's handshake from the aiortc side, on the ``pyapp-auth`` channel.
 
     The OFFERER creates the control channel (or passes ``control``), the
-    ANSWERER adopts the page's. Raises ``AuthenticationError`` with its reason.
+    ANSWERER adopts the page's. Raises ``AuthenticationError`` with its reason
+    (after sending the handshake's ALERT, as the page does). ``options`` go to
+    :class:`~pyapp.core.security.handshake.Handshake` (``expected_peer_id=`` ...).
     """
     crypto = crypto or OracleCrypto()
     loop = asyncio.get_running_loop()
@@ -312,7 +314,7 @@ async def authenticate(peer: AiortcPeer, identity: SigningKey, role: Role, *,
             control = await peer.accept(AUTH_LABEL, timeout)
     await control.wait_open(max(0.1, deadline - loop.time()))
     hs = Handshake(crypto, role, identity, local_fps, remote_fp, now=loop.time(),
-                   timeout=deadline - loop.time(), ephemeral_alg=ephemeral_alg)
+                   timeout=deadline - loop.time(), ephemeral_alg=ephemeral_alg, **options)
     await hs.start()
     while True:
         for msg in hs.data_to_send():
