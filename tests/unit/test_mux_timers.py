@@ -360,8 +360,10 @@ def test_close_drain_accounts_for_every_message(count: int, seed: int, loss: flo
     a.close_channel(cid)
     frames = frames_of(a)
     [close] = [f for f in frames if decode_frame(f.data).type == FrameType.CLOSE]
-    data = [f for f in frames if f is not close and rng.random() >= loss]
-    order = sorted(data, key=lambda f: data.index(f) + rng.uniform(0, spread))
+    sent = [f for f in frames if f is not close]
+    data = [f for f in sent if rng.random() >= loss]
+    # reordered by less than the reorder window, counted in sequence numbers
+    order = sorted(data, key=lambda f: sent.index(f) + rng.uniform(0, spread))
     order.insert(int(close_at * len(order)), close)
     events: list[Event] = []
     for f in order:
