@@ -74,7 +74,7 @@ from web.broker import BrokerUnavailable, Deliver, RoomFull, UnknownPeer
 
 log = logging.getLogger("pyapp.redis")
 
-__all__ = ["RedisBroker", "raise_if_cancelled"]
+__all__ = ["RedisBroker", "connect", "raise_if_cancelled"]
 
 # Milliseconds on Redis's own clock (scripts may call TIME since Redis 5's effect replication).
 _NOW = "local t = redis.call('TIME'); local now = t[1] * 1000 + math.floor(t[2] / 1000)\n"
@@ -151,7 +151,8 @@ return lost
 """
 
 # KEYS: presence zset. ARGV: prefix, batch size. Removes expired members, announces
-# their departure to every instance in their room (their own included). Returns count.
+# their departure to every instance in their room (their own included).
+# Returns {expired entries handled, members removed}.
 _SWEEP = _NOW + _FANOUT + """
 local expired = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[2]))
 local removed = 0
@@ -166,11 +167,20 @@ for i = 1, #expired do
     fanout(key, ARGV[1], '', cjson.encode({t = 'left', room = room, peer = peer, expired = true}))
   end
 end
-return removed
+return {#expired, removed}
 """
 
 _HEARTBEAT_BATCH = 500
-_SWEEP_BATCH = 1000
+_SWEEP_BATCH = 1000  # members per sweep script (one script blocks Redis while it runs)
+_SWEEP_ROUNDS = 50  # batches per interval at most: 50,000 members of a dead instance
+
+
+def connect(url: str) -> aioredis.Redis:
+    """A client whose pool makes a burst of requests wait for a connection (up to 5 s)
+    instead of failing with "Too many connections" past its size."""
+    pool = aioredis.BlockingConnectionPool.from_url(url, max_connections=64, timeout=5,
+                                                    decode_responses=True)
+    return aioredis.Redis.from_pool(pool)
 
 
 def raise_if_cancelled() -> None:
@@ -204,7 +214,7 @@ class RedisBroker:
         self.prefix = prefix
         self.instance_id = instance_id or secrets.token_hex(8)
         self.channel = f"{prefix}inst:{self.instance_id}"
-        self.redis: aioredis.Redis = aioredis.from_url(url, decode_responses=True)
+        self.redis: aioredis.Redis = connect(url)
         self._join = self.redis.register_script(_JOIN)
         self._leave = self.redis.register_script(_LEAVE)
         self._relay = self.redis.register_script(_RELAY)
@@ -399,9 +409,13 @@ class RedisBroker:
             self._wake.clear()
             try:
                 await self._beat()
-                self.swept += await self._sweep(keys=[self._presence_key],
-                                                args=[self.prefix, _SWEEP_BATCH])
-                raise_if_cancelled()
+                for _ in range(_SWEEP_ROUNDS):  # a big dead instance: several batches at once
+                    handled, removed = await self._sweep(keys=[self._presence_key],
+                                                         args=[self.prefix, _SWEEP_BATCH])
+                    raise_if_cancelled()
+                    self.swept += int(removed)
+                    if int(handled) < _SWEEP_BATCH:
+                        break
             except (RedisError, OSError) as exc:
                 raise_if_cancelled()
                 log.warning("redis presence heartbeat failed: %s", exc)

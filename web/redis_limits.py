@@ -45,7 +45,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from web.limits import InMemoryLimitStore
-from web.redis_broker import raise_if_cancelled
+from web.redis_broker import connect, raise_if_cancelled
 
 log = logging.getLogger("pyapp.redis")
 
@@ -122,7 +122,7 @@ class RedisLimitStore:
         self.ttl = ttl
         self.prefix = prefix
         self.instance_id = instance_id or secrets.token_hex(8)
-        self.redis: aioredis.Redis = aioredis.from_url(url, decode_responses=True)
+        self.redis: aioredis.Redis = connect(url)
         self._open = self.redis.register_script(_OPEN)
         self._close = self.redis.register_script(_CLOSE)
         self._beat = self.redis.register_script(_BEAT)

@@ -256,3 +256,21 @@ def test_redis_going_away_mid_run(redis_url: str) -> None:
             await broker.close()
 
     asyncio.run(main())
+
+
+def test_a_big_dead_instance_is_swept_within_one_interval(redis_url: str) -> None:
+    async def body(one: RedisBroker, two: RedisBroker) -> None:
+        for start in range(0, 2500, 250):  # 2.5 sweep batches of members, in 2500 rooms
+            await asyncio.gather(*(two.join(f"r{i}", None, Inbox())
+                                   for i in range(start, start + 250)))
+        assert await one.redis.zcard(one._presence_key) == 2500
+        await kill(two)
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        while await one.redis.zcard(one._presence_key):
+            await asyncio.sleep(0.05)
+            assert loop.time() - t0 < 0.9 + 0.3 + 2.0, await one.redis.zcard(one._presence_key)
+        assert one.swept == 2500
+        assert await one.redis.exists(*(one._room_key(f"r{i}") for i in range(0, 2500, 97))) == 0
+
+    run(redis_url, body, presence_ttl=0.9)
