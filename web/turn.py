@@ -148,8 +148,11 @@ class Coturn:
 
     def __init__(self, listen: tuple[str, ...] = ("127.0.0.1",), *, port: int | None = None,
                  secret: str | None = None, realm: str = "pyapp", prefix: tuple[str, ...] = (),
-                 relay_ports: tuple[int, int] | None = None, binary: str | None = None) -> None:
+                 relay_ports: tuple[int, int] | None = None, binary: str | None = None,
+                 extra: tuple[str, ...] = ()) -> None:
         self.listen = listen
+        self.extra = extra
+        """More turnserver flags (``("--no-udp",)`` makes it TCP-only)."""
         self.port = port or free_port(host=listen[0] if not prefix else "127.0.0.1")
         self.secret = secret or secrets.token_urlsafe(24)
         self.realm = realm
@@ -175,6 +178,7 @@ class Coturn:
                "--pidfile", str(self.dir / "turn.pid"), "--userdb", str(self.dir / "turndb")]
         for addr in self.listen:
             cmd += ["--listening-ip", addr]
+        cmd += self.extra
         if any(addr.startswith("127.") for addr in self.listen):
             # Relaying between loopback addresses (one machine, dev and tests only).
             cmd.append("--allow-loopback-peers")
@@ -188,7 +192,8 @@ class Coturn:
         self.proc = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL,
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                      preexec_fn=_die_with_parent)
-        wanted = {f"UDP listener opened on: {addr}:{self.port}" for addr in self.listen}
+        wanted = {f"UDP listener opened on: {addr}:{self.port}" if "--no-udp" not in self.extra
+                  else f"TCP listener opened on : {addr}:{self.port}" for addr in self.listen}
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

@@ -128,6 +128,15 @@ def make_pc(peer):
 async def pair_types(pc):
     s = await pc.get_statistics()
     return [s.local_candidate_type, s.remote_candidate_type]
+from pyapp.browser._ffi import await_js
+async def local_relay_protocol(pc):
+    # how the selected local relay candidate reaches coturn (udp/tcp), from raw getStats
+    report = await await_js(pc.peer.js_pc.getStats())
+    stats = {str(s.id): s for s in report.values()}
+    pair_id = next(str(s.selectedCandidatePairId) for s in stats.values()
+                   if s.type == "transport" and getattr(s, "selectedCandidatePairId", None))
+    local = stats[str(stats[pair_id].localCandidateId)]
+    return str(getattr(local, "relayProtocol", None))
 """
 
 RECEIVER = PAGE_COMMON + """
@@ -182,6 +191,12 @@ class RelayLab:
     bt: End
     turn: Coturn
     server: NamespacedServer
+    variant: str
+    """``udp``, or ``tcp-only`` (coturn takes clients over TCP only)."""
+
+    @property
+    def urls(self) -> list[str]:
+        return self.turn.urls(transports=("udp", "tcp") if self.variant == "tcp-only" else ("udp",))
 
     @property
     def origin(self) -> str:
@@ -202,8 +217,10 @@ def _connect_fails(ns: Namespace, address: str) -> str:
     return ns.run(sys.executable, "-c", probe).stdout.strip()
 
 
-@pytest.fixture
-def relay_lab() -> Iterator[RelayLab]:
+@pytest.fixture(params=["udp", "tcp-only"])
+def relay_lab(request: pytest.FixtureRequest) -> Iterator[RelayLab]:
+    """With ``tcp-only``, coturn takes no UDP from clients (as behind a firewall that
+    lets only TCP through): the pages get both URLs and must relay over ``?transport=tcp``."""
     reason = unavailable()
     if reason is not None:
         missing_prerequisite(f"the TURN namespace test: {reason}")
@@ -218,11 +235,13 @@ def relay_lab() -> Iterator[RelayLab]:
         # b reaches t's address on the a-side link through its own link to t: t
         # delivers it locally (no forwarding). Nothing else is routed anywhere.
         b.run("ip", "route", "add", f"{ta.ip}/32", "via", tb.ip)
-        turn = Coturn(listen=(ta.ip,), prefix=tuple(t.prefix))
+        tcp_only = request.param == "tcp-only"
+        turn = Coturn(listen=(ta.ip,), prefix=tuple(t.prefix), extra=("--no-udp",) if tcp_only else ())
         turn.start()
-        server = NamespacedServer(t, "--turn-url", turn.urls()[0], "--turn-secret", turn.secret,
+        urls = turn.urls(transports=("udp", "tcp") if tcp_only else ("udp",))
+        server = NamespacedServer(t, *[f"--turn-url={u}" for u in urls], "--turn-secret", turn.secret,
                                   "--turn-ttl", "600")
-        yield RelayLab(lab, t, a, b, ta, at, tb, bt, turn, server)
+        yield RelayLab(lab, t, a, b, ta, at, tb, bt, turn, server, request.param)
     finally:
         if turn is not None:
             turn.stop()
@@ -253,7 +272,7 @@ def test_pages_without_a_route_to_each_other_connect_through_coturn(
         # a insists on the relay; b may use anything, but only relayed addresses lead to a.
         receiver.py(f"ROOM = {room!r}; POLICY = 'relay'")
         servers = json.loads(receiver.py(RECEIVER))
-        assert servers and servers[0]["urls"] == [lab.turn.urls()[0]], servers
+        assert servers and servers[0]["urls"] == lab.urls, servers
         assert servers[0]["username"].endswith(":" + receiver.py("client.peer_id"))
         sender.py(f"ROOM = {room!r}; POLICY = 'all'; TOTAL = {total}")
         sent = sender.pyjson(SENDER, timeout=90)
@@ -262,6 +281,7 @@ def test_pages_without_a_route_to_each_other_connect_through_coturn(
         got = receiver.pyjson("json.dumps({'sha': state['hash'].hexdigest(), "
                               "'messages': state['messages'], "
                               "'types': await pair_types(next(iter(pcs.values()))), "
+                              "'relay_protocol': await local_relay_protocol(next(iter(pcs.values()))), "
                               "'errors': relay_errors})")
         sender_types = sender.py("await pair_types(pc)")
         sender_errors = sender.py("relay_errors")
@@ -272,11 +292,14 @@ def test_pages_without_a_route_to_each_other_connect_through_coturn(
     assert got["sha"] == sent["sha"] and got["messages"] == total // (64 * 1024)
     # getStats: the selected pair goes through a relayed candidate on both sides.
     assert got["types"][0] == "relay", got["types"]
+    # a reached coturn over UDP, or over TCP when coturn took no UDP.
+    assert got["relay_protocol"] == ("tcp" if lab.variant == "tcp-only" else "udp"), got
     assert sender_types[1] == "relay", sender_types
     assert got["errors"] == [] and sender_errors == [], (got["errors"], sender_errors)
     # coturn really relayed: both pages allocated with their own REST usernames.
     assert lab.turn.count(r"ALLOCATE processed, success") >= 2
-    print(f"relay setup {sent['setup_ms']:.0f} ms; a: {got['types']}, b: {sender_types}")
+    print(f"{lab.variant}: relay setup {sent['setup_ms']:.0f} ms; a: {got['types']} over "
+          f"{got['relay_protocol']}, b: {sender_types}")
 
 
 # ---------------------------------------------------------------- loopback cases
