@@ -328,7 +328,7 @@ class Connection:
         self.stop_connection_quality_monitoring()
         if options.get("probe") and self.mux is None:
             self.multiplexer()
-        monitor = QualityMonitor(self.peer, interval, callback, session=self.mux, **options)
+        monitor = QualityMonitor(self, interval, callback, session=self.mux, **options)
         monitor.start()
         self.monitor = monitor
         return monitor

@@ -135,7 +135,9 @@ class QualityMonitor:
         if history < 1:
             raise InvalidArgumentError(f"history must be >= 1, got {history}")
         peer = pc if isinstance(pc, PeerConnection) else pc.peer
-        self.pc = peer
+        self.pc = pc
+        """The connection being monitored, as given (a Connection or a PeerConnection)."""
+        self.peer = peer
         """The wrapper whose stats are polled."""
         self.session = session
         """The multiplexer the probe runs on (None: the connection's, when it has one)."""
@@ -188,7 +190,7 @@ class QualityMonitor:
     def _mux(self) -> MuxSession | None:
         if self.session is not None:
             return self.session
-        return self.pc.connection.mux
+        return self.peer.connection.mux
 
     # ------------------------------------------------------------------ properties
 
@@ -226,20 +228,24 @@ class QualityMonitor:
         """Start polling now (no-op while running). Raises ConnectionClosedError on a closed connection."""
         if self._running:
             return
-        if self._closed or self.pc.closed:
+        if self._closed or self.peer.closed:
             raise ConnectionClosedError("cannot monitor a closed connection")
         self._running = True
         if self._fetch is None:
             # Two long-lived proxies instead of a Promise->Future bridge (and a task) per poll.
             self._owner = ProxyOwner("quality monitor")
             self._js_poller = stats_poller(
-                self.pc,
+                self.peer,
                 self._owner.proxy(guard(self._on_stats_json, "quality monitor poll")),
                 self._owner.proxy(guard(self._on_stats_error, "quality monitor poll")))
         now = self._clock()
         self._tracker.start(now)
         self._open_probe(now)
         self._next_poll = now
+        if self._prober is not None:
+            # Polls run half a ping interval after the pings, so each poll sees the
+            # echo of the ping before it (a poll at the same instant races its echo).
+            self._next_poll += min(self.probe_interval, self._interval) / 2
         self._arm()
 
     def stop(self) -> None:
@@ -281,7 +287,7 @@ class QualityMonitor:
         """Stop for good and forget the connection."""
         self.stop()
         self._closed = True
-        self.pc.events.off("connectionstatechange", self._on_pc_state)
+        self.peer.events.off("connectionstatechange", self._on_pc_state)
         self.events.clear()
 
     def _on_pc_state(self, state: str) -> None:
@@ -345,7 +351,7 @@ class QualityMonitor:
         if session is None:
             if not self._probe_mode:
                 return
-            session = self.session = self.pc.connection.multiplexer()
+            session = self.session = self.peer.connection.multiplexer()
         answer_probes(session)
         channel = session.create_multiplexed_channel(
             label=PROBE_LABEL, reliability=Reliability.UNRELIABLE, priority=Priority.HIGH)
@@ -413,7 +419,7 @@ class QualityMonitor:
             self._poll_task = task
             task.add_done_callback(self._poll_done)
             return
-        if self.pc.closed:
+        if self.peer.closed:
             self.stop()
             return
         self._token = self._token % 1_000_000 + 1
@@ -457,7 +463,7 @@ class QualityMonitor:
 
     async def _poll_with_fetch(self, fetch: StatsFetcher) -> None:
         try:
-            stats = await fetch(self.pc)
+            stats = await fetch(self.peer)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -474,7 +480,7 @@ class QualityMonitor:
             await self._await_callback(result)
 
     def _poll_failed(self, exc: Exception) -> None:
-        if isinstance(exc, ConnectionClosedError) and self.pc.closed:
+        if isinstance(exc, ConnectionClosedError) and self.peer.closed:
             self.stop()
             return
         self.errors += 1

@@ -47,7 +47,7 @@ for _ in range(5):
         rows = wait_until(lambda: _rows_with(first, "orders"), timeout=10)
         orders = next(r for r in rows if r[1] == "orders")
         assert orders[2] == "5/0" and orders[3] == "500/0" and orders[4] == "0"
-        assert any(r[1] == "pyapp-probe" for r in rows)
+        assert not any(r[1].startswith("pyapp-") for r in rows)   # internal channels are hidden
         assert any(r[1] == "chat (native)" for r in rows)
         peer_rows = wait_until(lambda: _rows_with(second, "orders"), timeout=10)
         assert next(r for r in peer_rows if r[1] == "orders")[2:4] == ["0/5", "0/500"]
@@ -68,7 +68,8 @@ json.dumps([m.source, m.quality.label.value, m.quality.round_trip_time, m.polls,
         data = json.loads(open(download.path(), encoding="utf-8").read())
         assert data["format"] == "pyapp-quality-timeline"
         [(peer_id, timeline)] = data["peers"].items()
-        assert peer_id in first.page.locator("#peers li").first.inner_text()
+        # The export names the peer by its signaling id (the list shows its PeerId and name).
+        assert peer_id in first.py("from pyapp.browser.app import APP; list(APP.peers)")
         assert len(timeline["points"]) >= 3
         point = timeline["points"][-1]
         assert set(point) >= {"t", "wall", "rtt_ms", "loss_pct", "jitter_ms", "score", "label",
