@@ -434,7 +434,7 @@ client.events.on("ice-servers", lambda s: pushed.append(s[0]["username"]))
 client.events.on("welcome", lambda w: welcomes.append(w.peer_id))
 await client.join(ROOM)
 first = client.ice_servers[0]["username"]
-await asyncio.sleep(2.5)                      # joined: fresh ones are pushed
+await asyncio.sleep(3.5)                      # joined: a push halfway through each 2-3 s lifetime
 pushes_while_joined = len(pushed)
 client.drop_connection()                      # signaling down for 5 s: no pushes
 await asyncio.sleep(0.3)

@@ -185,7 +185,7 @@ def test_issuer_pushes_fresh_credentials_halfway_until_cancelled() -> None:
             pushed.append((loop.time() - start, grant.expires))
 
         task = issuer.keep_fresh("peer-1", issuer.grant("peer-1"), push)
-        await asyncio.sleep(2.2)
+        await asyncio.sleep(2.6)
         task.cancel()
         count = len(pushed)
         await asyncio.sleep(0.6)
@@ -195,7 +195,7 @@ def test_issuer_pushes_fresh_credentials_halfway_until_cancelled() -> None:
     pushed = asyncio.run(scenario())
     # ttl 1 s (a lifetime of 1-2 s in whole seconds): a push halfway through each,
     # so every 0.5-1 s, each with an expiry no earlier than the one before.
-    assert 2 <= len(pushed) <= 5, pushed
+    assert 2 <= len(pushed) <= 6, pushed
     assert 0.45 <= pushed[0][0] <= 1.1, pushed
     assert all(b[1] - a[1] >= 0 and b[0] - a[0] >= 0.45 for a, b in itertools.pairwise(pushed))
 
