@@ -57,6 +57,18 @@ def unavailable() -> str | None:
     return None
 
 
+def sweep(tag: str) -> list[str]:
+    """Delete namespaces ``pyapp-<tag>-*`` left by runs whose process is gone (killed mid-test)."""
+    removed = []
+    for line in ip("netns", "list").splitlines():
+        name = line.split()[0] if line.strip() else ""
+        match = re.fullmatch(rf"pyapp-{re.escape(tag)}-\w+-(\d+)-\d+", name)
+        if match and not Path(f"/proc/{match.group(1)}").exists():
+            subprocess.run(["ip", "netns", "del", name], capture_output=True)
+            removed.append(name)
+    return removed
+
+
 @dataclass
 class Namespace:
     """One network namespace of a :class:`Lab`."""
@@ -114,6 +126,7 @@ class Lab:
             raise ValueError("tag: 1-6 lowercase letters/digits")
         self.tag = tag
         self.run_id = f"{os.getpid() % 10000}{random.randint(10, 99)}"
+        sweep(tag)
         self.namespaces: list[Namespace] = []
         self.processes: list[subprocess.Popen[Any]] = []
         self.dir = Path(tempfile.mkdtemp(prefix=f"pyapp-netns-{tag}-"))
@@ -124,7 +137,7 @@ class Lab:
 
     def namespace(self, role: str) -> Namespace:
         """A new namespace ``pyapp-<tag>-<role>-<run>`` with loopback up."""
-        ns = Namespace(f"pyapp-{self.tag}-{role}-{self.run_id}", self)
+        ns = Namespace(f"pyapp-{self.tag}-{role}-{os.getpid()}-{self.run_id}", self)
         ip("netns", "add", ns.name)
         self.namespaces.append(ns)
         ip("-n", ns.name, "link", "set", "lo", "up")
