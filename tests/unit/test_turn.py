@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives.hmac import HMAC
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pyapp.core.signaling import IceServers, Welcome, parse_server_message
+from pyapp.core.signaling import IceServers, Welcome, encode, parse_server_message
 from pyapp.core.turn import (
     MAX_ICE_SERVERS,
     check_turn_url,
@@ -30,7 +30,7 @@ from pyapp.core.turn import (
     refresh_time,
     rest_credentials,
 )
-from pyapp.exceptions import SignalingError
+from pyapp.exceptions import SignalingError, SignalingMessageError
 from web.server import make_app
 from web.turn import (
     SECRET_ENV,
@@ -332,3 +332,37 @@ def test_coturn_command_uses_rest_auth_on_the_given_addresses() -> None:
     assert "--listening-ip 10.1.2.3" in joined and "--listening-port 3479" in joined
     assert "--allow-loopback-peers" not in joined   # only for loopback relays
     assert turn.urls() == ["turn:10.1.2.3:3479?transport=udp"]
+
+
+# ---------------------------------------------------------------- wire format
+
+ICE = ({"urls": ["turn:203.0.113.5:3478?transport=udp"], "username": "1700000000:peer-1",
+        "credential": "rCFVLvIwlVfR84C5QMSLI2HmoLo="},)
+
+
+def test_welcome_and_ice_servers_on_the_wire() -> None:
+    welcome = Welcome(room="lobby", peer_id="peer-1", peers=(), ice_servers=ICE, ice_expires=1700000000)
+    assert encode(welcome) == (
+        '{"type":"welcome","room":"lobby","peer_id":"peer-1","peers":[],"ice_servers":'
+        '[{"urls":["turn:203.0.113.5:3478?transport=udp"],"username":"1700000000:peer-1",'
+        '"credential":"rCFVLvIwlVfR84C5QMSLI2HmoLo="}],"ice_expires":1700000000}')
+    assert parse_server_message(encode(welcome)) == welcome
+    push = IceServers(ice_servers=ICE, expires=1700000000)
+    assert encode(push) == (
+        '{"type":"ice-servers","ice_servers":[{"urls":["turn:203.0.113.5:3478?transport=udp"],'
+        '"username":"1700000000:peer-1","credential":"rCFVLvIwlVfR84C5QMSLI2HmoLo="}],'
+        '"expires":1700000000}')
+    assert parse_server_message(encode(push)) == push
+
+
+@pytest.mark.parametrize("text, reason", [
+    ('{"type":"ice-servers"}', "must be a list"),
+    ('{"type":"ice-servers","ice_servers":[{"urls":["turn:h:1"]}]}', "without username"),
+    ('{"type":"ice-servers","ice_servers":[],"expires":"soon"}', "'expires' must be an integer"),
+    ('{"type":"welcome","room":"r","peer_id":"p","peers":[],"ice_servers":[{"urls":"javascript:x"}]}',
+     "bad ICE server URL"),
+])
+def test_bad_ice_server_messages_are_refused(text: str, reason: str) -> None:
+    with pytest.raises(SignalingMessageError, match=reason) as info:
+        parse_server_message(text)
+    assert info.value.code == "bad-message"
