@@ -176,9 +176,10 @@ _SWEEP_ROUNDS = 50  # batches per interval at most: 50,000 members of a dead ins
 
 
 def connect(url: str) -> aioredis.Redis:
-    """A client whose pool makes a burst of requests wait for a connection (up to 5 s)
-    instead of failing with "Too many connections" past its size."""
-    pool = aioredis.BlockingConnectionPool.from_url(url, max_connections=64, timeout=5,
+    """A client whose pool makes a burst of requests wait for a connection (up to 10 s)
+    instead of failing with "Too many connections" past its size. 256 requests in
+    flight per pool (an instance has two: rooms and limits; mind Redis's ``maxclients``)."""
+    pool = aioredis.BlockingConnectionPool.from_url(url, max_connections=256, timeout=10,
                                                     decode_responses=True)
     return aioredis.Redis.from_pool(pool)
 
