@@ -370,17 +370,21 @@ async def joins_per_minute_per_address(base_url: str) -> None:
     clients = [await Client.connect(base_url, address=addr) for _ in range(8)]
     joins = 0
     refused = None
-    while refused is None and joins <= limit:
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    while refused is None and joins <= 2 * limit:
         for c in clients:
             await c.send({"type": "join", "room": r})
-            msg = await c.recv_type("welcome") if joins < limit else await c.recv()
+            msg = await c.recv()
             if msg["type"] == "error":
                 refused = msg
                 break
-            if msg["type"] == "welcome":
-                joins += 1
-                await c.send({"type": "leave"})
-    assert joins == limit and refused is not None, (joins, refused)
+            assert msg["type"] == "welcome", msg
+            joins += 1
+            await c.send({"type": "leave"})
+    # The bucket holds `limit` joins and refills limit/60 per second while this runs.
+    allowed = limit + (loop.time() - start) * limit / 60 + 1
+    assert refused is not None and limit <= joins <= allowed, (joins, allowed, refused)
     assert refused["code"] == "join-rate-limited" and refused["ref"] == "join", refused
     # Another address still joins.
     other = await Client.connect(base_url)
@@ -396,7 +400,9 @@ async def rooms_per_minute_per_address(base_url: str) -> None:
     clients = [await Client.connect(base_url, address=addr) for _ in range(4)]
     made = 0
     refused = None
-    while refused is None and made <= limit:
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    while refused is None and made <= 2 * limit:
         for c in clients:
             await c.send({"type": "join", "room": room()})
             msg = await c.recv()
@@ -407,7 +413,8 @@ async def rooms_per_minute_per_address(base_url: str) -> None:
                 break
             made += 1
             await c.send({"type": "leave"})
-    assert made == limit and refused is not None, (made, refused)
+    allowed = limit + (loop.time() - start) * limit / 60 + 1  # the refill while this runs
+    assert refused is not None and limit <= made <= allowed, (made, allowed, refused)
     assert refused["code"] == "room-rate-limited" and refused["ref"] == "join", refused
     # Joining a room that exists creates nothing, so it is still allowed.
     r = room()

@@ -144,9 +144,13 @@ def test_one_address_cannot_open_a_thousand_connections_or_rooms(real_server: Re
                 data = json.loads((await ws.receive(timeout=10)).data)
                 return data["type"] if data["type"] == "welcome" else data["code"]
 
+            loop = asyncio.get_running_loop()
+            start = loop.time()
             made = await asyncio.gather(*(create(ws) for ws in accepted))
-            assert made.count("welcome") == DEFAULTS.rooms_per_minute, made
-            assert made.count("room-rate-limited") == len(accepted) - DEFAULTS.rooms_per_minute
+            limit = DEFAULTS.rooms_per_minute
+            allowed = limit + (loop.time() - start) * limit / 60 + 1  # the refill meanwhile
+            assert limit <= made.count("welcome") <= allowed, (made, allowed)
+            assert made.count("welcome") + made.count("room-rate-limited") == len(accepted), made
             for ws in sockets:
                 await ws.close()
 
@@ -165,18 +169,23 @@ def test_a_reconnecting_flooder_is_held_to_its_address_rate(real_server: RealSer
         loop = asyncio.get_running_loop()
         start = loop.time()
         offered = 0
-        while loop.time() - start < 3.0:
+        while True:
             flooder = await Client.connect(url, address=addr)
             await flooder.send({"type": "join", "room": r})
             for i in range(150):  # every connection starts with a full per-connection bucket
                 await flooder.send({"type": "signal", "to": receiver.peer_id, "data": {"i": i}})
             offered += 150
             await flooder.close()
-        elapsed = loop.time() - start
+            elapsed = loop.time() - start
+            ceiling = DEFAULTS.address_burst + DEFAULTS.address_messages_per_second * elapsed
+            if elapsed >= 3.0 and offered > 2 * ceiling:
+                break  # a real flood: twice what the address may relay
+            assert elapsed < 25, f"could not offer a flood: {offered} in {elapsed:.1f} s"
         relayed = len(await drain_signals(receiver))
-        ceiling = DEFAULTS.address_burst + DEFAULTS.address_messages_per_second * elapsed
-        assert offered > 2 * ceiling, (offered, ceiling)  # the flood was a real flood
-        assert relayed <= ceiling, (relayed, ceiling, elapsed)
+        # Messages still in flight were admitted later: count the refill until now.
+        ceiling = (DEFAULTS.address_burst
+                   + DEFAULTS.address_messages_per_second * (loop.time() - start))
+        assert relayed <= ceiling, (relayed, ceiling, offered)
         await receiver.close()
 
     run(body)
