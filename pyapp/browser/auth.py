@@ -120,7 +120,8 @@ class AuthResult:
     local_peer_id: PeerId
     """Our own PeerId."""
     control: DataChannel = field(repr=False)
-    """The control channel the handshake ran on (left open)."""
+    """The control channel the handshake ran on (left open, and watched for the peer's
+    ALERT: a late refusal fails the session; it carries no application data)."""
     elapsed: float
     """Seconds from the call to completion."""
 
