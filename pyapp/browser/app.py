@@ -42,9 +42,9 @@ import js
 
 from pyapp.browser._ffi import ProxyOwner, is_null, spawn
 from pyapp.browser.auth import AuthResult
+from pyapp.browser.connection import Connection
 from pyapp.browser.datachannel import DataChannel
 from pyapp.browser.identity import Identity, TrustStore, load_and_show_identity
-from pyapp.browser.peer import PeerConnection
 from pyapp.browser.relay import RelayWatcher, apply_ice_servers
 from pyapp.browser.secure import receive_encrypted, send_encrypted
 from pyapp.browser.signaling import SignalingClient, default_url
@@ -95,7 +95,7 @@ class Peer:
     """
 
     peer_id: str
-    pc: PeerConnection
+    pc: Connection
     chat: DataChannel | None = None
     messages: list[str] = field(default_factory=list)
     verification: str = VERIFYING
@@ -344,12 +344,14 @@ class App:
 
     def _on_signal(self, sender: str, data: dict[str, Any]) -> None:
         peer = self.peers.get(sender) or self.departed.get(sender) or self._connect(sender, initiate=False)
+        if peer.pc.closed:  # a peer that failed verification: its signals go nowhere
+            return
         spawn(peer.pc.handle_signal(data), f"signal from {sender}")
 
     def _connect(self, peer_id: str, initiate: bool) -> Peer:
         client = self.client
         assert client is not None and client.peer_id is not None
-        pc = PeerConnection(
+        pc = Connection(
             signal=lambda message: client.send_signal(peer_id, message),
             polite=is_polite(client.peer_id, peer_id),
             ice_servers=client.ice_servers,  # TURN credentials from the welcome (or newer)

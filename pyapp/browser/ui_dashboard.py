@@ -40,7 +40,7 @@ from pyapp.exceptions import PyAppError
 
 if TYPE_CHECKING:
     from pyapp.browser.app import App
-    from pyapp.browser.peer import PeerConnection
+    from pyapp.browser.connection import Connection
     from pyapp.browser.power import PowerManager
 
 __all__ = ["RENDER_INTERVAL", "WINDOW_SECONDS", "Dashboard", "bind_dashboard", "current_dashboard"]
@@ -137,7 +137,7 @@ class Dashboard:
         for peer_id in [p for p in self.monitors if p not in live]:
             self._forget(peer_id)
 
-    def _monitor(self, pc: PeerConnection) -> QualityMonitor:
+    def _monitor(self, pc: Connection) -> QualityMonitor:
         session = pc.multiplexer()      # the peer's dashboard does the same
         answer_probes(session)
         monitor = pc.start_connection_quality_monitoring(1.0, None, probe=True,
@@ -151,6 +151,19 @@ class Dashboard:
         self.power = power
         for monitor in self.monitors.values():
             power.register(monitor)
+
+    def label(self, peer_id: str) -> str:
+        """How charts and the table name a peer: its user's name, else the start of its PeerId.
+
+        The signaling session id is routing detail and never shown.
+        """
+        peer = self.app.peers.get(peer_id)
+        auth = getattr(peer, "auth", None)
+        name = getattr(peer, "name", "")
+        if auth is None:
+            return name or peer_id
+        short = str(auth.peer_id)[:9]
+        return f"{name} ({short})" if name else short
 
     def _forget(self, peer_id: str) -> None:
         monitor = self.monitors.pop(peer_id)
@@ -221,16 +234,18 @@ class Dashboard:
                 col[index[round(pt.wall, 1)]] = None if value is None else round(value * scale, 3)
             return col
 
+        names = [self.label(p) for p in peers]
+
         def chart(chart_id: str, title: str, unit: str, field: str,
                   scale: float = 1.0, rng: list[float] | None = None) -> dict[str, Any]:
-            spec: dict[str, Any] = {"id": chart_id, "title": title, "unit": unit, "series": peers,
+            spec: dict[str, Any] = {"id": chart_id, "title": title, "unit": unit, "series": names,
                                     "data": [xs, *(column(p, field, scale) for p in peers)]}
             if rng is not None:
                 spec["range"] = rng
             return spec
 
         throughput = {"id": "throughput", "title": "Throughput (kbit/s)", "unit": "kbit/s",
-                      "series": [f"{p} {d}" for p in peers for d in ("out", "in")],
+                      "series": [f"{n} {d}" for n in names for d in ("out", "in")],
                       "data": [xs, *(column(p, f, 1e-3) for p in peers
                                      for f in ("send_bps", "recv_bps"))]}
         return {"charts": [
@@ -248,18 +263,19 @@ class Dashboard:
             stats = monitor.statistics
             if stats is None:
                 continue
+            who = self.label(peer_id)
             for ch in sorted(stats.channels, key=lambda c: c.channel_id):
                 if (ch.label or "").startswith(INTERNAL_PREFIX):
                     continue
                 delay = "–" if ch.queueing_delay_ms is None else f"{ch.queueing_delay_ms:.1f}"
-                rows.append([peer_id, ch.label or f"#{ch.channel_id}",
+                rows.append([who, ch.label or f"#{ch.channel_id}",
                              f"{ch.messages_sent}/{ch.messages_received}",
                              f"{ch.bytes_sent}/{ch.bytes_received}",
                              str(ch.queued_bytes), str(ch.dropped), delay])
             for dc in stats.data_channels:
                 if (dc.label or "").startswith(INTERNAL_PREFIX):
                     continue
-                rows.append([peer_id, f"{dc.label or '?'} (native)",
+                rows.append([who, f"{dc.label or '?'} (native)",
                              f"{_n(dc.messages_sent)}/{_n(dc.messages_received)}",
                              f"{_n(dc.bytes_sent)}/{_n(dc.bytes_received)}", "–", "–", "–"])
         return rows
@@ -293,6 +309,8 @@ class Dashboard:
             "version": 1,
             "exported_at": time.time(),
             "peers": {peer_id: m.export_timeline() for peer_id, m in sorted(self.monitors.items())},
+            # What the page shows for each peer (its name and the start of its PeerId).
+            "labels": {peer_id: self.label(peer_id) for peer_id in sorted(self.monitors)},
         }
 
     def export_json(self) -> str:

@@ -84,7 +84,9 @@ def peer_item(peer: Peer) -> Any:
         code = doc.createElement("div")
         code.className = "code"
         code.append(span("label", "Safety code"))
-        digits = span("digits", str(peer.code))
+        digits = span("digits", "")
+        first, second = peer.code.lines  # one half per key: textContent stays str(code)
+        digits.append(span("half", first), doc.createTextNode(" "), span("half", second))
         digits.title = "Read it aloud with this person: the same code on both screens means no relay"
         code.append(digits)
         li.append(code)

@@ -18,7 +18,7 @@ page's :class:`~pyapp.browser.power.PowerManager` is open (a ``getBattery()``
 that never answers delays only those two lines, never the page).
 
 The video card's buttons start and stop a call: the camera and microphone
-tracks go to every *verified* peer's PeerConnection in ``APP.peers`` (perfect
+tracks go to every *verified* peer's connection in ``APP.peers`` (perfect
 negotiation renegotiates; peers that connect later get them too), the local
 camera shows in ``#local-video`` and the first peer's video in
 ``#remote-video``. Every peer connection's video follows the power policy, so
@@ -49,7 +49,7 @@ from pyapp.exceptions import PyAppError
 
 if TYPE_CHECKING:
     from pyapp.browser.app import App
-    from pyapp.browser.peer import PeerConnection
+    from pyapp.browser.connection import Connection
 
 __all__ = ["SYNC_INTERVAL", "PowerUI", "bind_power_ui", "current_ui", "device_line", "network_line"]
 
@@ -118,7 +118,7 @@ class PowerUI:
         self.power = power
         self.media: LocalMedia | None = None
         self.renders = 0
-        self._senders: dict[str, tuple[PeerConnection, list[Any]]] = {}
+        self._senders: dict[str, tuple[Connection, list[Any]]] = {}
         self._tuned: set[int] = set()
         self._watched: set[int] = set()
         self._remote_track_id: str | None = None
@@ -182,8 +182,8 @@ class PowerUI:
                 continue
             for sender in senders:
                 try:
-                    pc.js_pc.removeTrack(sender)
-                except JsException as exc:
+                    pc.remove_track(sender)
+                except (JsException, PyAppError) as exc:
                     _report("removing a video call track", exc)
         self._senders.clear()
         if media is not None:
@@ -213,7 +213,7 @@ class PowerUI:
             live_ids.add(peer_id)
             if id(pc) not in self._tuned:
                 self._tuned.add(id(pc))
-                self.power.add_video(pc.media_tuner)   # mobile / battery caps from the policy
+                self.power.add_video(pc.media)   # mobile / battery caps from the policy
                 pc.events.on("connectionstatechange", self._forget_closed(pc))
             if id(pc) not in self._watched:
                 self._watched.add(id(pc))
@@ -228,10 +228,10 @@ class PowerUI:
                 del self._senders[peer_id]
         self._show_remote()
 
-    def _forget_closed(self, pc: PeerConnection) -> Any:
+    def _forget_closed(self, pc: Connection) -> Any:
         def on_state(state: str) -> None:
             if state == "closed":
-                self.power.unregister(pc.media_tuner)
+                self.power.unregister(pc.media)
                 self._tuned.discard(id(pc))
                 self._watched.discard(id(pc))
                 self._show_remote()
@@ -241,7 +241,7 @@ class PowerUI:
         for peer in list(self.app.peers.values()):
             if peer.pc.closed:
                 continue
-            for transceiver in peer.pc.js_pc.getTransceivers():
+            for transceiver in peer.pc.get_transceivers():
                 direction = transceiver.currentDirection
                 track = transceiver.receiver.track
                 if (not is_null(direction) and str(direction) in ("recvonly", "sendrecv")

@@ -142,7 +142,7 @@ str(safety_code(I.CURRENT.alg, I.CURRENT.public_key, p.auth.peer_alg, p.auth.pee
             assert any(len(f) == 33 + len(chat_json) + len(b' 10 BTC at 42000"}') for f in frames)
 
         # ---- the dashboard lists application channels only
-        table = wait_until(lambda: alice.page.locator("#channel-table tbody tr").all_inner_texts(), timeout=15)
+        table = wait_until(lambda: alice.page.locator("#channel-table tbody tr").all_inner_texts(), timeout=30)
         assert any("chat (native)" in r for r in table), table
         assert not any("pyapp-" in r for r in table), table
 
