@@ -12,7 +12,7 @@ from pyapp.core.security.envelope import SecureChannel
 from pyapp.core.security.interface import SignatureAlgorithm
 from pyapp.core.security.keys import Role
 from tests.conftest import PyPage, ServerProcess
-from tests.interop.conftest import Link, connect
+from tests.interop.conftest import Link, connect, interop_page
 from tests.interop.doc_mux import DocMux
 from tests.support.aiortc_peer import PeerThread, authenticate
 from tests.support.oracle_crypto import OracleCrypto
@@ -67,6 +67,22 @@ async def doc_side(link: Link, mux: DocMux) -> dict[str, Any]:
 @pytest.mark.parametrize("page_dials", [True, False], ids=["page-offers", "aiortc-offers"])
 def test_page_mux_against_doc_mux_on_aiortc(cpage: PyPage, peer_thread: PeerThread,
                                             server: ServerProcess, page_dials: bool) -> None:
+    mux_round(cpage, peer_thread, server, page_dials)
+
+
+def test_firefox_page_mux_against_doc_mux(firefox: Any, peer_thread: PeerThread,
+                                          server: ServerProcess) -> None:
+    page = interop_page(firefox, server)
+    try:
+        mux_round(page, peer_thread, server, page_dials=True)
+    finally:
+        errors = [c for c in page.console if c.startswith("pageerror")]
+        page.page.context.close()
+        assert not errors, errors
+
+
+def mux_round(cpage: PyPage, peer_thread: PeerThread, server: ServerProcess,
+              page_dials: bool) -> None:
     link = connect(cpage, peer_thread, server, page_dials=page_dials)
     try:
         # The impolite side (the dialer) takes even ids: computable from the document alone.
