@@ -12,7 +12,7 @@ The package has two halves:
 
 This top level holds what works in both runtimes: every exception, the
 channel options (:class:`Reliability`, :class:`Priority`) and the value types
-that features report (statistics, quality, device, power). Their seed names
+that features report (statistics, quality, device, power). Their original API names
 ``DataChannelReliability`` and ``DataChannelPriority`` are documented aliases.
 
 Example (in CPython or in the page)::
@@ -64,10 +64,10 @@ from pyapp.exceptions import (
 __version__ = "0.1.0"
 
 DataChannelReliability = Reliability
-"""The seed's name for :class:`Reliability` (``DataChannelReliability.UNRELIABLE`` ...)."""
+"""The original API's name for :class:`Reliability` (``DataChannelReliability.UNRELIABLE`` ...)."""
 
 DataChannelPriority = Priority
-"""The seed's name for :class:`Priority` (``DataChannelPriority.HIGH`` ...)."""
+"""The original API's name for :class:`Priority` (``DataChannelPriority.HIGH`` ...)."""
 
 __all__ = [
     # values and options (both runtimes)

@@ -10,7 +10,7 @@ and the types both runtimes share (exceptions, ``Reliability``, ``Priority``,
 statistics) are re-exported from :mod:`pyapp`.
 
 ``WebRtcConnection`` (= :class:`Connection`) and ``WebRtcDataChannel``
-(= :class:`DataChannel`) are the seed's names, kept as documented aliases.
+(= :class:`DataChannel`) are the original API's names, kept as documented aliases.
 
 Example (in the page)::
 

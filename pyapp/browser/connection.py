@@ -404,4 +404,4 @@ def _facade_of(peer: PeerConnection) -> Connection:
 PeerConnection.facade_factory = _facade_of
 
 WebRtcConnection = Connection
-"""The seed's name for :class:`Connection`."""
+"""The original API's name for :class:`Connection` (a documented alias)."""

@@ -79,7 +79,7 @@ class VideoCaps:
                    settings.video_width, settings.video_height)
 
 
-#: The seed's mobile tuning: 128 kbit/s, 320x240 @ 15 fps.
+#: The mobile tuning: 128 kbit/s, 320x240 @ 15 fps.
 MOBILE_CAPS = VideoCaps(max_bitrate=128_000, max_framerate=15.0, width=320, height=240)
 #: Desktop: 2.5 Mbit/s (a 720p30 VP8 rate), at most 30 fps, the camera's own size.
 DESKTOP_CAPS = VideoCaps(max_bitrate=2_500_000, max_framerate=30.0, width=None, height=None)

@@ -239,7 +239,7 @@ class MediaStatistics:
 
 @dataclass(frozen=True)
 class ConnectionStatistics:
-    """One getStats snapshot of a peer connection (the seed's fields first)."""
+    """One getStats snapshot of a peer connection (the original API's fields first)."""
 
     timestamp: float
     """The caller's ``now`` (seconds) when the report was taken."""

@@ -1,4 +1,4 @@
-"""Issue 6 in real Pyodide in headless Chromium: device profile, mobile tuning, battery policy.
+"""Mobile and power in real Pyodide in headless Chromium: device profile, mobile tuning, battery policy.
 
 The page gets a fake Battery API (an EventTarget that fires ``levelchange`` /
 ``chargingchange``) from an init script, and Chromium's fake camera (640x480 @ 20).

@@ -1,4 +1,4 @@
-"""Statistics and quality monitoring over real PeerConnections in Pyodide (issue 7)."""
+"""Statistics and quality monitoring over real PeerConnections in Pyodide."""
 
 from __future__ import annotations
 

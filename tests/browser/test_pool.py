@@ -292,7 +292,7 @@ def test_churn_500_cycles_returns_to_baseline(page):
         async def cycles(n, width=1):
             # Sequential: with 8 concurrent loopback dials Chromium hits its
             # PeerConnection limit after ~250 cycles even with both GCs forced
-            # (something on the JS side keeps them; see the report of issue 5).
+            # (something on the JS side keeps them).
             async def worker(k):
                 for i in range(k, n, width):
                     lease = await pool.get_connection(f"churn{i}")

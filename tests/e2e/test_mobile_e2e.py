@@ -1,4 +1,4 @@
-"""Issue 6 end to end: the real server and UI on emulated devices (desktop, Pixel 7, iPhone 13).
+"""Mobile and power end to end: the real server and UI on emulated devices (desktop, Pixel 7, iPhone 13).
 
 A video call between a desktop and a Pixel 7 through the page's own buttons: the
 phone's video is tuned from its device profile alone, then follows its (fake)
