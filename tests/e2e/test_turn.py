@@ -14,6 +14,7 @@ only way between the pages is through coturn's relayed addresses.
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import socket
@@ -27,6 +28,7 @@ from typing import Any
 
 import pytest
 
+from tests.browsers import FIREFOX_PREFS, firefox_path
 from tests.conftest import PyPage, ServerProcess, missing_prerequisite, wait_until
 from tests.netns import End, Lab, Namespace, NamespacedServer, unavailable
 from web.turn import Coturn, TurnConfig, TurnIssuer
@@ -559,3 +561,67 @@ def test_open_connections_take_refreshed_credentials_for_an_ice_restart(coturn: 
     # ... the one left with the credentials it was made with gets a 401 from coturn.
     assert stale["servers"] == result["first"]
     assert any(" error 401" in e for e in stale["errors"]), stale
+
+
+FIREFOX_RELAY = """
+import json
+from pyapp.browser import SignalingClient
+from pyapp.browser.signaling import default_url
+from pyapp.browser.loopback import loopback_pair
+from pyapp.browser.relay import RelayWatcher
+from pyapp.exceptions import ConnectionClosedError
+client = SignalingClient(default_url())
+await client.join(ROOM)
+a, b = loopback_pair(ice_servers=client.ice_servers, ice_transport_policy="relay")
+errors = []
+RelayWatcher(a).events.on("relay-error", lambda e: errors.append(str(e)))
+ch = a.create_data_channel("x")
+types = None
+try:
+    await ch.wait_open(WAIT)
+    s = await a.get_statistics()
+    types = [s.local_candidate_type, s.remote_candidate_type]
+except (TimeoutError, ConnectionClosedError):
+    pass   # no relay, so ICE fails: reported as types None, and asserted on
+a.close(); b.close(); client.close()
+json.dumps({"types": types, "errors": errors})
+"""
+
+
+@pytest.fixture(scope="module")
+def firefox_loopback(playwright_instance: Any) -> Iterator[Any]:
+    """Firefox ESR that gathers on loopback, so it can reach a coturn on 127.0.0.1."""
+    if firefox_path() is None:
+        missing_prerequisite("no Firefox ESR (python3 build.py test installs it as root)")
+    os.environ.setdefault("MOZ_REMOTE_SETTINGS_DEVTOOLS", "1")
+    browser = playwright_instance.firefox.launch(
+        channel="moz-firefox", executable_path=firefox_path(), headless=True,
+        firefox_user_prefs=dict(FIREFOX_PREFS, **{"media.peerconnection.ice.loopback": True}))
+    yield browser
+    browser.close()
+
+
+@pytest.mark.parametrize("secret_ok", [True, False], ids=["right-secret", "wrong-secret"])
+def test_firefox_relays_through_coturn_and_names_a_relay_that_refuses(
+        coturn: Coturn, firefox_loopback: Any, secret_ok: bool) -> None:
+    server = ServerProcess("--turn-url", coturn.urls()[0],
+                           "--turn-secret", coturn.secret if secret_ok else "not-the-secret")
+    try:
+        context = firefox_loopback.new_context()
+        context.set_default_timeout(30_000)
+        page = PyPage(context.new_page(), server.url).open()
+        page.py(f"ROOM = {('turn-' + uuid.uuid4().hex[:8])!r}; WAIT = {15 if secret_ok else 6}")
+        result = page.pyjson(FIREFOX_RELAY, timeout=40)
+        context.close()
+    finally:
+        server.stop()
+    if secret_ok:
+        assert result == {"types": ["relay", "relay"], "errors": []}, result
+        assert coturn.count(r"ALLOCATE processed, success") >= 2
+    else:
+        assert result["types"] is None
+        # Firefox names the relay without the ?transport= part of the URL.
+        host_port = coturn.urls()[0].split("?")[0]
+        assert [e for e in result["errors"] if e.startswith(f"TURN relay {host_port}")
+                and " error 401" in e], result["errors"]
+        assert coturn.count(r"ALLOCATE processed, success") == 0
