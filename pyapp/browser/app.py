@@ -222,7 +222,8 @@ class App:
             ul.appendChild(peer_item(peer))
         self._render_status()
 
-    def _render_message(self, sender: str, text: str, system: bool = False) -> None:
+    def _render_message(self, sender: str, text: str, system: bool = False,
+                        peer: Peer | None = None) -> None:
         self.messages.append((sender, text))
         if not self._dom:
             return
@@ -231,10 +232,20 @@ class App:
             li.className = "system"
             li.textContent = text
         else:
+            li.className = "mine" if peer is None else "theirs"
             who = js.document.createElement("span")
             who.className = "from"
             who.textContent = sender
-            li.append(who, js.document.createTextNode(text))
+            li.append(who)
+            if peer is not None and peer.auth is not None:
+                # A name is only a claim (a peer may call itself "me"): the start of the
+                # PeerId goes with every line it sends.
+                tag = js.document.createElement("span")
+                tag.className = "tag"
+                tag.textContent = str(peer.auth.peer_id)[:4]
+                tag.title = f"PeerId {peer.auth.peer_id}"
+                li.append(tag)
+            li.append(js.document.createTextNode(text))
         box = _el("messages")
         box.appendChild(li)
         box.scrollTop = box.scrollHeight
@@ -524,7 +535,7 @@ class App:
                 if isinstance(text, str) and text:
                     text = text[:MAX_CHAT]
                     peer.messages.append(text)
-                    self._render_message(self._label(peer), text)
+                    self._render_message(self._label(peer), text, peer=peer)
         except ConnectionClosedError:
             self._gone(peer, "left (its channel closed)")
 

@@ -131,6 +131,9 @@ str(safety_code(I.CURRENT.alg, I.CURRENT.public_key, p.auth.peer_alg, p.auth.pee
         # ---- chat both ways; what left either page on the chat channel is ciphertext
         chat(alice, bob, "buy 10 BTC at 42000")
         chat(bob, alice, "sell 10 BTC at 42000")
+        # A name is only a claim: each received line carries the sender's PeerId prefix.
+        assert bob.page.locator("#messages li.theirs .tag").all_inner_texts() == [alice_id[:4]]
+        assert bob.page.locator("#messages li.mine").all_inner_texts() == ["mesell 10 BTC at 42000"]
         for page, text in ((alice, b"buy 10 BTC"), (bob, b"sell 10 BTC")):
             frames = raw_sent(page, "chat")
             assert len(frames) >= 2, frames  # the hello and the chat line
