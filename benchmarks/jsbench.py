@@ -34,9 +34,11 @@ RAW_TRANSFER = """async ({count, size, high, low, ordered}) => {
 
 # Python run in the page: time `count` messages of `size` bytes from `sender` (anything
 # with `await send()`) until `receiver` (anything with a `message` event) has them all.
+# With `batch`, the sender hands `batch` messages at a time to `await send_many()`
+# (DataChannel: one FFI crossing per batch, still one SCTP message per item).
 PY_TIMED_TRANSFER = """
 import asyncio, js
-async def _timed_transfer(sender, receiver, count, size):
+async def _timed_transfer(sender, receiver, count, size, batch=0):
     total = count * size
     state = {"got": 0}
     done = asyncio.get_event_loop().create_future()
@@ -47,8 +49,12 @@ async def _timed_transfer(sender, receiver, count, size):
     receiver.events.on("message", on_message)
     chunk = bytes(size)
     t0 = js.performance.now()
-    for _ in range(count):
-        await sender.send(chunk)
+    if batch:
+        for start in range(0, count, batch):
+            await sender.send_many([chunk] * min(batch, count - start))
+    else:
+        for _ in range(count):
+            await sender.send(chunk)
     await done
     return js.performance.now() - t0
 """
