@@ -19,6 +19,7 @@ from typing import Any
 
 from pyapp.browser._ffi import spawn
 from pyapp.browser.connection import Connection
+from pyapp.exceptions import OperationTimeout
 
 __all__ = ["connected_pair", "loopback_pair"]
 
@@ -59,6 +60,8 @@ async def connected_pair(label: str = "pyapp-probe", timeout: float = 10.0,
     """A loopback pair that has finished connecting (a data channel forces negotiation).
 
     The channel used to trigger negotiation is closed again before returning.
+    Raises :class:`~pyapp.exceptions.OperationTimeout` (both closed) when the pair
+    does not connect within ``timeout`` seconds.
     """
     a, b = loopback_pair(**kwargs)
     arrived: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
@@ -69,10 +72,20 @@ async def connected_pair(label: str = "pyapp-probe", timeout: float = 10.0,
 
     b.events.on("datachannel", on_channel)
     channel = a.create_data_channel(label)
-    await asyncio.gather(a.wait_connected(timeout), b.wait_connected(timeout))
-    # Wait for b's side of the channel too, so its datachannel event cannot reach
-    # a handler the caller registers after we return.
-    remote = await asyncio.wait_for(arrived, timeout)
+    try:
+        await asyncio.gather(a.wait_connected(timeout), b.wait_connected(timeout))
+        # Wait for b's side of the channel too, so its datachannel event cannot reach
+        # a handler the caller registers after we return.
+        remote = await asyncio.wait_for(arrived, timeout)
+    except BaseException as exc:
+        a.close()  # nothing stays open on failure or cancellation
+        b.close()
+        if isinstance(exc, TimeoutError) and not isinstance(exc, OperationTimeout):
+            raise OperationTimeout(
+                f"the loopback pair did not see its {label!r} channel within {timeout} s; "
+                "the page may be overloaded: raise timeout", operation="connected_pair",
+                timeout=timeout) from None
+        raise
     b.events.off("datachannel", on_channel)
     channel.close()
     remote.close()
