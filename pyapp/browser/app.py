@@ -70,6 +70,7 @@ from pyapp.exceptions import (
     DecryptionError,
     IdentityFormatError,
     PyAppError,
+    SignalingRefusedError,
 )
 
 __all__ = ["APP", "AUTH_TIMEOUT", "LEFT_GRACE", "App", "Peer", "start"]
@@ -310,7 +311,9 @@ class App:
         self._render_peers()
 
     def _on_signaling_error(self, error: Any) -> None:
-        if isinstance(error, ServerError):
+        if isinstance(error, SignalingRefusedError):
+            self.show_error(str(error))  # a full sentence: what was refused and why (its code)
+        elif isinstance(error, ServerError):
             self.show_error(f"signaling server: {error.code}: {error.message}")
         else:
             self.show_error(f"signaling: {error}")

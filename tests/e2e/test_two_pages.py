@@ -6,7 +6,7 @@ import uuid
 
 import pytest
 
-from tests.conftest import new_pypage, wait_until
+from tests.conftest import ServerProcess, new_pypage, wait_until
 from tests.server_cases import CASES, run_case
 
 pytestmark = pytest.mark.e2e
@@ -145,6 +145,25 @@ def test_errors_are_shown_to_the_user(chromium, server):
         assert "invalid room name" in page.page.locator("#error-text").inner_text()
     finally:
         close_pages(page)
+
+
+def test_a_refused_join_is_shown_in_words(chromium):
+    """The signaling server's refusal (here: room full) reaches the user as a sentence with its code."""
+    small = ServerProcess("--max-peers-per-room", "1")
+    pages = []
+    try:
+        room = "full-" + uuid.uuid4().hex[:8]
+        pages.append(new_pypage(chromium, small, f"/?room={room}"))
+        wait_until(lambda: pages[0].page.locator("#signaling-state").get_attribute("data-session"), timeout=15)
+        pages.append(new_pypage(chromium, small, f"/?room={room}"))
+        second = pages[1].page
+        wait_until(lambda: second.locator("#error").is_visible(), timeout=15)
+        text = second.locator("#error-text").inner_text()
+        assert "room-full" in text and "full" in text.replace("room-full", ""), text
+        assert second.locator("#join").is_visible()  # not joined: the user can try another room
+    finally:
+        close_pages(*pages)
+        small.stop()
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
