@@ -387,6 +387,66 @@ def test_redis_outage_keeps_clients_and_rooms_come_back() -> None:
         redis_server.stop()
 
 
+def test_many_clients_across_instances_lose_nothing_silently(redis_server: RedisServer) -> None:
+    """200 clients in 50 rooms split over two instances, every one signalling every peer:
+    each signal arrives once and in order, or its sender is told it was refused."""
+    flags = ("--address-messages-per-second", "0", "--joins-per-minute", "0",
+             "--rooms-per-minute", "0", "--connections-per-address", "0")
+    x, y = instance(redis_server.url, *flags), instance(redis_server.url, *flags)
+    rounds = 10
+
+    async def body() -> None:
+        rooms: dict[str, list[Client]] = {}
+        for r in range(50):
+            name = f"load-{uuid.uuid4().hex[:6]}-{r}"
+            rooms[name] = [await Client.connect((x if (r + k) % 2 else y).url) for k in range(4)]
+        await asyncio.gather(*(c.join(name) for name, cs in rooms.items() for c in cs))
+        everyone = [c for cs in rooms.values() for c in cs]
+        got: dict[int, list[tuple[str, int]]] = {id(c): [] for c in everyone}
+        refused: dict[int, int] = {id(c): 0 for c in everyone}
+        expected = sum(len(cs) * (len(cs) - 1) for cs in rooms.values()) * rounds
+
+        async def read(c: Client) -> None:
+            while True:
+                msg = await c.recv(timeout=30)
+                if msg["type"] == "signal":
+                    got[id(c)].append((msg["from"], msg["data"]["i"]))
+                elif msg["type"] == "error":
+                    refused[id(c)] += 1
+
+        readers = [asyncio.ensure_future(read(c)) for c in everyone]
+
+        async def send(c: Client, peers: list[Client]) -> None:
+            for i in range(rounds):
+                for p in peers:
+                    await c.send({"type": "signal", "to": p.peer_id, "data": {"i": i}})
+
+        await asyncio.gather(*(send(c, [p for p in cs if p is not c])
+                               for cs in rooms.values() for c in cs))
+        deadline = time.monotonic() + 30
+        while sum(map(len, got.values())) + sum(refused.values()) < expected:
+            assert time.monotonic() < deadline, (sum(map(len, got.values())), expected)
+            await asyncio.sleep(0.1)
+        await asyncio.sleep(0.3)   # nothing extra may follow
+        for t in readers:
+            t.cancel()
+        assert sum(map(len, got.values())) + sum(refused.values()) == expected
+        for c in everyone:
+            by_sender: dict[str, list[int]] = {}
+            for sender, i in got[id(c)]:
+                by_sender.setdefault(sender, []).append(i)
+            for seq in by_sender.values():   # once each, in the order sent
+                assert seq == sorted(set(seq)), seq
+        for c in everyone:
+            await c.close()
+
+    try:
+        run_async(body, timeout=120)
+    finally:
+        x.stop()
+        y.stop()
+
+
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_protocol_cases_through_redis(pair: tuple[Instance, Instance], name: str) -> None:
     """The single-server protocol suite, on an instance whose rooms live in Redis."""
