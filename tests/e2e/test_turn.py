@@ -350,9 +350,9 @@ def test_the_app_with_relay_1_connects_through_a_local_coturn(chromium: Any) -> 
         for page in pages:
             wait_until(lambda page=page: [p["state"] for p in _state(page)["peers"].values()]
                        == ["connected"], timeout=40, interval=0.3)
-        wait_until(lambda: pages[0].py("APP.peers and next(iter(APP.peers.values())).chat is not None "
-                                       "and next(iter(APP.peers.values())).chat.ready_state == 'open'"),
-                   timeout=20)
+        # The app authenticates each peer before chat (over the relayed connection too).
+        for page in pages:
+            wait_until(lambda page=page: page.py("len(APP.chat_peers())") == 1, timeout=30)
         assert pages[0].py("await APP.send_chat('relayed hello')") == 1
         wait_until(lambda: any("relayed hello" in p["messages"] for p in _state(pages[1])["peers"].values()),
                    timeout=15)
