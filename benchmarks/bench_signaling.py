@@ -40,7 +40,8 @@ if str(ROOT) not in sys.path:
 
 from tests.load.abusers import READY  # noqa: E402
 from tests.load.conftest import RealServer  # noqa: E402
-from tests.server_cases import Client, fresh_address, room  # noqa: E402
+from tests.server_cases import Client, fresh_address  # noqa: E402
+from tests.server_cases import bystanders as _pair  # noqa: E402  (a pair in a room of its own)
 
 P99_LIMIT_MS = 50.0
 STEPS = (250, 500, 1000, 1500, 2000, 2500, 3000, 4000, 5000)
@@ -58,15 +59,6 @@ def _rss_kb(pid: int) -> int:
 def _p99(samples: list[float]) -> float:
     ordered = sorted(samples)
     return ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
-
-
-async def _pair(url: str) -> tuple[Client, Client]:
-    r = room()
-    a, b = await Client.connect(url), await Client.connect(url)
-    await a.join(r)
-    await b.join(r)
-    await a.recv_type("peer-joined")
-    return a, b
 
 
 async def _relay_latencies(a: Client, b: Client, seconds: float, rate: float = 40.0) -> list[float]:
