@@ -158,8 +158,8 @@ class MuxLifecycle:
         self._window_parked: list[Channel] = []
 
         self._channels: dict[int, Channel] = {}
+        # Recently ended channels, oldest first (a dict keeps insertion order).
         self._tombstones: dict[int, ChannelState] = {}
-        self._tombstone_order: deque[int] = deque()
         self._recent_resets: deque[tuple[int, str]] = deque(maxlen=256)
         self._control: deque[bytes] = deque()
         self._pending_acks: dict[int, int] = {}
@@ -202,7 +202,7 @@ class MuxLifecycle:
             if frame.flags & FLAG_REPLAY:
                 self._frames_ignored += 1
                 return
-            self._forget_tombstone(cid)
+            del self._tombstones[cid]
         if cid & 1 == self._parity:
             self._control.append(encode_reset(cid, "wrong channel id parity"))
             raise FrameError(f"OPEN with channel id {cid} of the wrong parity", cid)
@@ -418,17 +418,11 @@ class MuxLifecycle:
         ch.unacked.clear()
         ch.parts = []
         ch.partials.clear()
-        self._tombstones[ch.id] = final
-        self._tombstone_order.append(ch.id)
-        if len(self._tombstone_order) > 4096:
-            self._tombstones.pop(self._tombstone_order.popleft(), None)
-
-    def _forget_tombstone(self, cid: int) -> None:
-        self._tombstones.pop(cid, None)
-        try:
-            self._tombstone_order.remove(cid)
-        except ValueError:
-            pass
+        tombstones = self._tombstones
+        tombstones.pop(ch.id, None)  # re-inserted as the newest
+        tombstones[ch.id] = final
+        if len(tombstones) > 4096:
+            del tombstones[next(iter(tombstones))]
 
     def _incomplete(self, ch: Channel, size: int) -> None:
         self._drop_inbound(ch, size, "incomplete")
