@@ -1,4 +1,7 @@
-"""End to end: the real app in Firefox and Chromium authenticates (by itself) and encrypts across engines."""
+"""End to end: the real app in Firefox and Chromium authenticates (by itself) and encrypts across engines.
+
+The page side is tests/pyodide/app_security_cases.py (called with ``pypage.call``).
+"""
 
 from __future__ import annotations
 
@@ -13,38 +16,7 @@ pytestmark = pytest.mark.e2e
 
 PEER_ID = re.compile(r"^[a-z2-7]{4}(-[a-z2-7]{4}){5}$")
 
-START = """
-import asyncio
-from pyapp.browser.app import APP
-from pyapp.browser import identity as I
-from pyapp.browser.secure import EncryptedChannel
-from pyapp.browser.auth import role_of
-from pyapp.core.security.keys import Role
-
-async def _secure_hello(text):
-    peer = next(iter(APP.peers.values()))
-    for _ in range(1000):  # the app authenticates every peer itself, right after connecting
-        if peer.verified:
-            break
-        await asyncio.sleep(0.02)
-    result = peer.auth
-    assert result is not None and peer.pc.security.status == "verified", peer.verification
-    if role_of(peer.pc) is Role.OFFERER:
-        ch = peer.pc.create_data_channel("secret")
-    else:
-        while not any(c.label == "secret" for c in peer.pc.channels):
-            await asyncio.sleep(0.02)
-        ch = next(c for c in peer.pc.channels if c.label == "secret")
-    await ch.wait_open(10)
-    enc = EncryptedChannel.from_session(ch, result)
-    await enc.send(text)
-    got = (await enc.receive()).decode()
-    return {"peer": str(result.peer_id), "me": str(I.CURRENT.peer_id), "got": got, "auth_s": result.elapsed,
-            "th": result.transcript_hash.hex(), "role": result.role.name,
-            "alg": result.peer_alg.name, "wire": ch.bytes_sent}
-
-TASK = asyncio.ensure_future(_secure_hello(TEXT))
-"""
+PAGE = "tests.pyodide.app_security_cases"
 
 
 def pill(page) -> str:
@@ -60,12 +32,12 @@ def test_firefox_and_chromium_authenticate_and_encrypt_through_the_app(firefox, 
             wait_until(lambda p=p: p.page.locator("#peers li .state").all_inner_texts() == ["connected"],
                        timeout=30)
             wait_until(lambda p=p: PEER_ID.match(pill(p)), timeout=10)
-        ff.py(f"TEXT = 'sealed in firefox'\n{START}")
-        cr.py(f"TEXT = 'sealed in chromium'\n{START}")
+        ff.call(f"{PAGE}:start_secure_hello", text="sealed in firefox")
+        cr.call(f"{PAGE}:start_secure_hello", text="sealed in chromium")
         for p in (ff, cr):
-            wait_until(lambda p=p: p.py("TASK.done()"), timeout=30)
-        a = ff.pyjson("import json; json.dumps(TASK.result())")
-        b = cr.pyjson("import json; json.dumps(TASK.result())")
+            wait_until(lambda p=p: p.call(f"{PAGE}:secure_hello_done"), timeout=30)
+        a = ff.call(f"{PAGE}:secure_hello_result")
+        b = cr.call(f"{PAGE}:secure_hello_result")
         # Each side verified the other's PeerId, the one the other page shows in its pill.
         assert a["me"] == pill(ff) and b["me"] == pill(cr)
         assert a["peer"] == b["me"] and b["peer"] == a["me"]
