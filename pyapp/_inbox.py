@@ -57,12 +57,8 @@ class Inbox:
 
     def put(self, item: Message) -> None:
         """Hand ``item`` to the longest-waiting reader, or queue it."""
-        readers = self._readers
-        while readers:
-            reader = readers.popleft()
-            if not reader.done():
-                reader.set_result(item)
-                return
+        if self._readers and self._hand_over(item):
+            return
         self._items.append(item)
         self.nbytes += len(item)
 
@@ -93,14 +89,20 @@ class Inbox:
             raise
 
     def _put_front(self, item: Message) -> None:
+        if self._readers and self._hand_over(item):
+            return
+        self._items.appendleft(item)
+        self.nbytes += len(item)
+
+    def _hand_over(self, item: Message) -> bool:
+        """Give ``item`` to the longest-waiting live reader; False if none is left."""
         readers = self._readers
         while readers:
             reader = readers.popleft()
             if not reader.done():
                 reader.set_result(item)
-                return
-        self._items.appendleft(item)
-        self.nbytes += len(item)
+                return True
+        return False
 
     def close(self, error: Callable[[], BaseException]) -> None:
         """No more messages: waiting readers (and later ones, once the queue is
