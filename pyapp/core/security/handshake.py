@@ -111,7 +111,7 @@ from pyapp.core.security.transcript import (
     Transcript,
     auth_signature_input,
 )
-from pyapp.exceptions import AuthenticationError, LocalProtocolError
+from pyapp.exceptions import AuthenticationError, InvalidArgumentError, LocalProtocolError
 
 __all__ = [
     "ALERT",
@@ -378,13 +378,18 @@ class Handshake:
             local_fingerprints = [local_fingerprints]
         self.local_fingerprints = tuple(_fingerprint(fp) for fp in local_fingerprints)
         if not self.local_fingerprints:
-            raise LocalProtocolError("pass at least one local fingerprint (from the local SDP)")
+            raise InvalidArgumentError(
+                "local_fingerprints is empty: pass every fingerprint of our certificate "
+                "from the local SDP (sdp_fingerprints(pc.localDescription.sdp))")
         if isinstance(remote_fingerprints, (bytes, Fingerprint)):
             remote_fingerprints = [remote_fingerprints]
         remote = sorted({_fingerprint(fp) for fp in remote_fingerprints},
                         key=lambda fp: (fp.hash, fp.digest))
         if not remote or len({fp.hash for fp in remote}) != len(remote):
-            raise LocalProtocolError("remote_fingerprints: one or more, at most one per hash")
+            raise InvalidArgumentError(
+                f"remote_fingerprints must hold one or more fingerprints, at most one per hash "
+                f"function, got {', '.join(map(str, remote)) or 'none'}: pass "
+                "remote_fingerprints(pc.remoteDescription.sdp)")
         self.remote_fingerprints = tuple(remote)
         self._crypto = crypto
         self.role = role
@@ -551,10 +556,9 @@ class Handshake:
         signed = auth_signature_input(peer.role, self._transcript_hash)
         ok = await self._crypto.verify(peer.alg, peer.public_key, msg.signature, signed)
         self._still(HandshakeState.AUTH_SENT)
-        if not ok:
-            raise auth_error(V.BAD_SIGNATURE, f"AUTH from PeerId "
-                             f"{PeerId.from_public_key(peer.alg, peer.public_key)}")
         peer_id = PeerId.from_public_key(peer.alg, peer.public_key)
+        if not ok:
+            raise auth_error(V.BAD_SIGNATURE, f"AUTH from PeerId {peer_id}")
         if self._expected is not None and peer_id != self._expected:
             raise auth_error(V.KEY_CHANGED, f"pinned PeerId {self._expected}, the peer proved {peer_id}")
         trust = None
@@ -584,5 +588,7 @@ def _fingerprint(fp: Fingerprint | bytes) -> Fingerprint:
     if isinstance(fp, Fingerprint):
         return fp
     if len(fp) != HashFunction.SHA256.digest_size:
-        raise LocalProtocolError("a bare fingerprint must be a 32-byte sha-256 digest")
+        raise InvalidArgumentError(
+            f"a bare fingerprint must be a 32-byte sha-256 digest, got {len(fp)} bytes: "
+            "pass a Fingerprint for other hash functions")
     return Fingerprint(HashFunction.SHA256, bytes(fp))
