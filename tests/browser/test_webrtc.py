@@ -81,3 +81,23 @@ def test_changed_page_module_is_reimported(pypage, tmp_path):
         assert pypage.call("tests.pyodide._scratch_reimport:value") == 2
     finally:
         module.unlink()
+
+
+def test_connection_facade_holds_the_features_and_tears_them_down(pypage):
+    out = pypage.call("tests.pyodide.connection:facade_features_and_teardown", timeout=60)
+    assert out["types"] == ["Connection", "PeerConnection"]
+    assert out["alias"] is True and out["bound"] is True
+    assert out["none_yet"] == [True, True, True]
+    assert out["security"] == "unverified"
+    assert out["same_mux"] is True
+    assert out["accepted"] == ["orders", "ticks"]
+    assert out["monitor"] == [True, True, True]
+    assert "orders" in out["stats_channels"]
+    assert out["after_close"] == [True, True, True, False, True]
+    assert out["late_send"] in ("ConnectionClosedError", "DeliveryError", "ChannelResetError")
+    assert out["proxies_delta"] == 0
+
+
+def test_a_bare_peer_connection_gets_one_facade(pypage):
+    out = pypage.call("tests.pyodide.connection:bare_peer_gets_a_facade")
+    assert out == {"type": "Connection", "same": True, "security_shared": True, "closed": True}
