@@ -33,6 +33,8 @@ from typing import Protocol
 
 from aiohttp import web
 
+from pyapp.exceptions import InvalidArgumentError
+
 __all__ = ["Limits", "LimitStore", "InMemoryLimitStore", "client_address"]
 
 
@@ -78,11 +80,20 @@ class Limits:
         for f in fields(self):
             value = getattr(self, f.name)
             if value < 0:
-                raise ValueError(f"limit {f.name} must be >= 0, got {value!r}")
-        for name in ("max_message_bytes", "messages_per_second", "burst", "flood_strikes",
-                     "queue_messages", "queue_bytes"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"limit {name} must be > 0")
+                raise InvalidArgumentError(
+                    f"limit {f.name} (--{f.name.replace('_', '-')}) must be >= 0, got {value!r}: "
+                    "pass 0 or more (`build.py serve --help` says what 0 means for each)")
+        for name in _REQUIRED:
+            value = getattr(self, name)
+            if value <= 0:
+                raise InvalidArgumentError(
+                    f"limit {name} (--{name.replace('_', '-')}) must be > 0, got {value!r}: "
+                    "it cannot be switched off")
+
+
+_REQUIRED = ("max_message_bytes", "messages_per_second", "burst", "flood_strikes",
+             "queue_messages", "queue_bytes")
+"""Per-client limits without an 'off' value (0 would refuse every message)."""
 
 
 class LimitStore(Protocol):
