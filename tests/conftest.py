@@ -20,7 +20,9 @@ import re
 import subprocess
 import sys
 import textwrap
+import threading
 import time
+from collections import deque
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -38,6 +40,8 @@ hypothesis_settings.register_profile("dev", deadline=None, print_blob=True)
 hypothesis_settings.load_profile("ci" if os.environ.get("CI") else "dev")
 
 ROOT = Path(__file__).resolve().parent.parent
+LOG_TAIL_LINES = 500
+"""Lines of the server's output that :meth:`ServerProcess.log_tail` keeps."""
 STATIC = ROOT / "static"
 
 PYODIDE_TESTS = ROOT / "tests" / "pyodide"
@@ -110,9 +114,25 @@ class ServerProcess:
         match = re.search(r"(https?://[\d.]+:\d+)/", line)
         if not match:
             self.proc.kill()
-            raise RuntimeError(f"server did not start: {line!r}")
+            rest = self.proc.stdout.read()
+            raise RuntimeError(f"server did not start: {line!r}{rest[-2000:]!r}")
         self.url = match.group(1)
         self.port = int(self.url.rsplit(":", 1)[1])
+        # Keep draining the server's output (a full pipe would block a server that logs
+        # a lot, e.g. refusals); the last lines stay readable for failure messages.
+        self._log: deque[str] = deque([line.rstrip("\n")], maxlen=LOG_TAIL_LINES)
+        self._reader = threading.Thread(target=self._drain, name=f"server-log-{self.port}",
+                                        daemon=True)
+        self._reader.start()
+
+    def _drain(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self._log.append(line.rstrip("\n"))
+
+    def log_tail(self, lines: int = 50) -> str:
+        """The last ``lines`` lines the server printed (for failure messages)."""
+        return "\n".join(list(self._log)[-lines:])
 
     def stop(self) -> None:
         self.proc.terminate()
@@ -120,6 +140,8 @@ class ServerProcess:
             self.proc.wait(5)
         except subprocess.TimeoutExpired:
             self.proc.kill()
+            self.proc.wait(5)
+        self._reader.join(2)
 
 
 class PyPage:
