@@ -291,15 +291,6 @@ def _str_field(obj: dict[str, Any], key: str, pattern: re.Pattern[str] | None = 
     return value
 
 
-def _optional_id(obj: dict[str, Any]) -> int | None:
-    value = obj.get("id")
-    if value is None:
-        return None
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise _bad("'id' must be an integer")
-    return value
-
-
 def parse_client_message(text: str | bytes) -> ClientMessage:
     """Parse and validate one message from a client; raise SignalingError if bad."""
     obj = _load_object(text)
@@ -317,7 +308,7 @@ def parse_client_message(text: str | bytes) -> ClientMessage:
     if kind == "leave":
         return Leave()
     if kind == "ping":
-        return Ping(id=_optional_id(obj))
+        return Ping(id=_optional_int(obj, "id"))
     raise _bad(f"unknown message type {kind[:40]!r}")
 
 
@@ -345,7 +336,7 @@ def parse_server_message(text: str | bytes) -> ServerMessage:
         return IceServers(ice_servers=parse_ice_servers(obj.get("ice_servers")),
                           expires=_optional_int(obj, "expires"))
     if kind == "pong":
-        return Pong(id=_optional_id(obj))
+        return Pong(id=_optional_int(obj, "id"))
     if kind == "error":
         ref = obj.get("ref")
         return ServerError(code=_str_field(obj, "code"), message=_str_field(obj, "message"),
@@ -442,7 +433,8 @@ class TokenBucket:
 
     def __init__(self, rate: float, burst: int, now: float) -> None:
         if rate <= 0 or burst < 1:
-            raise ValueError("rate must be > 0 and burst >= 1")
+            raise InvalidArgumentError(
+                f"a token bucket needs rate > 0 and burst >= 1, got rate={rate!r}, burst={burst!r}")
         self.rate = rate
         self.burst = burst
         self._tokens = float(burst)
