@@ -41,7 +41,7 @@ from typing import Any
 import js
 
 from pyapp.browser._ffi import ProxyOwner, is_null, spawn
-from pyapp.browser.auth import AuthResult
+from pyapp.browser.auth import AuthResult, SecurityState, security_of
 from pyapp.browser.connection import Connection
 from pyapp.browser.datachannel import DataChannel
 from pyapp.browser.identity import Identity, TrustStore, load_and_show_identity
@@ -434,6 +434,8 @@ class App:
                     "missing: open the page over https or on localhost); nothing is sent")
             store = await self.trust_store()
             result = await peer.pc.authenticate(identity, known_peers=store, timeout=AUTH_TIMEOUT)
+            # The peer may still reject us afterwards (its check of our key failed: an alert).
+            security_of(peer.pc).events.on("status", lambda state: self._on_security(peer, state))
             peer.auth, peer.trust = result, result.trust
             peer.code = safety_code(identity.alg, identity.public_key, result.peer_alg,
                                     result.peer_public_key)
@@ -460,7 +462,13 @@ class App:
         await self._judge(peer, clean_name(hello.get("name")))
         await self._read_chat(peer, chat)
 
+    def _on_security(self, peer: Peer, state: SecurityState) -> None:
+        if state.status == "failed" and state.error is not None:
+            self._failed(peer, state.error)
+
     def _failed(self, peer: Peer, exc: AuthenticationError) -> None:
+        if peer.verification == FAILED:
+            return  # the first reason stands (closing the link makes later steps fail too)
         peer.verification, peer.failure = FAILED, exc
         label, sentence = reason_text(exc)
         self._render_message("", f"verification failed ({label}): {sentence}. No chat with this peer.",
