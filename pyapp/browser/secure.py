@@ -36,7 +36,7 @@ pushes out the rest; :meth:`EncryptedChannel.send` is ``submit`` + ``flush``.
 a time, in order, exactly as the core :class:`~pyapp.core.security.envelope.Opener`
 does (which handles every epoch change itself).
 
-The seed's functions :func:`send_encrypted` / :func:`receive_encrypted` keep
+The documented functions :func:`send_encrypted` / :func:`receive_encrypted` keep
 one EncryptedChannel per transport object, in the connection's
 :class:`~pyapp.browser.auth.SecurityState` (so it goes away with the
 connection); a transport whose connection is unknown needs an explicit
@@ -341,7 +341,7 @@ class EncryptedChannel:
         return f"<EncryptedChannel id={self.channel_id} sent={self.sent} received={self.received}>"
 
 
-# ---------------------------------------------------------------------- seed API
+# ---------------------------------------------------------------------- documented API
 
 def _pc_of(transport: Any) -> Any:
     for name in ("peer_connection", "pc"):
@@ -390,14 +390,14 @@ async def encrypted(transport: Any, key: bytes | None = None, *, role: Role | No
 
 async def send_encrypted(transport: Any, message: bytes | str, key: bytes | None = None, *,
                          role: Role | None = None, session: AuthResult | None = None) -> None:
-    """Seed API: seal ``message`` and send it on ``transport`` (see :func:`encrypted`)."""
+    """Seal ``message`` and send it on ``transport`` (see :func:`encrypted`)."""
     await (await encrypted(transport, key, role=role, session=session)).send(message)
 
 
 async def receive_encrypted(transport: Any, key: bytes | None = None, *,
                             role: Role | None = None,
                             session: AuthResult | None = None) -> bytes:
-    """Seed API: the next message from ``transport``, opened; ``DecryptionError`` if it does not."""
+    """The next message from ``transport``, opened; ``DecryptionError`` if it does not."""
     return await (await encrypted(transport, key, role=role, session=session)).receive()
 
 
