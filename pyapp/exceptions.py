@@ -209,8 +209,8 @@ class IdentityChangedError(AuthenticationError):
     ``previous`` is the PeerId on record, ``presented`` the one the peer proved.
     """
 
-    def __init__(self, reason: str, trust: TrustResult) -> None:
-        super().__init__(reason)
+    def __init__(self, reason: str, trust: TrustResult, message: str | None = None) -> None:
+        super().__init__(reason, message)
         self.trust = trust
         self.presented = trust.peer_id
         self.previous = trust.previous

@@ -50,18 +50,13 @@ class ProbeResponder:
         self.send_failures = 0
         self.recent_errors: deque[ProbeError] = deque(maxlen=20)
         self.closed = False
-        session.events.on("channel", self._on_channel)
-        # Channels the peer opened before we were installed are still waiting for accept().
-        for channel in list(session._incoming):
-            self._on_channel(channel)
+        # The label is reserved: the session hands such channels (also those opened
+        # before we were installed) to us, never to the application's accept().
+        session.serve_reserved(PROBE_LABEL, self._on_channel)
 
     def _on_channel(self, channel: MultiplexedChannel) -> None:
-        if channel.label != PROBE_LABEL or self.closed:
+        if self.closed:
             return
-        try:  # reserved label: never handed to the application's accept()
-            self.session._incoming.remove(channel)
-        except ValueError:
-            pass
         channel.events.on("message", lambda data: self._on_ping(channel, data))
 
     def _on_ping(self, channel: MultiplexedChannel, data: bytes | str) -> None:
@@ -81,9 +76,8 @@ class ProbeResponder:
         self.echoed += 1
 
     def close(self) -> None:
-        """Stop answering new probe channels."""
+        """Stop answering new probe channels (they stay reserved: never accepted)."""
         self.closed = True
-        self.session.events.off("channel", self._on_channel)
 
 
 def answer_probes(session: MuxSession) -> ProbeResponder:

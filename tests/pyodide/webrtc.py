@@ -79,7 +79,7 @@ async def glare() -> dict[str, Any]:
             break
         await asyncio.sleep(0.05)
     out = {"seen": seen, "state": [a.connection_state, b.connection_state],
-           "errors": [str(e) for e in a.events.errors + b.events.errors]}
+           "errors": [str(e) for e in [*a.events.recent_errors, *b.events.recent_errors]]}
     a.close()
     b.close()
     return out
