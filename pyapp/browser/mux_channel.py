@@ -105,7 +105,8 @@ class MultiplexedChannel:
         oldest messages instead (counted in ``stats.messages_dropped``).
         """
         session = self.session
-        size = len(data) if not isinstance(data, str) else len(data.encode())
+        # An ASCII str is as many bytes as characters: no encode here (send encodes it).
+        size = len(data) if not isinstance(data, str) or data.isascii() else len(data.encode())
         while True:
             self._raise_if_done()
             if (session._paused or session._paused_unreliable) and not await session._wait_unpaused(self):
@@ -136,7 +137,7 @@ class MultiplexedChannel:
 
     def _raise_if_done(self) -> None:
         if self._done:
-            raise self.error or ConnectionClosedError(f"channel {self.label!r} is closed")
+            raise self._end_error()
 
     # ------------------------------------------------------------------ receiving
 
