@@ -44,11 +44,6 @@ class Emitter:
         self.on_error: Callable[[str, BaseException], None] | None = None
         """called with (event, error) for every callback error, after it is logged"""
 
-    @property
-    def errors(self) -> list[BaseException]:
-        """TRANSITIONAL alias of ``recent_errors`` (bounded); use ``recent_errors``."""
-        return list(self.recent_errors)
-
     def on(self, event: str, callback: Callback) -> Callback:
         """Call ``callback(*args)`` on every ``event``; returns it (usable as a decorator)."""
         self._handlers[event].append(callback)
