@@ -12,8 +12,10 @@ import ifaddr
 import pytest
 
 from tests.conftest import PyPage, ServerProcess, missing_prerequisite, new_pypage
-from tests.interop.page import SETUP
 from tests.support.aiortc_peer import AiortcPeer, PeerThread, SdpFilter, SignalingPeer
+
+PAGE = "tests.pyodide.interop_cases"
+"""The page side of every interop test (called with ``pypage.call``)."""
 
 
 def non_loopback_ipv4() -> list[str]:
@@ -33,7 +35,7 @@ def peer_thread() -> Iterator[PeerThread]:
 
 def interop_page(browser: Any, server: ServerProcess) -> PyPage:
     page = new_pypage(browser, server)
-    page.py(SETUP)
+    page.call(f"{PAGE}:setup")
     return page
 
 
@@ -48,7 +50,7 @@ def cpage(chromium: Any, server: ServerProcess) -> Iterator[PyPage]:
 
 @dataclass
 class Link:
-    """A connected page <-> aiortc pair; the page's connection is ``PC`` in the page."""
+    """A connected page <-> aiortc pair; the page's current connection (tests/pyodide/interop_cases.py)."""
 
     page: PyPage
     thread: PeerThread
@@ -60,7 +62,7 @@ class Link:
         return self.thread.run(coro, timeout)
 
     def close(self) -> None:
-        self.page.py("PC.close()")
+        self.page.call(f"{PAGE}:close")
         self.run(self.peer.close())
         self.run(self.peer.signaling.close())
 
@@ -75,15 +77,14 @@ def connect(page: PyPage, thread: PeerThread, server: ServerProcess, *, page_dia
     """
     room = "interop-" + uuid.uuid4().hex[:10]
     sig = thread.run(SignalingPeer.connect(server.url, room))
-    page_id = page.py(f"await IO.join({room!r}, polite={not page_dials})")
+    page_id = page.call(f"{PAGE}:join", room=room, polite=not page_dials)
     assert thread.run(asyncio.wait_for(sig.joined.get(), 10)) == page_id
     peer = AiortcPeer(sig, page_id, sdp_filter=sdp_filter)
     try:
         if page_dials:
-            creates = "".join(f"PC.create_data_channel({label!r}); " for label in page_channels)
-            page.py(f"PC = IO.pc({sig.peer_id!r}); {creates}None")
+            page.call(f"{PAGE}:dial", peer=sig.peer_id, channels=list(page_channels))
         else:
-            page.py(f"PC = IO.pc({sig.peer_id!r}); None")
+            page.call(f"{PAGE}:dial", peer=sig.peer_id, channels=[])
 
             async def dial() -> None:
                 for label in aiortc_channels:
@@ -91,7 +92,7 @@ def connect(page: PyPage, thread: PeerThread, server: ServerProcess, *, page_dia
                 await peer.dial()
 
             thread.run(dial())
-        page.py(f"await PC.wait_connected({timeout})", timeout=timeout + 10)
+        page.call(f"{PAGE}:wait_connected", seconds=timeout, timeout=timeout + 10)
         thread.run(peer.wait_connected(timeout))
         return Link(page, thread, peer, page_id, page_dials)
     except BaseException:

@@ -14,28 +14,11 @@ from pyapp.core.security.interface import SignatureAlgorithm
 from pyapp.core.security.keys import Role
 from pyapp.exceptions import AuthenticationError
 from tests.conftest import PyPage, ServerProcess
-from tests.interop.conftest import Link, connect, interop_page
+from tests.interop.conftest import PAGE, Link, connect, interop_page
 from tests.support.aiortc_peer import PeerThread, authenticate
 from tests.support.oracle_crypto import OracleCrypto
 
 pytestmark = [pytest.mark.e2e, pytest.mark.interop]
-
-PAGE_AUTH = """
-from pyapp.browser.secure import send_encrypted, receive_encrypted
-from pyapp.core.security.fingerprint import remote_fingerprints
-ME = await new_identity()
-R = await PC.authenticate(ME, timeout=15)
-res = {"peer": str(R.peer_id), "me": str(ME.peer_id), "role": R.role.name,
-       "th": R.transcript_hash.hex(), "elapsed": R.elapsed, "status": PC.security.status,
-       "remote_bound": [f.hash.sdp_name for f in remote_fingerprints(PC.remote_description["sdp"])]}
-SECRET = PC.create_data_channel("secret")
-await SECRET.wait_open(10)
-await send_encrypted(SECRET, "sealed by the page")
-res["got"] = (await receive_encrypted(SECRET)).decode()
-res["wire_bytes"] = SECRET.bytes_sent
-json.dumps(res)
-"""
-
 
 async def aiortc_auth_and_echo(link: Link, role: Role) -> dict[str, Any]:
     crypto = OracleCrypto()
@@ -59,7 +42,7 @@ def run_auth(link: Link) -> tuple[dict[str, Any], dict[str, Any]]:
     # The dialer is impolite, hence the handshake's OFFERER.
     aiortc_role = Role.ANSWERER if link.page_dialed else Role.OFFERER
     fut = link.thread.submit(aiortc_auth_and_echo(link, aiortc_role))
-    page = link.page.pyjson(PAGE_AUTH, timeout=40)
+    page = link.page.call(f"{PAGE}:authenticate_and_echo", timeout=40)
     return page, fut.result(30)
 
 
@@ -122,20 +105,7 @@ def test_aiortc_refusal_reaches_the_page_with_its_reason(cpage: PyPage, peer_thr
             return "verified"
 
         fut = peer_thread.submit(aiortc_side())
-        page = link.page.pyjson("""
-            ME = await new_identity()
-            try:
-                R = await PC.authenticate(ME, timeout=15)
-                first = "verified"
-            except Exception as exc:
-                first = getattr(exc, "reason", repr(exc))
-            for _ in range(200):
-                if PC.security.status == "failed":
-                    break
-                await asyncio.sleep(0.02)
-            json.dumps({"first": first, "status": PC.security.status, "reason": PC.security.reason,
-                        "message": str(PC.security.error), "closed": PC.closed})
-        """, timeout=40)
+        page = link.page.call(f"{PAGE}:authenticate_then_wait_for_failure", timeout=40)
         assert fut.result(30) == "key_changed"
         # Either the ALERT came while the page still waited for AUTH, or right after it
         # verified aiortc: both end as peer_rejected, naming aiortc's reason.

@@ -18,7 +18,7 @@ import pytest
 
 from pyapp.core.security.handshake import HelloMessage, parse_message
 from tests.conftest import PyPage, ServerProcess, new_pypage, wait_until
-from tests.interop.page import SETUP
+from tests.interop.conftest import PAGE
 from tests.support.aiortc_peer import (
     AiortcPeer,
     Channel,
@@ -29,29 +29,6 @@ from tests.support.aiortc_peer import (
 )
 
 pytestmark = [pytest.mark.e2e, pytest.mark.interop]
-
-START_AUTH = """
-from pyapp.core.security.fingerprint import remote_fingerprints
-async def _auth():
-    me = await new_identity()
-    try:
-        r = await PC.authenticate(me, timeout=12)
-        return {"ok": str(r.peer_id)}
-    except Exception as exc:
-        return {"error": type(exc).__name__, "reason": getattr(exc, "reason", None),
-                "message": str(exc)}
-TASK = asyncio.ensure_future(_auth())
-None
-"""
-
-RESULT = """
-res = TASK.result()
-res["closed"] = PC.closed
-res["status"] = PC.security.status
-res["remote_bound"] = [str(f) for f in remote_fingerprints(PC.remote_description["sdp"])]
-json.dumps(res)
-"""
-
 
 @dataclass
 class Relay:
@@ -94,7 +71,7 @@ class Relay:
 def pages(chromium: Any, server: ServerProcess) -> Iterator[tuple[PyPage, PyPage]]:
     a, b = new_pypage(chromium, server), new_pypage(chromium, server)
     for page in (a, b):
-        page.py(SETUP)
+        page.call(f"{PAGE}:setup")
     yield a, b
     for page in (a, b):
         page.page.context.close()
@@ -104,8 +81,8 @@ def run_mitm(page_a: PyPage, page_b: PyPage, thread: PeerThread, server: ServerP
              sdp_filter: SdpFilter | None) -> tuple[dict[str, Any], dict[str, Any], Relay]:
     room = "mitm-" + uuid.uuid4().hex[:10]
     sig = thread.run(SignalingPeer.connect(server.url, room))
-    id_a = page_a.py(f"await IO.join({room!r}, polite=False)")
-    id_b = page_b.py(f"await IO.join({room!r}, polite=True)")
+    id_a = page_a.call(f"{PAGE}:join", room=room, polite=False)
+    id_b = page_b.call(f"{PAGE}:join", room=room, polite=True)
 
     async def joined() -> list[str]:
         return [await asyncio.wait_for(sig.joined.get(), 10) for _ in range(2)]
@@ -114,8 +91,8 @@ def run_mitm(page_a: PyPage, page_b: PyPage, thread: PeerThread, server: ServerP
     relay = Relay(AiortcPeer(sig, id_a, sdp_filter=sdp_filter),
                   AiortcPeer(sig, id_b, sdp_filter=sdp_filter))
     # Page A dials who it believes is B (the relay); the relay dials page B as "A".
-    page_a.py(f"PC = IO.pc({sig.peer_id!r}); PC.create_data_channel('x'); None")
-    page_b.py(f"PC = IO.pc({sig.peer_id!r}); None")
+    page_a.call(f"{PAGE}:dial", peer=sig.peer_id, channels=["x"])
+    page_b.call(f"{PAGE}:dial", peer=sig.peer_id, channels=[])
 
     async def dial_b() -> None:
         relay.b.create_channel("x")
@@ -124,12 +101,13 @@ def run_mitm(page_a: PyPage, page_b: PyPage, thread: PeerThread, server: ServerP
 
     thread.run(dial_b())
     for page in (page_a, page_b):
-        page.py("await PC.wait_connected(30)", timeout=40)
+        page.call(f"{PAGE}:wait_connected", seconds=30, timeout=40)
     for page in (page_a, page_b):
-        page.py(START_AUTH)
+        page.call(f"{PAGE}:start_authenticate", seconds=12)
     for page in (page_a, page_b):
-        wait_until(lambda p=page: p.py("TASK.done()"), timeout=30)
-    out_a, out_b = page_a.pyjson(RESULT), page_b.pyjson(RESULT)
+        wait_until(lambda p=page: p.call(f"{PAGE}:authenticate_done"), timeout=30)
+    out_a = page_a.call(f"{PAGE}:authenticate_result")
+    out_b = page_b.call(f"{PAGE}:authenticate_result")
     return out_a, out_b, relay
 
 
@@ -174,7 +152,7 @@ def test_relaying_mitm_between_firefox_and_chromium(firefox: Any, pages: tuple[P
     """Firefox keeps all three of the relay's lines (and selects sha-512); same verdict."""
     page_a = new_pypage(firefox, server)
     try:
-        page_a.py(SETUP)
+        page_a.call(f"{PAGE}:setup")
         out_a, out_b, relay = run_mitm(page_a, pages[1], peer_thread, server,
                                        keep_one_fingerprint("sha-384"))
         try:

@@ -12,7 +12,7 @@ from pyapp.core.security.envelope import SecureChannel
 from pyapp.core.security.interface import SignatureAlgorithm
 from pyapp.core.security.keys import Role
 from tests.conftest import PyPage, ServerProcess
-from tests.interop.conftest import Link, connect, interop_page
+from tests.interop.conftest import PAGE, Link, connect, interop_page
 from tests.interop.doc_mux import DocMux
 from tests.support.aiortc_peer import PeerThread, authenticate
 from tests.support.oracle_crypto import OracleCrypto
@@ -20,29 +20,6 @@ from tests.support.oracle_crypto import OracleCrypto
 pytestmark = [pytest.mark.e2e, pytest.mark.interop]
 
 BIG = bytes(range(256)) * 160  # 40960 bytes: three fragments
-
-PAGE = """
-from pyapp.browser.mux import DataChannelReliability
-MUX = PC.multiplexer()
-await MUX.wait_open(15)
-orders = PC.create_multiplexed_channel(label="orders")
-await orders.send("buy 1 @ 42")
-await orders.send(bytes(range(256)) * 160)
-theirs = await MUX.accept(15)
-got = [theirs.label, theirs.channel_id, await theirs.receive(), (await theirs.receive()).hex()]
-reply = await orders.receive()
-ticks = PC.create_multiplexed_channel(label="ticks", reliability=DataChannelReliability.UNRELIABLE)
-for i in range(3):
-    await ticks.send(f"tick {i}")
-quotes = await MUX.accept(15)
-quote = [quotes.label, quotes.channel_id, (await quotes.receive()).hex()]
-orders.close()
-res = {"orders_id": orders.channel_id, "got": got, "reply": reply, "quote": quote,
-       "errors": [str(e) for e in MUX.protocol_errors], "peer_session": MUX.peer_session_id.hex(),
-       "session": MUX.session_id.hex()}
-json.dumps(res)
-"""
-
 
 async def doc_side(link: Link, mux: DocMux) -> dict[str, Any]:
     await mux.start(15)
@@ -89,7 +66,7 @@ def mux_round(cpage: PyPage, peer_thread: PeerThread, server: ServerProcess,
         doc_even = not page_dials
         mux = peer_thread.run(_make(link, doc_even))
         fut = peer_thread.submit(doc_side(link, mux))
-        page = link.page.pyjson(PAGE, timeout=60)
+        page = link.page.call(f"{PAGE}:mux_round", timeout=60)
         doc = fut.result(30)
         page_parity = 0 if page_dials else 1
         assert page["orders_id"] % 2 == page_parity and doc["cid"] == page["orders_id"]
@@ -138,16 +115,7 @@ def test_send_encrypted_over_a_doc_mux_channel(cpage: PyPage, peer_thread: PeerT
             return {"cid": ch.cid, "reply": (await sc.open(reply, loop.time())).decode()}
 
         fut = peer_thread.submit(aiortc_side())
-        page = link.page.pyjson("""
-            from pyapp.browser.secure import send_encrypted, receive_encrypted
-            R = await PC.authenticate(await new_identity(), timeout=15)
-            MUX = PC.multiplexer()
-            await MUX.wait_open(15)
-            ch = await MUX.accept(15)
-            got = (await receive_encrypted(ch)).decode()
-            await send_encrypted(ch, "and back, sealed by the page")
-            json.dumps({"got": got, "cid": ch.channel_id})
-        """, timeout=60)
+        page = link.page.call(f"{PAGE}:encrypted_over_mux", timeout=60)
         doc = fut.result(30)
         assert page["got"] == "sealed over the doc mux" and page["cid"] == doc["cid"] == 0
         assert doc["reply"] == "and back, sealed by the page"

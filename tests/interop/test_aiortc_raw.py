@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from playwright.sync_api import Error as PlaywrightError
 
 from tests.conftest import PyPage, ServerProcess
-from tests.interop.conftest import Link, connect, interop_page
+from tests.interop.conftest import PAGE, Link, connect, interop_page
 from tests.support.aiortc_peer import PeerThread
 
 pytestmark = [pytest.mark.e2e, pytest.mark.interop]
@@ -32,14 +32,7 @@ def raw_both_ways(link: Link) -> dict[str, Any]:
         return got
 
     fut = link.thread.submit(aiortc_side())
-    out = link.page.pyjson("""
-        ch = await IO.channel(PC, "raw")
-        await ch.wait_open(10)
-        await ch.send("text from the page")
-        await ch.send(b"\\xffbytes from the page")
-        got = [await ch.receive(), await ch.receive()]
-        json.dumps([g.hex() if isinstance(g, bytes) else g for g in got])
-    """)
+    out = link.page.call(f"{PAGE}:raw_both_ways")
     return {"page_got": out, "aiortc_got": fut.result(20)}
 
 
@@ -50,7 +43,7 @@ def aiortc_certificate(link: Link) -> bytes:
 
 
 def fingerprint_report(link: Link) -> dict[str, Any]:
-    report: dict[str, Any] = link.page.pyjson("json.dumps(await IO.fingerprints(PC))")
+    report: dict[str, Any] = link.page.call(f"{PAGE}:fingerprints")
     der = aiortc_certificate(link)
     # getStats' remote certificate is aiortc's real one when its DER hashes to what aiortc has.
     report["remote_der_is_aiortc_cert"] = (report["stats"].get("remote", {}).get("der_sha256")
@@ -151,7 +144,7 @@ def test_which_fingerprint_lines_the_engine_checks_for_dtls(
                                sdp_filter=_wrong(*hashes), timeout=6)
             except (ConnectionError, TimeoutError, PlaywrightError):
                 connected[name] = False
-                page.py("PC.close()")
+                page.call(f"{PAGE}:close")
             else:
                 connected[name] = True
                 link.close()
