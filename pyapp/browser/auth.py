@@ -56,6 +56,7 @@ from pyapp._events import Emitter
 from pyapp.browser.crypto import WebCrypto, default_crypto, detect_algorithms
 from pyapp.browser.datachannel import DataChannel
 from pyapp.browser.identity import Identity, TrustStore
+from pyapp.browser.timer import now as _now
 from pyapp.core.security.fingerprint import Fingerprint, remote_fingerprints, sdp_fingerprints
 from pyapp.core.security.handshake import (
     Handshake,
@@ -186,10 +187,6 @@ def role_of(pc: PeerConnection) -> Role:
 def session_of(pc: PeerConnection) -> AuthResult | None:
     """The latest successful :func:`authenticate` result for ``pc``, if any."""
     return security_of(pc).session
-
-
-def _now() -> float:
-    return asyncio.get_event_loop().time()
 
 
 async def _until(deadline: float, awaitable: Any) -> Any:

@@ -62,6 +62,7 @@ from typing import Any, Protocol
 
 from pyapp.browser.auth import AuthResult, role_of, security_of
 from pyapp.browser.crypto import default_crypto
+from pyapp.browser.timer import now as _now
 from pyapp.core.security.envelope import (
     AUTHENTICATION_FAILED,
     MALFORMED,
@@ -216,7 +217,7 @@ class EncryptedChannel:
         self._check()
         data = message.encode() if isinstance(message, str) else bytes(message)
         async with self._send_lock:
-            key, header = await self._reserve(asyncio.get_event_loop().time())
+            key, header = await self._reserve(_now())
             sealer = self.secure.sealer
             full_aad = envelope_aad(header, sealer.channel_id, sealer.direction, aad)
             self._batch.append((key, header.nonce, data, full_aad, header.encode()))
@@ -284,7 +285,7 @@ class EncryptedChannel:
     async def _open_next_batch(self, aad: bytes) -> None:
         batch = await self._read_batch()
         opener = self.secure.opener
-        now = asyncio.get_event_loop().time()
+        now = _now()
         opener._expire(now)
         parsed: list[tuple[EnvelopeHeader, bytes, Any] | None] = []
         simple = len(batch) > 1
