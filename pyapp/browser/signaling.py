@@ -33,6 +33,7 @@ import js
 
 from pyapp._events import Emitter
 from pyapp.browser._ffi import ProxyOwner, call_js, spawn
+from pyapp.browser.timer import now as _now
 from pyapp.core.signaling import (
     IceServers,
     Join,
@@ -138,7 +139,7 @@ class SignalingClient:
     def _on_open(self, _event: Any) -> None:
         self._set_state("open")
         self._opened.set()
-        self._last_pong = asyncio.get_event_loop().time()
+        self._last_pong = _now()
         if self._ping_task is None or self._ping_task.done():
             self._ping_task = spawn(self._ping_loop(), "signaling heartbeat")
         if self.room is not None:  # a reconnect: rejoin under the same id
@@ -190,12 +191,11 @@ class SignalingClient:
             delay = min(self.max_backoff, delay * 2)
 
     async def _ping_loop(self) -> None:
-        loop = asyncio.get_event_loop()
         while not self._closing and self._ws is not None:
             await asyncio.sleep(self.ping_interval)
             if self._ws is None or self.state != "open":
                 return
-            if loop.time() - self._last_pong > self.ping_interval + self.ping_timeout:
+            if _now() - self._last_pong > self.ping_interval + self.ping_timeout:
                 self._ws.close(4000, "heartbeat timeout")  # _on_close reconnects
                 return
             self._ping_id += 1
@@ -238,7 +238,7 @@ class SignalingClient:
         elif isinstance(msg, RelayedSignal):
             self.events.emit("signal", msg.sender, msg.data)
         elif isinstance(msg, Pong):
-            self._last_pong = asyncio.get_event_loop().time()
+            self._last_pong = _now()
         elif isinstance(msg, ServerError):
             self._refused(refusal(msg))
 
