@@ -89,11 +89,9 @@ class RelayWatcher:
         pc = self._pc
         if pc is None:
             return
-        state = str(pc.js_pc.iceGatheringState)
-        if state == "gathering":
-            self._reached = False
-            self._unanswered.clear()
-        elif state == "complete":
+        # A later gathering round (negotiation, ICE restart) reuses the ports of the
+        # first and may gather nothing new: "reached" stays true once a server answered.
+        if str(pc.js_pc.iceGatheringState) == "complete":
             unanswered, self._unanswered = self._unanswered, []
             if self._reached:
                 self.ignored += len(unanswered)
