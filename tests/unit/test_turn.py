@@ -35,7 +35,6 @@ from web.server import make_app
 from web.turn import (
     SECRET_ENV,
     Coturn,
-    IceGrant,
     TurnConfig,
     TurnIssuer,
     add_turn_flags,
@@ -181,8 +180,10 @@ def test_issuer_pushes_fresh_credentials_halfway_until_cancelled() -> None:
                             clock=lambda: 5000.0 + (loop.time() - start))
         pushed: list[tuple[float, int]] = []
 
-        async def push(grant: IceGrant) -> None:
-            pushed.append((loop.time() - start, grant.expires))
+        async def push(message: IceServers) -> None:
+            assert message.expires is not None
+            assert message.ice_servers[0]["username"] == f"{message.expires}:peer-1"
+            pushed.append((loop.time() - start, message.expires))
 
         task = issuer.keep_fresh("peer-1", issuer.grant("peer-1"), push)
         await asyncio.sleep(2.6)
