@@ -39,7 +39,7 @@ from pyapp.browser.identity import Identity
 from pyapp.browser.media import MOBILE_CAPS, MediaTuner
 from pyapp.browser.monitor import QualityCallback, QualityMonitor
 from pyapp.browser.mux import MultiplexedChannel, MuxSession
-from pyapp.browser.peer import IceServer, PeerConnection, SignalFn
+from pyapp.browser.peer import CLOSED_MESSAGE, IceServer, PeerConnection, SignalFn
 from pyapp.browser.power import PowerManager
 from pyapp.browser.probing import ProbeResponder
 from pyapp.browser.secure import receive_encrypted as _receive_encrypted
@@ -70,7 +70,9 @@ class Connection:
             peer = PeerConnection(signal, polite=polite, ice_servers=ice_servers,
                                   ice_transport_policy=ice_transport_policy)
         elif signal is not None or ice_servers is not None:
-            raise LocalProtocolError("give either peer= or the PeerConnection's arguments, not both")
+            raise LocalProtocolError(
+                "give either peer= (an existing PeerConnection) or the arguments to build one, "
+                "not both")
         self.peer = peer
         """The RTCPeerConnection wrapper this connection owns."""
         self.mux: MuxSession | None = None
@@ -187,7 +189,7 @@ class Connection:
         """
         if self.mux is None:
             if self.peer.closed:
-                raise ConnectionClosedError("peer connection is closed")
+                raise ConnectionClosedError(CLOSED_MESSAGE)
             self.mux = MuxSession(self.peer, **options)
             if self.power is not None:
                 self.power.register(self.mux)
@@ -211,9 +213,10 @@ class Connection:
         message not yet acknowledged is replayed and duplicates are dropped.
         """
         if self.peer.closed:
-            raise ConnectionClosedError("peer connection is closed")
+            raise ConnectionClosedError(CLOSED_MESSAGE)
         if self.mux is not None:
-            raise LocalProtocolError("this connection already has a multiplexer")
+            raise LocalProtocolError(
+                "this connection already has a multiplexer: detach_multiplexer() it first")
         previous = session.pc.connection  # the connection the session ran on until now
         session.resume_on(self.peer)
         self.mux = session

@@ -229,7 +229,8 @@ class QualityMonitor:
         if self._running:
             return
         if self._closed or self.peer.closed:
-            raise ConnectionClosedError("cannot monitor a closed connection")
+            raise ConnectionClosedError(
+                "cannot monitor a closed connection: start monitoring on a live one")
         self._running = True
         if self._fetch is None:
             # Two long-lived proxies instead of a Promise->Future bridge (and a task) per poll.

@@ -52,13 +52,17 @@ if TYPE_CHECKING:
     from pyapp.browser.monitor import QualityCallback, QualityMonitor
     from pyapp.browser.mux import MultiplexedChannel, MuxSession
 
-__all__ = ["IceServer", "PeerConnection", "SignalFn"]
+__all__ = ["CLOSED_MESSAGE", "IceServer", "PeerConnection", "SignalFn"]
 
 SignalFn = Callable[[dict[str, Any]], Awaitable[None] | None]
 IceServer = dict[str, Any]
 """``{"urls": ["stun:host:3478"], "username": "...", "credential": "..."}``"""
 
 PRIORITIES = ("very-low", "low", "medium", "high")
+
+CLOSED_MESSAGE = ("the peer connection is closed; open a new Connection to the peer "
+                  "(a ConnectionPool redials by itself)")
+"""What :class:`~pyapp.exceptions.ConnectionClosedError` says when a closed connection is used."""
 
 
 class _ClosedPeerConnection:
@@ -100,7 +104,7 @@ class _ClosedPeerConnection:
         return []
 
     def _closed(self, *_args: Any) -> Any:
-        raise ConnectionClosedError("peer connection is closed")
+        raise ConnectionClosedError(CLOSED_MESSAGE)
 
     getStats = createDataChannel = addTrack = removeTrack = restartIce = _closed
     setLocalDescription = setRemoteDescription = addIceCandidate = _closed
@@ -251,7 +255,9 @@ class PeerConnection:
 
     async def _send_signal(self, message: dict[str, Any]) -> None:
         if self._signal_fn is None:
-            raise LocalProtocolError("this PeerConnection has no signal function")
+            raise LocalProtocolError(
+                "this PeerConnection has no signal function: pass signal= (a callable that "
+                "delivers the message to the peer, e.g. SignalingClient.send_signal)")
         result = self._signal_fn(message)
         if inspect.isawaitable(result):
             await result
@@ -287,7 +293,7 @@ class PeerConnection:
         and dropped.
         """
         if self._closed:
-            raise ConnectionClosedError("peer connection is closed")
+            raise ConnectionClosedError(CLOSED_MESSAGE)
         async with self._signal_lock:
             if "description" in message:
                 await self._apply_description(message["description"])
@@ -324,7 +330,7 @@ class PeerConnection:
     def restart_ice(self) -> None:
         """Ask for an ICE restart; the next negotiation carries new ICE credentials."""
         if self._closed:
-            raise ConnectionClosedError("peer connection is closed")
+            raise ConnectionClosedError(CLOSED_MESSAGE)
         call_js(self.js_pc.restartIce)
 
     # ------------------------------------------------------------------ channels & media
@@ -347,7 +353,7 @@ class PeerConnection:
         hint; browsers that do not implement it ignore it.
         """
         if self._closed:
-            raise ConnectionClosedError("peer connection is closed")
+            raise ConnectionClosedError(CLOSED_MESSAGE)
         if max_retransmits is not None and max_packet_life_time is not None:
             raise InvalidArgumentError(
                 "max_retransmits and max_packet_life_time are exclusive: give at most one of them")
@@ -368,7 +374,7 @@ class PeerConnection:
     def add_track(self, track: Any, *streams: Any) -> Any:
         """``pc.addTrack(track, ...streams)``; returns the JS RTCRtpSender."""
         if self._closed:
-            raise ConnectionClosedError("peer connection is closed")
+            raise ConnectionClosedError(CLOSED_MESSAGE)
         return call_js(self.js_pc.addTrack, track, *streams)
 
     def remove_track(self, sender: Any) -> None:
@@ -388,7 +394,7 @@ class PeerConnection:
         Raises ConnectionClosedError when the connection is closed.
         """
         if self._closed:
-            raise ConnectionClosedError("peer connection is closed")
+            raise ConnectionClosedError(CLOSED_MESSAGE)
         return call_js(self.js_pc.getStats)
 
     async def get_stats_raw(self) -> list[dict[str, Any]]:
@@ -418,7 +424,8 @@ class PeerConnection:
     def bind_connection(self, connection: Connection) -> None:
         """Called by the facade that owns this wrapper (one facade per wrapper)."""
         if self._connection is not None and self._connection is not connection:
-            raise LocalProtocolError("this PeerConnection already belongs to another Connection")
+            raise LocalProtocolError(
+                "this PeerConnection already belongs to another Connection: use pc.connection")
         self._connection = connection
 
     # Transitional: the feature methods callers used on PeerConnection before the

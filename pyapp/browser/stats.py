@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 import js
 
 from pyapp.browser._ffi import await_js, call_js
+from pyapp.browser.peer import CLOSED_MESSAGE
 from pyapp.core.stats import ChannelStatistics, ConnectionStatistics, parse_stats
 from pyapp.exceptions import ConnectionClosedError
 
@@ -111,7 +112,7 @@ def stats_poller(pc: PeerConnection, done: Any, fail: Any) -> Any:
               cancel() { alive = false; },
             };""")
     if pc.closed:
-        raise ConnectionClosedError("peer connection is closed")
+        raise ConnectionClosedError(CLOSED_MESSAGE)
     return _POLLER(pc.js_pc, done, fail)
 
 
