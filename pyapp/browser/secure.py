@@ -29,12 +29,13 @@ with the following message. Rekeying follows the :class:`RekeyPolicy`
 Batching: each WebCrypto call costs at least one event-loop turn in Pyodide,
 so the channel seals and opens in batches with one JS call per batch.
 :meth:`EncryptedChannel.submit` takes the next counter at once (wire order =
-call order) and seals every ``window`` messages; :meth:`EncryptedChannel.flush`
-pushes out the rest; :meth:`EncryptedChannel.send` is ``submit`` + ``flush``.
-``receive`` opens every message already waiting in the transport (up to
-``window``) together; replay and tag checks are still applied one message at
-a time, in order, exactly as the core :class:`~pyapp.core.security.envelope.Opener`
-does (which handles every epoch change itself).
+call order, :meth:`Sealer.reserve <pyapp.core.security.envelope.Sealer.reserve>`)
+and seals every ``window`` messages; :meth:`EncryptedChannel.flush` pushes out
+the rest; :meth:`EncryptedChannel.send` is ``submit`` + ``flush``. ``receive``
+opens every message already waiting in the transport (up to ``window``)
+together through the core's
+:meth:`Opener.open_many <pyapp.core.security.envelope.Opener.open_many>` (replay
+and tag checks one message at a time, in order; epoch changes message by message).
 
 The documented functions :func:`send_encrypted` / :func:`receive_encrypted` keep
 one EncryptedChannel per transport object, in the connection's
@@ -64,14 +65,9 @@ from pyapp.browser.auth import AuthResult, role_of, security_of
 from pyapp.browser.crypto import default_crypto
 from pyapp.browser.timer import now as _now
 from pyapp.core.security.envelope import (
-    AUTHENTICATION_FAILED,
-    MALFORMED,
-    REPLAY,
-    EnvelopeHeader,
     RekeyPolicy,
     SecureChannel,
     envelope_aad,
-    parse_envelope,
 )
 from pyapp.core.security.interface import AeadKey, Crypto
 from pyapp.core.security.keys import Role, derive_psk_secrets
@@ -187,23 +183,6 @@ class EncryptedChannel:
 
     # ------------------------------------------------------------------ sending
 
-    async def _reserve(self, now: float) -> tuple[AeadKey, EnvelopeHeader]:
-        """The epoch key and header for the next message, by the core Sealer's rules.
-
-        The core ``Sealer.seal`` awaits each encryption before the next counter
-        can be taken; here the counter is taken at once (in call order) so a
-        batch of messages can be encrypted by one WebCrypto call.
-        """
-        sealer = self.secure.sealer
-        epoch = sealer._epoch
-        if epoch is None or sealer._due(epoch, now):
-            epoch = sealer._epoch = await sealer._new_epoch(now)
-            sealer._rekey_requested = False
-        header = EnvelopeHeader(epoch.key_id, epoch.prefix, epoch.next_counter)
-        epoch.next_counter += 1  # burnt even if sealing fails: never reuse a nonce
-        sealer.sealed += 1
-        return epoch.key, header
-
     def _check(self) -> None:
         if self._send_error is not None:
             raise self._send_error
@@ -217,8 +196,8 @@ class EncryptedChannel:
         self._check()
         data = message.encode() if isinstance(message, str) else bytes(message)
         async with self._send_lock:
-            key, header = await self._reserve(_now())
             sealer = self.secure.sealer
+            key, header = await sealer.reserve(_now())
             full_aad = envelope_aad(header, sealer.channel_id, sealer.direction, aad)
             self._batch.append((key, header.nonce, data, full_aad, header.encode()))
             if len(self._batch) >= self.window:
@@ -284,59 +263,7 @@ class EncryptedChannel:
 
     async def _open_next_batch(self, aad: bytes) -> None:
         batch = await self._read_batch()
-        opener = self.secure.opener
-        now = _now()
-        opener._expire(now)
-        parsed: list[tuple[EnvelopeHeader, bytes, Any] | None] = []
-        simple = len(batch) > 1
-        for data in batch:
-            if isinstance(data, str):  # a text frame cannot be an envelope
-                parsed.append(None)
-                continue
-            try:
-                header, sealed = parse_envelope(data)
-            except DecryptionError:
-                parsed.append(None)
-                continue
-            epoch = opener._known(header)
-            # Only the steady state (current or previous epoch) is batched; a new
-            # epoch's first message goes through the core Opener, which adopts it.
-            if epoch is None or epoch is opener._candidate:
-                simple = False
-            parsed.append((header, sealed, epoch))
-        if not simple:
-            for data in batch:
-                try:
-                    if isinstance(data, str):
-                        raise opener._fail(MALFORMED)
-                    self._ready.append(await opener.open(bytes(data), now, aad))
-                except DecryptionError as exc:
-                    self._ready.append(exc)
-            return
-        items = [(p[2].key, p[0].nonce, p[1],
-                  envelope_aad(p[0], opener.channel_id, opener.direction, aad))
-                 for p in parsed if p is not None]
-        open_many = getattr(self._crypto, "aead_open_many", None)
-        if open_many is not None:
-            plain = list(await open_many(items))
-        else:
-            plain = [await self._crypto.aead_open(*item) for item in items]
-        for p in parsed:
-            if p is None:
-                self._ready.append(opener._fail(MALFORMED))
-                continue
-            header, _sealed, epoch = p
-            pt = plain.pop(0)
-            # The core's order of checks: replay first, then the tag; commit only
-            # after both (a forged message never moves the window).
-            if not epoch.guard.check(header.counter):
-                self._ready.append(opener._fail(REPLAY))
-            elif pt is None:
-                self._ready.append(opener._fail(AUTHENTICATION_FAILED))
-            else:
-                epoch.guard.commit(header.counter)
-                opener.opened += 1
-                self._ready.append(pt)
+        self._ready.extend(await self.secure.opener.open_many(batch, _now(), aad))
 
     def __repr__(self) -> str:
         return f"<EncryptedChannel id={self.channel_id} sent={self.sent} received={self.received}>"

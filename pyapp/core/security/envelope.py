@@ -51,6 +51,7 @@ Example::
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from pyapp.core.security.interface import AEAD_TAG_SIZE, AeadKey, Crypto
@@ -267,21 +268,36 @@ class Sealer:
             raise LocalProtocolError("overlapping seal() calls; await each one")
         self._busy = True
         try:
-            epoch = self._epoch
-            if epoch is None or self._due(epoch, now):
-                epoch = self._epoch = await self._new_epoch(now)
-                self._rekey_requested = False
-            if epoch.next_counter > _MAX_COUNTER:  # unreachable with the policy's limit
-                raise LocalProtocolError("counter exhausted")
-            header = EnvelopeHeader(epoch.key_id, epoch.prefix, epoch.next_counter)
-            epoch.next_counter += 1  # burnt even if sealing fails: never reuse a nonce
+            key, header = await self._next_header(now)
             out = await seal_envelope(
-                self._crypto, epoch.key, header, self.channel_id, self.direction, plaintext, aad
+                self._crypto, key, header, self.channel_id, self.direction, plaintext, aad
             )
             self.sealed += 1
             return out
         finally:
             self._busy = False
+
+    async def reserve(self, now: float) -> tuple[AeadKey, EnvelopeHeader]:
+        """The key and header of the next envelope, by :meth:`seal`'s rules, counted at once.
+
+        For batching: the counter is taken now (call order = wire order), so
+        several reserved messages can be encrypted by one crypto call
+        (:func:`envelope_aad` gives each one's AAD). Counted in ``sealed`` here.
+        """
+        key, header = await self._next_header(now)
+        self.sealed += 1
+        return key, header
+
+    async def _next_header(self, now: float) -> tuple[AeadKey, EnvelopeHeader]:
+        epoch = self._epoch
+        if epoch is None or self._due(epoch, now):
+            epoch = self._epoch = await self._new_epoch(now)
+            self._rekey_requested = False
+        if epoch.next_counter > _MAX_COUNTER:  # unreachable with the policy's limit
+            raise LocalProtocolError("counter exhausted")
+        header = EnvelopeHeader(epoch.key_id, epoch.prefix, epoch.next_counter)
+        epoch.next_counter += 1  # burnt even if sealing fails: never reuse a nonce
+        return epoch.key, header
 
 
 class Opener:
@@ -409,6 +425,71 @@ class Opener:
                 self._previous, self._current = cur, epoch
         self.opened += 1
         return plaintext
+
+    async def open_many(
+        self, batch: Sequence[bytes | str], now: float, aad: bytes = b""
+    ) -> list[bytes | DecryptionError]:
+        """Open envelopes in arrival order: each result is the plaintext or its (counted) error.
+
+        In the steady state (more than one message, all under the current or
+        previous epoch) the AEAD work goes to the crypto in one call
+        (``aead_open_many`` when it has one); replay and tag checks are then
+        applied one message at a time, in order, as :meth:`open` does, and a
+        forged message never moves the window. Otherwise (a new epoch's first
+        message among them) every message goes through :meth:`open`. A text
+        (``str``) message cannot be an envelope: ``"malformed envelope"``.
+        """
+        self._expire(now)
+        planned: list[tuple[EnvelopeHeader, _RecvEpoch, tuple[AeadKey, bytes, bytes, bytes]] | None]
+        planned = []
+        steady = len(batch) > 1
+        for data in batch:
+            if isinstance(data, str):
+                planned.append(None)
+                continue
+            try:
+                header, sealed = parse_envelope(data)
+            except DecryptionError:
+                planned.append(None)
+                continue
+            epoch = self._known(header)
+            if epoch is None or epoch is self._candidate:
+                steady = False  # a new epoch is adopted by open(), one message at a time
+                break
+            planned.append((header, epoch, (epoch.key, header.nonce, sealed,
+                                            envelope_aad(header, self.channel_id, self.direction, aad))))
+        results: list[bytes | DecryptionError] = []
+        if not steady:
+            for data in batch:
+                try:
+                    if isinstance(data, str):
+                        raise self._fail(MALFORMED)
+                    results.append(await self.open(bytes(data), now, aad))
+                except DecryptionError as exc:
+                    results.append(exc)
+            return results
+        items = [p[2] for p in planned if p is not None]
+        open_many = getattr(self._crypto, "aead_open_many", None)
+        if open_many is not None:
+            plain = iter(list(await open_many(items)))
+        else:
+            plain = iter([await self._crypto.aead_open(*item) for item in items])
+        for p in planned:
+            if p is None:
+                results.append(self._fail(MALFORMED))
+                continue
+            header, epoch, _ = p
+            pt = next(plain)
+            # Replay first, then the tag; commit only after both.
+            if not epoch.guard.check(header.counter):
+                results.append(self._fail(REPLAY))
+            elif pt is None:
+                results.append(self._fail(AUTHENTICATION_FAILED))
+            else:
+                epoch.guard.commit(header.counter)
+                self.opened += 1
+                results.append(pt)
+        return results
 
 
 @dataclass
