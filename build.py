@@ -245,6 +245,8 @@ def build_snapshot(runtime: Path, facts: dict[str, object], wheel: Path, wheel_h
         except OSError:  # another build made the same snapshot first
             shutil.rmtree(staging, ignore_errors=True)
         log(f"memory snapshot made ({made['modules']} modules, {len(data) / 1e6:.1f} MB)")
+    else:
+        log(f"memory snapshot up to date ({folder.name})")
     olds = sorted((d for d in snapshots.iterdir() if d.is_dir() and not d.name.startswith(".")),
                   key=lambda d: d.stat().st_mtime, reverse=True)
     for old in olds[3:]:
