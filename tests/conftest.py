@@ -286,7 +286,10 @@ def wait_until(predicate: Any, timeout: float = 10.0, interval: float = 0.05) ->
         time.sleep(interval)
 
 
-_ORDER = {"unit": 0, "browser": 1, "e2e": 2}
+_ORDER = {"unit": 0, "load": 0, "browser": 1, "e2e": 2}
+# A test file without one of those markers is ranked by its folder, so an unmarked
+# browser test can never start Playwright before the CPython tests have run.
+_ORDER_BY_FOLDER = {"unit": 0, "load": 0, "browser": 1, "e2e": 2, "interop": 2}
 
 
 def pytest_collection_modifyitems(config: Any, items: list[Any]) -> None:
@@ -301,6 +304,6 @@ def pytest_collection_modifyitems(config: Any, items: list[Any]) -> None:
         for name, order in _ORDER.items():
             if item.get_closest_marker(name) is not None:
                 return order
-        return 0
+        return _ORDER_BY_FOLDER.get(Path(str(item.fspath)).parent.name, 0)
 
     items.sort(key=rank)  # stable: the order within each group is unchanged
