@@ -66,6 +66,10 @@ __all__ = [
     "SignalingRefusedError",
     "RelayError",
     "SendQueueFull",
+    "SignalingServerError",
+    "RoomFull",
+    "UnknownPeer",
+    "BrokerUnavailable",
 ]
 
 
@@ -302,3 +306,27 @@ class SendQueueFull(LocalProtocolError):
         self.size = size
         self.queued = queued
         self.limit = limit
+
+
+# --------------------------------------------------------------------------- signaling server side
+# Raised by the signaling server's brokers (web/broker.py, web/redis_broker.py); the server
+# turns each into a refusal the client receives (room-full, unknown-peer, unavailable).
+
+
+class SignalingServerError(PyAppError):
+    """A signaling broker could not do what a client asked; the server refuses the request.
+
+    The message is safe to send to that client: it says what happened and what to do.
+    """
+
+
+class RoomFull(SignalingServerError, LimitExceeded):
+    """The room has reached its peer limit: join another room, or wait for a peer to leave."""
+
+
+class UnknownPeer(SignalingServerError):
+    """The relay target is not in the sender's room (it left, or never joined): check the id."""
+
+
+class BrokerUnavailable(SignalingServerError):
+    """The shared state behind the broker (Redis) cannot be reached; try again later."""

@@ -23,20 +23,12 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from pyapp.core.signaling import PeerJoined, PeerLeft, RelayedSignal, ServerMessage
+from pyapp.exceptions import BrokerUnavailable, RoomFull, UnknownPeer
+
+# The error classes live in pyapp.exceptions; re-exported so `from web.broker import RoomFull` works.
+__all__ = ["Broker", "Deliver", "InMemoryBroker", "BrokerUnavailable", "RoomFull", "UnknownPeer"]
 
 Deliver = Callable[[ServerMessage], Awaitable[None]]
-
-
-class RoomFull(Exception):
-    """The room has reached its peer limit."""
-
-
-class UnknownPeer(Exception):
-    """The relay target is not in the sender's room."""
-
-
-class BrokerUnavailable(Exception):
-    """The shared state behind the broker (Redis) cannot be reached; try again later."""
 
 
 class Broker(Protocol):

@@ -48,8 +48,8 @@ from pyapp.core.signaling import (
     encode,
     parse_client_message,
 )
-from pyapp.exceptions import SignalingMessageError
-from web.broker import Broker, BrokerUnavailable, RoomFull, UnknownPeer
+from pyapp.exceptions import BrokerUnavailable, RoomFull, SignalingMessageError, UnknownPeer
+from web.broker import Broker
 from web.limits import Limits, LimitStore
 from web.turn import TurnIssuer
 

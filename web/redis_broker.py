@@ -44,7 +44,7 @@ Design:
 Messages published while an instance's subscription is reconnecting are lost
 (pub/sub has no backlog); signaling peers recover through their own
 retransmission and ICE restarts. A Redis error during a client's request
-raises :class:`~web.broker.BrokerUnavailable` from join and relay; a leave
+raises :class:`~pyapp.exceptions.BrokerUnavailable` from join and relay; a leave
 never fails (the member is dropped here and its presence expires in Redis).
 
 Example::
@@ -70,7 +70,8 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from pyapp.core.signaling import PeerJoined, PeerLeft, RelayedSignal, ServerError
-from web.broker import BrokerUnavailable, Deliver, RoomFull, UnknownPeer
+from pyapp.exceptions import BrokerUnavailable, RoomFull, UnknownPeer
+from web.broker import Deliver
 
 log = logging.getLogger("pyapp.redis")
 
