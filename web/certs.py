@@ -15,14 +15,14 @@ Example::
 
 from __future__ import annotations
 
-import contextlib
 import datetime
 import ipaddress
 import logging
+import os
 import subprocess
 from pathlib import Path
 
-__all__ = ["lan_addresses", "cert_names", "cert_covers", "self_signed_cert"]
+__all__ = ["lan_addresses", "cert_names", "cert_covers", "san_name", "self_signed_cert"]
 
 log = logging.getLogger("pyapp.server")
 
@@ -70,9 +70,37 @@ def cert_names(cert_path: Path) -> tuple[set[str], datetime.datetime] | None:
     return names, cert.not_valid_after_utc
 
 
+def san_name(host: str) -> str | None:
+    """How ``host`` appears in a certificate: an IP address, or a DNS name as its ASCII A-label.
+
+    A name with non-ASCII letters is IDNA-encoded (``bücher.example`` becomes
+    ``xn--bcher-kva.example``, the form a browser checks). None for a name no
+    certificate can hold (an empty label, a label over 63 characters ...).
+    """
+    try:
+        return str(ipaddress.ip_address(host))
+    except ValueError:
+        pass
+    try:
+        name = host.encode("idna").decode("ascii").lower()
+    except UnicodeError:
+        return None
+    from cryptography import x509
+
+    try:
+        x509.DNSName(name)
+    except ValueError:
+        return None
+    return name or None
+
+
 def cert_covers(cert_path: Path, hosts: list[str],
                 now: datetime.datetime | None = None) -> bool:
-    """Whether the certificate names every host (as DNS name or IP) and is valid for a week more."""
+    """Whether the certificate names every host (as DNS name or IP) and is valid for a week more.
+
+    A host no certificate can name (see :func:`san_name`) is left out of the check:
+    no certificate could cover it, so it must not force a new one at every start.
+    """
     info = cert_names(cert_path)
     if info is None:
         return False
@@ -81,11 +109,8 @@ def cert_covers(cert_path: Path, hosts: list[str],
     if not_after - now < _RENEW_BEFORE:
         return False
     for host in hosts:
-        try:
-            host = str(ipaddress.ip_address(host))
-        except ValueError:
-            host = host.lower()
-        if host not in names:
+        name = san_name(host)
+        if name is not None and name not in names:
             return False
     return True
 
@@ -93,7 +118,14 @@ def cert_covers(cert_path: Path, hosts: list[str],
 def self_signed_cert(directory: Path, hosts: list[str]) -> tuple[Path, Path]:
     """The pair in ``directory`` for localhost and ``hosts``; made again if it does not cover them."""
     cert_path, key_path = directory / "cert.pem", directory / "key.pem"
-    wanted = _wanted(hosts)
+    wanted = []
+    for host in _wanted(hosts):
+        if san_name(host) is None:
+            log.warning("host name %r cannot be put in a certificate (not a valid DNS name or "
+                        "IP address): the self-signed certificate leaves it out, so a browser "
+                        "opening it will warn; serve a valid name or address", host)
+        else:
+            wanted.append(host)
     if cert_path.exists() and key_path.exists() and cert_covers(cert_path, wanted):
         return cert_path, key_path
     if cert_path.exists():
@@ -112,8 +144,7 @@ def self_signed_cert(directory: Path, hosts: list[str]) -> tuple[Path, Path]:
         try:
             names.append(x509.IPAddress(ipaddress.ip_address(host)))
         except ValueError:
-            with contextlib.suppress(ValueError):
-                names.append(x509.DNSName(host))
+            names.append(x509.DNSName(san_name(host) or host))  # san_name accepted it above
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "pyapp dev server")])
     now = datetime.datetime.now(datetime.UTC)
     cert = (
@@ -126,10 +157,13 @@ def self_signed_cert(directory: Path, hosts: list[str]) -> tuple[Path, Path]:
     )
     # Key first, then the certificate: a reader that finds a new cert finds its key.
     tmp_key, tmp_cert = key_path.with_suffix(".tmp"), cert_path.with_suffix(".tmp")
-    tmp_key.write_bytes(key.private_bytes(serialization.Encoding.PEM,
-                                          serialization.PrivateFormat.PKCS8,
-                                          serialization.NoEncryption()))
-    tmp_key.chmod(0o600)
+    # The key file is private from its creation (not after a chmod): 0600 whatever the umask.
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                            serialization.NoEncryption())
+    fd = os.open(tmp_key, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as out:
+        os.fchmod(out.fileno(), 0o600)  # a tmp file left by a crash keeps its old mode otherwise
+        out.write(pem)
     tmp_cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     tmp_key.replace(key_path)
     tmp_cert.replace(cert_path)

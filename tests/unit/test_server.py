@@ -315,6 +315,69 @@ def test_self_signed_cert_is_remade_when_unreadable_or_expiring(tmp_path: Path) 
     assert "localhost" in _names(cert)
 
 
+def test_unicode_host_is_named_as_its_a_label_and_the_cert_is_kept(tmp_path: Path) -> None:
+    cert, _ = self_signed_cert(tmp_path, ["bücher.example"])
+    assert "xn--bcher-kva.example" in _names(cert)  # the form the browser checks
+    assert cert_covers(cert, ["bücher.example", "XN--BCHER-KVA.example"])
+    first = cert.read_bytes()
+    self_signed_cert(tmp_path, ["bücher.example"])
+    assert cert.read_bytes() == first, "a covered host must not remake the pair at every start"
+
+
+def test_unnamable_host_is_logged_left_out_and_does_not_remake_the_cert(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    bad = "a" * 64 + ".example"  # a DNS label is at most 63 characters
+    with caplog.at_level("WARNING", logger="pyapp.server"):
+        cert, _ = self_signed_cert(tmp_path, [bad, "192.0.2.5"])
+    warned = [r.getMessage() for r in caplog.records if bad in r.getMessage()]
+    assert warned and "cannot be put in a certificate" in warned[0]
+    assert bad not in _names(cert) and "192.0.2.5" in _names(cert)
+    assert cert_covers(cert, ["localhost", bad, "192.0.2.5"])
+    first = cert.read_bytes()
+    self_signed_cert(tmp_path, [bad, "192.0.2.5"])
+    assert cert.read_bytes() == first
+
+
+def test_private_key_is_never_readable_by_others(tmp_path: Path) -> None:
+    # Watch the key's mode at every audited step while the pair is written: with a
+    # permissive umask, a key written first and chmod-ed after is briefly 0644.
+    import os
+    import stat
+    import sys
+
+    tmp_key = tmp_path / "key.tmp"
+    modes: list[int] = []
+    watching = [True]
+
+    def hook(event: str, _args: object) -> None:
+        if not watching[0]:
+            return
+        watching[0] = False  # no re-entry from the stat below
+        try:
+            modes.append(stat.S_IMODE(tmp_key.stat().st_mode))
+        except FileNotFoundError:
+            pass
+        finally:
+            watching[0] = True
+
+    old_umask = os.umask(0o022)
+    sys.addaudithook(hook)  # cannot be removed: disarmed below
+    try:
+        _, key = self_signed_cert(tmp_path, [])
+    finally:
+        watching[0] = False  # disarmed for the rest of the session
+        os.umask(old_umask)
+    assert modes, "the key's temporary file was never seen"
+    assert set(modes) == {0o600}, [oct(m) for m in modes]
+    assert stat.S_IMODE(key.stat().st_mode) == 0o600
+    # A stale temporary file from a crashed run keeps no wider mode.
+    tmp_key.write_bytes(b"stale")
+    tmp_key.chmod(0o644)
+    (tmp_path / "cert.pem").unlink()
+    _, key = self_signed_cert(tmp_path, [])
+    assert stat.S_IMODE(key.stat().st_mode) == 0o600
+
+
 def test_given_cert_and_key_are_never_touched(tmp_path: Path) -> None:
     # A pair that does not name the served host: the operator's choice, used as given.
     own = tmp_path / "own"
