@@ -393,18 +393,24 @@ class DataChannel:
         run: list[bytes | bytearray | memoryview] = []
         lengths = array("I")
         size = 0
+        self._check_sendable(0)  # closed?
+        limit = self.max_message_size  # read once: a property, and constant once open
         for message in messages:
-            if isinstance(message, str):
-                await self._send_run(run, lengths, size)
-                run, lengths, size = [], array("I"), 0
-                await self.send(message)
-                continue
+            if type(message) is not bytes:
+                if isinstance(message, str):
+                    await self._send_run(run, lengths, size)
+                    run, lengths, size = [], array("I"), 0
+                    await self.send(message)
+                    continue
+                message = _contiguous(message)
             n = len(message) if not isinstance(message, memoryview) else message.nbytes
-            self._check_sendable(n)
+            if n > limit:  # what came before it goes out first, as with send() one by one
+                await self._send_run(run, lengths, size)
+                raise MessageTooLargeError(n, limit)
             if run and size + n > PACK_LIMIT:
                 await self._send_run(run, lengths, size)
                 run, lengths, size = [], array("I"), 0
-            run.append(_contiguous(message))
+            run.append(message)
             lengths.append(n)
             size += n
         await self._send_run(run, lengths, size)

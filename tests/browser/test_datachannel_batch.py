@@ -98,3 +98,23 @@ a.close(); b.close()
 [log.count(50), log[-1], log.index("close")]
 """)
     assert result == [500, "close", 500]
+
+
+def test_send_many_too_large_sends_what_came_before(pypage: Any) -> None:
+    pypage.py(PAIR)
+    result = pypage.py("""
+from pyapp.exceptions import MessageTooLargeError
+a, b, ca, cb = await _pair()
+limit = ca.max_message_size
+try:
+    await ca.send_many([b"a", "b", b"c", bytes(limit + 1), b"never"])
+    raised = None
+except MessageTooLargeError as exc:
+    raised = type(exc).__name__
+await ca.send(b"after")
+got = [await asyncio.wait_for(cb.receive(), 10) for _ in range(4)]
+a.close(); b.close()
+[raised, [[type(g).__name__, g if isinstance(g, str) else g.decode()] for g in got]]
+""")
+    assert result == ["MessageTooLargeError",
+                      [["bytes", "a"], ["str", "b"], ["bytes", "c"], ["bytes", "after"]]]
