@@ -70,6 +70,7 @@ __all__ = [
     "RoomFull",
     "UnknownPeer",
     "BrokerUnavailable",
+    "SignalingUnreachableError",
 ]
 
 
@@ -330,3 +331,20 @@ class UnknownPeer(SignalingServerError):
 
 class BrokerUnavailable(SignalingServerError):
     """The shared state behind the broker (Redis) cannot be reached; try again later."""
+
+
+class SignalingUnreachableError(SignalingError, ConnectionError):
+    """The signaling WebSocket closed before it opened: the server is down, or the URL is wrong.
+
+    ``url`` is the address tried, ``close_code`` the browser's close code (1006: no
+    connection was made), ``close_reason`` its reason text. Also a :class:`ConnectionError`.
+    """
+
+    def __init__(self, url: str, close_code: int, close_reason: str = "") -> None:
+        why = f": {close_reason.strip()}" if close_reason.strip() else ""
+        super().__init__(
+            f"could not reach the signaling server at {url} (close code {close_code}{why}): "
+            "is it running, and is the address right? Try again once it is up")
+        self.url = url
+        self.close_code = close_code
+        self.close_reason = close_reason

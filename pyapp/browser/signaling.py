@@ -54,8 +54,10 @@ from pyapp.core.signaling import (
 from pyapp.exceptions import (
     ConnectionClosedError,
     LocalProtocolError,
+    OperationTimeout,
     SignalingError,
     SignalingRefusedError,
+    SignalingUnreachableError,
 )
 
 __all__ = ["SignalingClient", "default_url"]
@@ -73,7 +75,10 @@ class SignalingClient:
     ``welcome`` (Welcome), ``ice-servers`` (the new :attr:`ice_servers` list: fresh TURN
     credentials from a welcome or a push), ``peer-joined`` / ``peer-left`` (peer id), ``signal`` (sender, data),
     ``error`` (:class:`SignalingRefusedError` for what the server refused, with its
-    ``code``; another :class:`SignalingError` for a malformed server message).
+    ``code``; another :class:`SignalingError` for a malformed server message),
+    ``reconnect-failed`` (the :class:`SignalingError` of a failed reconnect attempt,
+    usually :class:`SignalingUnreachableError`; the next one waits twice as long,
+    ``min_backoff`` up to ``max_backoff`` seconds).
     """
 
     def __init__(self, url: str, *, reconnect: bool = True, min_backoff: float = 0.25,
@@ -103,7 +108,10 @@ class SignalingClient:
         self._ws: Any = None
         self._owner: ProxyOwner | None = None
         self._closing = False
-        self._opened: asyncio.Event = asyncio.Event()
+        self._attempt: asyncio.Future[bool] | None = None
+        """The current socket's outcome: True once it opened, False if it closed before."""
+        self._attempt_close: tuple[int, str] = (1006, "")
+        self._ever_opened = False
         self._welcome: asyncio.Future[Welcome] | None = None
         self._queue: deque[str] = deque()
         self._ping_task: asyncio.Task[Any] | None = None
@@ -120,6 +128,7 @@ class SignalingClient:
 
     def _open_socket(self) -> None:
         self._set_state("connecting" if self.reconnects == 0 else "reconnecting")
+        self._attempt = asyncio.get_event_loop().create_future()
         self._ws = call_js(js.WebSocket.new, self.url)
         owner = self._owner = ProxyOwner("signaling socket")
         owner.listen(self._ws, "open", self._on_open)
@@ -127,18 +136,43 @@ class SignalingClient:
         owner.listen(self._ws, "close", self._on_close)
 
     async def connect(self, timeout: float = 10.0) -> None:
-        """Open the WebSocket (no-op if open)."""
+        """Open the WebSocket (no-op if open).
+
+        Raises :class:`SignalingUnreachableError` as soon as the socket closes before
+        opening (nothing listens there, or the server refused the upgrade), the
+        server's :class:`SignalingRefusedError` if it closed it with a reason, and
+        :class:`~pyapp.exceptions.OperationTimeout` if it neither opens nor closes
+        within ``timeout`` seconds. A reconnect already under way is waited for.
+        """
         if self._closing:
-            raise ConnectionClosedError("signaling client is closed")
+            raise ConnectionClosedError("signaling client is closed: make a new SignalingClient")
         if self.state == "open":
             return
         if self._ws is None:
             self._open_socket()
-        await asyncio.wait_for(self._opened.wait(), timeout)
+        assert self._attempt is not None
+        await self._await_attempt(self._attempt, timeout)
+
+    async def _await_attempt(self, attempt: asyncio.Future[bool], timeout: float) -> None:
+        try:
+            opened = await asyncio.wait_for(asyncio.shield(attempt), timeout)
+        except TimeoutError:
+            raise OperationTimeout(
+                f"the signaling connection to {self.url} neither opened nor failed within "
+                f"{timeout} s: check the network and the server, or raise the timeout",
+                operation="signaling connect", timeout=timeout) from None
+        if not opened:
+            code, reason = self._attempt_close
+            refused = refusal_from_close(code, reason)
+            if refused is not None:
+                raise refused
+            raise SignalingUnreachableError(self.url, code, reason)
 
     def _on_open(self, _event: Any) -> None:
         self._set_state("open")
-        self._opened.set()
+        self._ever_opened = True
+        if self._attempt is not None and not self._attempt.done():
+            self._attempt.set_result(True)
         self._last_pong = _now()
         if self._ping_task is None or self._ping_task.done():
             self._ping_task = spawn(self._ping_loop(), "signaling heartbeat")
@@ -148,17 +182,24 @@ class SignalingClient:
             self._raw_send(self._queue.popleft())
 
     def _on_close(self, event: Any) -> None:
-        self._opened.clear()
         if self._owner is not None:
             self._owner.close()
             self._owner = None
         self._ws = None
         code = int(getattr(event, "code", 1006) or 1006)
         reason = str(getattr(event, "reason", "") or "")
+        if self._attempt is not None and not self._attempt.done():
+            self._attempt_close = (code, reason)
+            self._attempt.set_result(False)  # wakes connect() or the reconnect loop now
         refused = refusal_from_close(code, reason) if not self._closing else None
         if refused is not None:
             self._refused(refused)
-        if self._closing or not self.reconnect:
+        reconnecting = self._reconnect_task is not None and not self._reconnect_task.done()
+        if reconnecting and not self._closing:
+            return  # the loop saw the failed attempt; it backs off and tries again
+        if self._closing or not self.reconnect or not self._ever_opened:
+            # Never opened: connect() reports it (SignalingUnreachableError); no retries
+            # behind the caller's back.
             self._set_state("closed")
             if self._welcome is not None and not self._welcome.done():
                 self._welcome.set_exception(refused or ConnectionClosedError(
@@ -176,19 +217,25 @@ class SignalingClient:
         self.events.emit("error", error)
 
     async def _reconnect_loop(self, first: float | None = None) -> None:
+        """Retry after ``first`` s, doubling up to ``max_backoff`` while attempts fail."""
         delay = first if first is not None else self.min_backoff
-        while not self._closing and self._ws is None:
+        while not self._closing:
             await asyncio.sleep(delay)
             if self._closing:
                 return
-            self.reconnects += 1
-            self._open_socket()
+            if self._ws is None:
+                self.reconnects += 1
+                self._open_socket()
+            assert self._attempt is not None
             try:
-                await asyncio.wait_for(self._opened.wait(), 10.0)
+                await self._await_attempt(self._attempt, 10.0)
                 return
-            except TimeoutError:
-                pass
-            delay = min(self.max_backoff, delay * 2)
+            except OperationTimeout:
+                if self._ws is not None:  # a socket that hangs: give up on it, try a new one
+                    self._ws.close(4002, "connect timeout")
+            except SignalingError as exc:
+                self.events.emit("reconnect-failed", exc)
+            delay = min(self.max_backoff, max(delay * 2, self.min_backoff))
 
     async def _ping_loop(self) -> None:
         while not self._closing and self._ws is not None:
@@ -262,7 +309,13 @@ class SignalingClient:
             raise LocalProtocolError(f"already in room {self.room!r}")
         self._welcome = asyncio.get_event_loop().create_future()
         self._raw_send(encode(Join(room=room)))
-        return await asyncio.wait_for(asyncio.shield(self._welcome), timeout)
+        try:
+            return await asyncio.wait_for(asyncio.shield(self._welcome), timeout)
+        except TimeoutError:
+            raise OperationTimeout(
+                f"the signaling server at {self.url} did not answer the join of {room!r} "
+                f"within {timeout} s: check that it is healthy, or raise the timeout",
+                operation="signaling join", timeout=timeout) from None
 
     async def send_signal(self, to: str, data: dict[str, Any]) -> None:
         """Relay ``data`` to peer ``to`` (queued while reconnecting)."""
