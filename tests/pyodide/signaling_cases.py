@@ -88,8 +88,13 @@ async def watch_outage(name: str, seconds: float) -> dict[str, Any]:
 async def wait_rejoined(name: str, seconds: float) -> dict[str, Any]:
     """Wait until the client is open again and the server welcomed it back (same id)."""
     client = _CLIENTS[name]
-    welcomed = asyncio.get_event_loop().create_future()
-    client.events.on("welcome", lambda w: welcomed.done() or welcomed.set_result(w.peer_id))
+    welcomed: asyncio.Future[str] = asyncio.get_event_loop().create_future()
+
+    def on_welcome(welcome: Any) -> None:
+        if not welcomed.done():
+            welcomed.set_result(welcome.peer_id)
+
+    client.events.on("welcome", on_welcome)
     start = asyncio.get_event_loop().time()
     try:
         peer_id = await asyncio.wait_for(welcomed, seconds)
