@@ -16,46 +16,46 @@ Both are latencies on a shared, noisy machine: compare them side by side in one 
 from __future__ import annotations
 
 import statistics
+import time
 import uuid
 from typing import Any
 
 from pyapp.core.security.interface import SignatureAlgorithm
 from pyapp.core.security.keys import Role
-from tests.interop.conftest import connect
-from tests.interop.page import SETUP
+from tests.interop.conftest import PAGE, connect
 from tests.support.aiortc_peer import PeerThread, authenticate
 from tests.support.oracle_crypto import OracleCrypto
 
 ROUNDS = 7
 
-START = """
-async def _auth():
-    r = await PC.authenticate(ME, timeout=20)
-    return r.elapsed * 1000
-TASK = asyncio.ensure_future(_auth())
-None
-"""
 
-
-def _wait(page: Any) -> float:
-    page.py("await asyncio.wait_for(asyncio.shield(TASK), 30)", timeout=40)
-    return float(page.py("TASK.result()"))
+def _elapsed_ms(page: Any) -> float:
+    """Wait for the page's background authenticate(); its AuthResult.elapsed in ms."""
+    deadline = time.monotonic() + 30
+    while not page.call(f"{PAGE}:authenticate_done"):
+        if time.monotonic() > deadline:
+            raise AssertionError("authenticate() did not finish within 30 s")
+        time.sleep(0.02)
+    result = page.call(f"{PAGE}:authenticate_result")
+    if "ok" not in result:
+        raise AssertionError(f"authentication failed: {result}")
+    return float(result["elapsed_ms"])
 
 
 def _page_to_page(a: Any, b: Any) -> float:
     room = "bench-auth-" + uuid.uuid4().hex[:8]
-    b_id = b.py(f"await IO.join({room!r}, polite=True)")
-    a.py(f"await IO.join({room!r}, polite=False)")
-    a.py(f"PC = IO.pc({b_id!r}); PC.create_data_channel('x'); None")
-    a.py("await PC.wait_connected(30)", timeout=40)
-    a_id = a.py("IO.client.peer_id")
-    b.py(f"PC = IO.pc({a_id!r}); await PC.wait_connected(30)", timeout=40)
-    b.py(START)  # the answerer first: it only waits for the control channel
-    a.py(START)
-    elapsed = _wait(a)
-    _wait(b)
+    b_id = b.call(f"{PAGE}:join", room=room, polite=True)
+    a_id = a.call(f"{PAGE}:join", room=room, polite=False)
+    a.call(f"{PAGE}:dial", peer=b_id, channels=["x"])
+    a.call(f"{PAGE}:wait_connected", seconds=30, timeout=40)
+    b.call(f"{PAGE}:dial", peer=a_id, channels=[])
+    b.call(f"{PAGE}:wait_connected", seconds=30, timeout=40)
+    b.call(f"{PAGE}:start_authenticate", seconds=20)  # the answerer first: it waits for the control channel
+    a.call(f"{PAGE}:start_authenticate", seconds=20)
+    elapsed = _elapsed_ms(a)
+    _elapsed_ms(b)
     for page in (a, b):
-        page.py("PC.close()")
+        page.call(f"{PAGE}:close")
     return elapsed
 
 
@@ -68,8 +68,8 @@ def _page_to_aiortc(page: Any, thread: PeerThread, server: Any) -> float:
             await authenticate(link.peer, me, Role.ANSWERER, crypto=crypto, timeout=20)
 
         fut = thread.submit(aiortc_side())
-        page.py(START)
-        elapsed = _wait(page)
+        page.call(f"{PAGE}:start_authenticate", seconds=20)
+        elapsed = _elapsed_ms(page)
         fut.result(30)
         return elapsed
     finally:
@@ -81,7 +81,7 @@ def run(ctx: Any) -> dict[str, float]:
     thread = PeerThread()
     try:
         for page in (a, b):
-            page.py(SETUP + "\nME = await new_identity()")
+            page.call(f"{PAGE}:setup")
         p2p = [_page_to_page(a, b) for _ in range(ROUNDS)]
         aio = [_page_to_aiortc(a, thread, ctx.server) for _ in range(ROUNDS)]
     finally:

@@ -213,7 +213,7 @@ async def _auth(timeout: float) -> dict[str, Any]:
     me = await new_identity()
     try:
         r = await _pc().authenticate(me, timeout=timeout)
-        return {"ok": str(r.peer_id)}
+        return {"ok": str(r.peer_id), "elapsed_ms": r.elapsed * 1000}
     except Exception as exc:  # reported to the test, which checks type, reason and text
         return {"error": type(exc).__name__, "reason": getattr(exc, "reason", None),
                 "message": str(exc)}
