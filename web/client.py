@@ -55,7 +55,7 @@ from web.turn import TurnIssuer
 
 log = logging.getLogger("pyapp.server")
 
-__all__ = ["SignalingSocket", "ClientSession"]
+__all__ = ["SignalingSocket", "ClientSession", "LINGERS", "track_lingers"]
 
 _FAIR_SHARE = 16
 """Messages handled from one client before letting the others run."""
@@ -109,7 +109,11 @@ class SignalingSocket(web.WebSocketResponse):
         transport = self._req.transport if self._req is not None else None
         if transport is None or self._linger is not None:
             return
-        self._linger = asyncio.ensure_future(_linger(transport, self.limits.close_timeout))
+        task = self._linger = asyncio.ensure_future(_linger(transport, self.limits.close_timeout))
+        tracked = self._req.app.get(LINGERS) if self._req is not None else None
+        tasks = tracked if tracked is not None else _UNTRACKED
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
 
     def abort(self) -> None:
         """Drop the connection now (the client is not reading, or the close timed out)."""
@@ -123,6 +127,63 @@ class SignalingSocket(web.WebSocketResponse):
             await self._linger
 
 
+LINGERS = web.AppKey("lingers", set[asyncio.Task[None]])
+"""The app's lingering closes (see :func:`track_lingers`): awaited on cleanup."""
+
+_UNTRACKED: set[asyncio.Task[None]] = set()
+"""Lingers of an app without :func:`track_lingers` (kept referenced until they end)."""
+
+
+def track_lingers(app: web.Application) -> None:
+    """Keep the app's lingering closes in ``app[LINGERS]``; cleanup waits for them.
+
+    Call before the app starts (``make_app`` should). On cleanup each linger is
+    awaited: it ends on the client's FIN or after ``close_timeout`` (transport
+    aborted), so none is left pending when the loop closes.
+    """
+    app[LINGERS] = set()
+    app.on_cleanup.append(_end_lingers)
+
+
+async def _end_lingers(app: web.Application) -> None:
+    # Each linger ends by itself within its close_timeout; if cleanup is cancelled,
+    # gather cancels them (each aborts its transport).
+    tasks = set(app[LINGERS])
+    if tasks:
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+class _Lingering(asyncio.Protocol):
+    """Stands in for aiohttp's protocol while a closed socket lingers.
+
+    It reads and discards what the client still sends (nothing left unread when
+    the socket closes, so the kernel sends no reset over what we sent), closes on
+    the client's FIN, and resolves ``lost`` when the connection is gone; aiohttp's
+    protocol still gets ``connection_lost`` for its own cleanup.
+    """
+
+    def __init__(self, inner: asyncio.BaseProtocol) -> None:
+        self.inner = inner
+        self.lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def data_received(self, data: bytes) -> None:
+        del data  # the rest of what the client was sending: read, and dropped
+
+    def eof_received(self) -> bool:
+        return False  # the client's FIN: let the transport close
+
+    def pause_writing(self) -> None:
+        self.inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        self.inner.resume_writing()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.lost.done():
+            self.lost.set_result(None)
+        self.inner.connection_lost(exc)
+
+
 async def _linger(transport: asyncio.BaseTransport, timeout: float) -> None:
     assert isinstance(transport, asyncio.WriteTransport)
     if transport.is_closing():
@@ -134,14 +195,17 @@ async def _linger(transport: asyncio.BaseTransport, timeout: float) -> None:
         except OSError:  # the client is already gone (reset): nothing left to linger for
             transport.abort()
             return
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    # The protocol keeps reading (and discarding) what the client still sends, so
-    # nothing is left unread when the socket closes, and the kernel sends no reset.
-    while not transport.is_closing() and loop.time() < deadline:
-        await asyncio.sleep(0.02)
-    if not transport.is_closing():
+    watcher = _Lingering(transport.get_protocol())
+    transport.set_protocol(watcher)
+    if isinstance(transport, asyncio.ReadTransport) and not transport.is_reading():
+        transport.resume_reading()  # aiohttp may have paused it; the FIN must be read
+    try:
+        await asyncio.wait_for(asyncio.shield(watcher.lost), timeout)
+    except TimeoutError:
+        transport.abort()  # the client never finished: drop it
+    except asyncio.CancelledError:
         transport.abort()
+        raise
 
 
 class ClientSession:
