@@ -37,7 +37,7 @@ from aiohttp import WSCloseCode, web
 
 from web.broker import Broker, BrokerUnavailable, InMemoryBroker
 from web.certs import lan_addresses, self_signed_cert
-from web.client import ClientSession, SignalingSocket
+from web.client import ClientSession, SignalingSocket, track_lingers
 from web.limits import InMemoryLimitStore, Limits, LimitStore, client_address
 from web.turn import TurnIssuer, add_turn_flags, turn_from_args
 
@@ -104,6 +104,7 @@ def make_app(static_dir: Path = ROOT / "static", docs_dir: Path = ROOT / "site",
     app[LIMITS] = limits
     app[STORE] = limit_store if limit_store is not None else InMemoryLimitStore()
     app[SESSIONS] = {}
+    track_lingers(app)  # closes still lingering are awaited on cleanup
     if turn is not None:
         app[TURN] = turn  # TURN credentials in every welcome (web/turn.py)
 
