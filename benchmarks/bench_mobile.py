@@ -23,7 +23,7 @@ from tests.browser.test_mobile import FAKE_BATTERY, SETUP
 MEASURE = """
 async def _measure(caps):
     from pyapp.browser.media import VideoCaps
-    await a.media_tuner.apply(caps)
+    await a.media.apply(caps)
     def outbound(stats):
         return [s for s in stats if s.get("type") == "outbound-rtp" and s.get("kind") == "video"][0]
     await asyncio.sleep(2.0)

@@ -171,7 +171,14 @@ class SecurityState:
 
 
 def security_of(pc: Any) -> SecurityState:
-    """The :class:`SecurityState` of ``pc`` (its ``security`` attribute, made on first use)."""
+    """The :class:`SecurityState` of ``pc`` (its ``security`` attribute, made on first use).
+
+    ``pc`` may be a :class:`~pyapp.browser.connection.Connection` or the
+    PeerConnection wrapper it owns: the wrapper knows no feature, so its state
+    is its facade's (``pc.connection.security``).
+    """
+    if not hasattr(pc, "security") and hasattr(type(pc), "connection"):
+        pc = pc.connection
     state = getattr(pc, "security", None)
     if not isinstance(state, SecurityState):
         state = SecurityState()

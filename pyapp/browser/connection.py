@@ -267,11 +267,6 @@ class Connection:
             self._media = MediaTuner(self.peer)
         return self._media
 
-    @property
-    def media_tuner(self) -> MediaTuner:
-        """Same as :attr:`media` (the name callers used before the facade existed)."""
-        return self.media
-
     async def set_mobile_options(self, is_mobile: bool) -> None:
         """Mobile video caps on every video sender and track; False restores desktop.
 

@@ -487,7 +487,7 @@ class DataChannel:
         """
         if self.peer_connection is None:
             raise LocalProtocolError("this DataChannel is not attached to a PeerConnection")
-        return self.peer_connection.multiplexer().create_multiplexed_channel(
+        return self.peer_connection.connection.multiplexer().create_multiplexed_channel(
             channel_id, label=label, reliability=reliability, priority=priority)
 
     def close(self) -> None:

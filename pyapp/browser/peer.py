@@ -33,9 +33,7 @@ import js
 from pyapp._events import Emitter
 from pyapp.browser._ffi import ProxyOwner, await_js, call_js, is_null, js_object, spawn
 from pyapp.browser.datachannel import DataChannel
-from pyapp.core.framing import Reliability
 from pyapp.core.negotiation import NegotiationState
-from pyapp.core.scheduler import Priority
 from pyapp.exceptions import (
     BrowserError,
     ConnectionClosedError,
@@ -45,12 +43,7 @@ from pyapp.exceptions import (
 )
 
 if TYPE_CHECKING:
-    from pyapp.browser.auth import AuthResult, SecurityState
     from pyapp.browser.connection import Connection
-    from pyapp.browser.identity import Identity
-    from pyapp.browser.media import MediaTuner
-    from pyapp.browser.monitor import QualityCallback, QualityMonitor
-    from pyapp.browser.mux import MultiplexedChannel, MuxSession
 
 __all__ = ["CLOSED_MESSAGE", "IceServer", "PeerConnection", "SignalFn"]
 
@@ -403,7 +396,7 @@ class PeerConnection:
         return [value.to_py() if hasattr(value, "to_py") else dict(value)
                 for value in report.values()]
 
-    # ------------------------------------------------------------------ the facade (transitional)
+    # ------------------------------------------------------------------ the facade
 
     @property
     def connection(self) -> Connection:
@@ -427,40 +420,6 @@ class PeerConnection:
             raise LocalProtocolError(
                 "this PeerConnection already belongs to another Connection: use pc.connection")
         self._connection = connection
-
-    # Transitional: the feature methods callers used on PeerConnection before the
-    # facade existed. Each forwards to ``self.connection`` (the wrapper imports no feature).
-
-    def multiplexer(self, **options: Any) -> MuxSession:
-        """Same as :meth:`Connection.multiplexer` (transitional; use a Connection)."""
-        return self.connection.multiplexer(**options)
-
-    def create_multiplexed_channel(self, channel_id: int | None = None, *, label: str = "",
-                                   reliability: Reliability | None = None,
-                                   priority: Priority | None = None) -> MultiplexedChannel:
-        """Same as :meth:`Connection.create_multiplexed_channel` (transitional)."""
-        return self.connection.create_multiplexed_channel(
-            channel_id, label=label, reliability=reliability, priority=priority)
-
-    @property
-    def media_tuner(self) -> MediaTuner:
-        """Same as :attr:`Connection.media` (transitional)."""
-        return self.connection.media
-
-    @property
-    def security(self) -> SecurityState:
-        """Same as :attr:`Connection.security` (transitional)."""
-        return self.connection.security
-
-    async def authenticate(self, identity: Identity, **options: Any) -> AuthResult:
-        """Same as :meth:`Connection.authenticate` (transitional)."""
-        return await self.connection.authenticate(identity, **options)
-
-    def start_connection_quality_monitoring(self, interval: float = 1.0,
-                                            callback: QualityCallback | None = None,
-                                            **options: Any) -> QualityMonitor:
-        """Same as :meth:`Connection.start_connection_quality_monitoring` (transitional)."""
-        return self.connection.start_connection_quality_monitoring(interval, callback, **options)
 
     # ------------------------------------------------------------------ lifetime
 

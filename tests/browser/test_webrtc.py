@@ -100,4 +100,4 @@ def test_connection_facade_holds_the_features_and_tears_them_down(pypage):
 
 def test_a_bare_peer_connection_gets_one_facade(pypage):
     out = pypage.call("tests.pyodide.connection:bare_peer_gets_a_facade")
-    assert out == {"type": "Connection", "same": True, "security_shared": True, "closed": True}
+    assert out == {"type": "Connection", "same": True, "owns_wrapper": True, "closed": True}

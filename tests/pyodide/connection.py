@@ -54,7 +54,7 @@ async def bare_peer_gets_a_facade() -> dict[str, Any]:
     pc = PeerConnection(signal=lambda m: None)
     facade = pc.connection            # made on first use, once
     out = {"type": type(facade).__name__, "same": pc.connection is facade,
-           "security_shared": pc.security is facade.security}
+           "owns_wrapper": facade.peer is pc}
     pc.close()
     out["closed"] = facade.closed
     return out

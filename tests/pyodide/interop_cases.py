@@ -1,7 +1,7 @@
 """Page side of the interop tests (tests/interop/, called with ``pypage.call``).
 
 The page joins a room on the real signaling server with pyapp's own
-SignalingClient, and answers or dials with pyapp's PeerConnection; politeness
+SignalingClient, and answers or dials with pyapp's Connection; politeness
 is set by the test so both sides know who takes which role. The page's current
 connection (``_pc()``) is the one the test's ``connect`` set up last.
 """
@@ -15,10 +15,10 @@ from typing import Any
 
 import js
 
+from pyapp.browser.connection import Connection
 from pyapp.browser.datachannel import DataChannel
 from pyapp.browser.identity import new_identity
 from pyapp.browser.mux import DataChannelReliability, MuxSession
-from pyapp.browser.peer import PeerConnection
 from pyapp.browser.secure import receive_encrypted, send_encrypted
 from pyapp.browser.signaling import SignalingClient
 from pyapp.core.security.fingerprint import remote_fingerprints
@@ -29,10 +29,10 @@ class Interop:
 
     def __init__(self) -> None:
         self.client: SignalingClient | None = None
-        self.pcs: dict[str, PeerConnection] = {}
+        self.pcs: dict[str, Connection] = {}
         self.polite = True
         self.channels: list[DataChannel] = []
-        self.current: PeerConnection | None = None
+        self.current: Connection | None = None
         self.mux: MuxSession | None = None
         self.auth_task: asyncio.Future[dict[str, Any]] | None = None
         self.signal_tasks: set[asyncio.Future[None]] = set()
@@ -49,12 +49,12 @@ class Interop:
         welcome = await self.client.join(room)
         return welcome.peer_id
 
-    def pc(self, peer: str) -> PeerConnection:
+    def pc(self, peer: str) -> Connection:
         pc = self.pcs.get(peer)
         if pc is None:
             client = self.client
             assert client is not None, "join a room first"
-            pc = PeerConnection(signal=lambda m: client.send_signal(peer, m), polite=self.polite)
+            pc = Connection(signal=lambda m: client.send_signal(peer, m), polite=self.polite)
             self.pcs[peer] = pc
             pc.events.on("datachannel", self.channels.append)
         return pc
@@ -64,7 +64,7 @@ class Interop:
         self.signal_tasks.add(task)
         task.add_done_callback(self.signal_tasks.discard)
 
-    async def channel(self, pc: PeerConnection, label: str, timeout: float = 10) -> DataChannel:
+    async def channel(self, pc: Connection, label: str, timeout: float = 10) -> DataChannel:
         for _ in range(int(timeout / 0.02)):
             for ch in list(pc.channels):
                 if ch.label == label:
@@ -76,7 +76,7 @@ class Interop:
 IO = Interop()
 
 
-def _pc() -> PeerConnection:
+def _pc() -> Connection:
     pc = IO.current
     assert pc is not None, "no connection: call dial() first"
     return pc
@@ -93,7 +93,7 @@ def _sdp(description: dict[str, Any] | None) -> str:
     return sdp
 
 
-def _remote_bound(pc: PeerConnection) -> list[str]:
+def _remote_bound(pc: Connection) -> list[str]:
     return [str(f) for f in remote_fingerprints(_sdp(pc.remote_description))]
 
 
