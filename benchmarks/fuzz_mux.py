@@ -40,6 +40,7 @@ from pyapp.core.mux import (
     Reliability,
     Role,
 )
+from tests.support.mux_pull import feed
 
 __all__ = ["FuzzFailure", "build_corpus", "run_fuzz"]
 
@@ -47,24 +48,6 @@ _U32 = struct.Struct("!I")
 
 
 
-def feed(m: Multiplexer, data: bytes | bytearray | memoryview, now: float) -> list[Event]:
-    """receive_frame, then every event it left (the sans-I/O pull)."""
-    m.receive_frame(data, now)
-    return list(iter(m.next_event, None))
-
-
-def feed_datagram(m: Multiplexer, data: bytes | bytearray | memoryview, now: float) -> list[Event]:
-    m.receive_datagram(data, now)
-    return list(iter(m.next_event, None))
-
-
-def take(m: Multiplexer) -> list[Event]:
-    return list(iter(m.next_event, None))
-
-
-def fail(m: Multiplexer, reason: str) -> list[Event]:
-    m.fail_all(reason)
-    return list(iter(m.next_event, None))
 
 
 class FuzzFailure(AssertionError):

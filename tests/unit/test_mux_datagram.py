@@ -9,7 +9,6 @@ from hypothesis import strategies as st
 from pyapp.core.framing import HEADER_SIZE
 from pyapp.core.mux import (
     ChannelOpened,
-    Event,
     MessageReceived,
     Multiplexer,
     ProtocolErrorEvent,
@@ -17,28 +16,11 @@ from pyapp.core.mux import (
     Role,
 )
 from pyapp.exceptions import RemoteProtocolError
+from tests.support.mux_pull import feed_datagram
 
 pytestmark = pytest.mark.unit
 
 
-def feed(m: Multiplexer, data: bytes | bytearray | memoryview, now: float) -> list[Event]:
-    """receive_frame, then every event it left (the sans-I/O pull)."""
-    m.receive_frame(data, now)
-    return list(iter(m.next_event, None))
-
-
-def feed_datagram(m: Multiplexer, data: bytes | bytearray | memoryview, now: float) -> list[Event]:
-    m.receive_datagram(data, now)
-    return list(iter(m.next_event, None))
-
-
-def take(m: Multiplexer) -> list[Event]:
-    return list(iter(m.next_event, None))
-
-
-def fail(m: Multiplexer, reason: str) -> list[Event]:
-    m.fail_all(reason)
-    return list(iter(m.next_event, None))
 
 
 

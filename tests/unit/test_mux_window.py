@@ -5,29 +5,12 @@ from __future__ import annotations
 import pytest
 
 from pyapp.core.framing import FrameType, decode_frame
-from pyapp.core.mux import Event, MessageReceived, Multiplexer, Priority, Reliability, Role
+from pyapp.core.mux import MessageReceived, Multiplexer, Priority, Reliability, Role
+from tests.support.mux_pull import feed
 
 pytestmark = pytest.mark.unit
 
 
-def feed(m: Multiplexer, data: bytes | bytearray | memoryview, now: float) -> list[Event]:
-    """receive_frame, then every event it left (the sans-I/O pull)."""
-    m.receive_frame(data, now)
-    return list(iter(m.next_event, None))
-
-
-def feed_datagram(m: Multiplexer, data: bytes | bytearray | memoryview, now: float) -> list[Event]:
-    m.receive_datagram(data, now)
-    return list(iter(m.next_event, None))
-
-
-def take(m: Multiplexer) -> list[Event]:
-    return list(iter(m.next_event, None))
-
-
-def fail(m: Multiplexer, reason: str) -> list[Event]:
-    m.fail_all(reason)
-    return list(iter(m.next_event, None))
 
 
 
