@@ -27,26 +27,13 @@ import pytest
 
 from tests.browsers import CHROMIUM_ARGS, chromium_path
 from tests.conftest import PyPage, ServerProcess, missing_prerequisite, wait_until
+from tests.netns import unavailable
 
 pytestmark = pytest.mark.e2e
 
 
 def _ip(*args: str) -> None:
     subprocess.run(["ip", *args], check=True, capture_output=True, text=True)
-
-
-def _can_make_namespaces() -> str | None:
-    if os.geteuid() != 0:
-        return "needs root to create network namespaces"
-    if shutil.which("ip") is None:
-        return "needs iproute2 (`ip`)"
-    probe = f"pyapp-probe-{os.getpid()}"
-    try:
-        _ip("netns", "add", probe)
-    except subprocess.CalledProcessError as exc:
-        return f"cannot create a network namespace here: {exc.stderr.strip()}"
-    _ip("netns", "del", probe)
-    return None
 
 
 class Link:
@@ -83,7 +70,7 @@ class Link:
 
 @pytest.fixture
 def link() -> Iterator[Link]:
-    reason = _can_make_namespaces()
+    reason = unavailable()
     if reason is not None:
         missing_prerequisite(f"the blip tests: {reason}")
     lnk = Link()
