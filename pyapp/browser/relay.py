@@ -93,7 +93,9 @@ class RelayWatcher:
         # first and may gather nothing new: "reached" stays true once a server answered.
         if str(pc.js_pc.iceGatheringState) == "complete":
             unanswered, self._unanswered = self._unanswered, []
-            if self._reached:
+            # Chromium ends gathering once ICE connects, abandoning allocations still
+            # under way (it reports them as 701 too): the connection did not need them.
+            if self._reached or str(pc.js_pc.iceConnectionState) in ("connected", "completed"):
                 self.ignored += len(unanswered)
                 return
             for error in unanswered:

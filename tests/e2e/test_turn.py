@@ -404,6 +404,42 @@ def test_a_wrong_secret_gives_the_page_an_error_naming_the_relay(coturn: Coturn,
     assert coturn.count(r"error 401") >= 2
 
 
+def test_a_relay_that_does_not_answer_is_named_and_one_that_works_reports_nothing(
+        coturn: Coturn, chromium: Any) -> None:
+    # A TURN URL whose port nobody listens on: the allocation goes unanswered (701),
+    # ICE fails, and the watcher names that relay. The working relay next to it,
+    # tried on its own, connects with no error at all (Chromium's own 701s for
+    # sockets it abandons once connected are not failures).
+    port = _free_udp_port()
+    silent = f"turn:127.0.0.1:{port}?transport=udp"
+    server = ServerProcess()
+    try:
+        context = chromium.new_context()
+        page = PyPage(context.new_page(), server.url).open()
+        good = TurnIssuer(TurnConfig(tuple(coturn.urls()), coturn.secret, ttl=300)).grant("page")
+        servers = [dict(s) for s in good.ice_servers]
+        dead = page.call("tests.pyodide.relay_cases:relay_only", timeout=150, wait=5, gather=120,
+                         ice_servers=[dict(servers[0], urls=[silent])])
+        working = page.call("tests.pyodide.relay_cases:relay_only", timeout=60, wait=15, gather=0,
+                            ice_servers=servers)
+        context.close()
+    finally:
+        server.stop()
+    assert dead["types"] is None, dead
+    # Chromium names it twice when its STUN binding and TURN allocation both time out.
+    assert dead["errors"] and all(e["code"] == 701 and f"127.0.0.1:{port}" in e["url"]
+                                  and "did not answer" in e["text"] for e in dead["errors"]), dead
+    print(f"an unanswered relay was named after {dead['seconds']} s")
+    assert working["types"] == ["relay", "relay"], working
+    assert working["errors"] == [], working
+
+
+def _free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 EXPIRY = """
 import asyncio, json, js
 from pyapp.browser import SignalingClient
