@@ -77,6 +77,7 @@ __all__ = [
     "EncryptedChannel",
     "MessageChannel",
     "RekeyPolicy",
+    "encrypted",
     "receive_encrypted",
     "send_encrypted",
 ]
@@ -328,5 +329,3 @@ async def receive_encrypted(transport: Any, key: bytes | None = None, *,
     """The next message from ``transport``, opened; ``DecryptionError`` if it does not."""
     return await (await encrypted(transport, key, role=role, session=session)).receive()
 
-
-__all__ += ["encrypted", "DecryptionError"]
