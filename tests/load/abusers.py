@@ -34,8 +34,12 @@ def small_rcvbuf(addr_info: Any) -> socket.socket:
     return sock
 
 
-async def abuse(url: str, stop: asyncio.Event, rounds: Counter[str]) -> None:
-    """Run every kind of abuse against ``url`` until ``stop`` is set."""
+KINDS = ("flooder", "reconnect", "10MB-frame", "malformed", "slow-reader")
+
+
+async def abuse(url: str, stop: asyncio.Event, rounds: Counter[str],
+                kinds: tuple[str, ...] = KINDS) -> None:
+    """Run the ``kinds`` of abuse (default: all of them) against ``url`` until ``stop`` is set."""
 
     async def looping(name: str, fn: Callable[[], Awaitable[None]]) -> None:
         while not stop.is_set():
@@ -98,17 +102,16 @@ async def abuse(url: str, stop: asyncio.Event, rounds: Counter[str]) -> None:
             await feeder.close()
             await slow.close()
 
-    await asyncio.gather(*(looping("flooder", flooder) for _ in range(4)),
-                         looping("reconnect", reconnector),
-                         *(looping("10MB-frame", big_frame) for _ in range(2)),
-                         looping("malformed", malformed),
-                         looping("slow-reader", slow_reader))
+    workers = {"flooder": (flooder, 4), "reconnect": (reconnector, 1), "10MB-frame": (big_frame, 2),
+               "malformed": (malformed, 1), "slow-reader": (slow_reader, 1)}
+    await asyncio.gather(*(looping(kind, workers[kind][0])
+                           for kind in kinds for _ in range(workers[kind][1])))
 
 
-async def _main(url: str, seconds: float) -> Counter[str]:
+async def _main(url: str, seconds: float, kinds: tuple[str, ...] = KINDS) -> Counter[str]:
     stop = asyncio.Event()
     rounds: Counter[str] = Counter()
-    task = asyncio.ensure_future(abuse(url, stop, rounds))
+    task = asyncio.ensure_future(abuse(url, stop, rounds, kinds))
     print(READY, flush=True)
     await asyncio.sleep(seconds)
     stop.set()
@@ -120,8 +123,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("url")
     parser.add_argument("--seconds", type=float, default=8.0)
+    parser.add_argument("--kinds", default=",".join(KINDS),
+                        help=f"comma-separated kinds of abuse (default: all of {', '.join(KINDS)})")
     args = parser.parse_args(argv)
-    rounds = asyncio.run(_main(args.url, args.seconds))
+    kinds = tuple(k for k in args.kinds.split(",") if k)
+    unknown = set(kinds) - set(KINDS)
+    if unknown:
+        parser.error(f"unknown kinds {sorted(unknown)}; choose from {', '.join(KINDS)}")
+    rounds = asyncio.run(_main(args.url, args.seconds, kinds))
     print(json.dumps(dict(rounds)), flush=True)
     return 0
 
