@@ -33,6 +33,7 @@ from typing import Protocol
 
 from aiohttp import web
 
+from pyapp.core.signaling import TokenBucket
 from pyapp.exceptions import InvalidArgumentError
 
 __all__ = ["Limits", "LimitStore", "InMemoryLimitStore", "client_address"]
@@ -127,7 +128,7 @@ class InMemoryLimitStore:
         self.clock = clock
         self.sweep_every = sweep_every
         self._connections: dict[str, int] = {}
-        self._buckets: dict[str, tuple[float, float, float, float]] = {}  # tokens, last, rate, burst
+        self._buckets: dict[str, TokenBucket] = {}
         self._takes = 0
 
     def connections(self, address: str) -> int:
@@ -158,25 +159,18 @@ class InMemoryLimitStore:
     def take_now(self, key: str, rate: float, burst: float, cost: float = 1.0) -> float:
         """:meth:`take` without the coroutine (the in-memory store never waits)."""
         now = self.clock()
-        entry = self._buckets.get(key)
-        if entry is None:
-            tokens = burst
-        else:
-            tokens, last, _, _ = entry
-            tokens = min(burst, tokens + max(0.0, now - last) * rate)
         self._takes += 1
         if self._takes >= self.sweep_every:
             self._sweep(now)
-        if tokens >= cost:
-            self._buckets[key] = (tokens - cost, now, rate, burst)
-            return 0.0
-        self._buckets[key] = (tokens, now, rate, burst)
-        return (cost - tokens) / rate
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            bucket = self._buckets[key] = TokenBucket(rate, burst, now)
+        return bucket.wait(now, cost)
 
     def _sweep(self, now: float) -> None:
         self._takes = 0
-        self._buckets = {key: entry for key, entry in self._buckets.items()
-                         if entry[0] + (now - entry[1]) * entry[2] < entry[3]}
+        self._buckets = {key: bucket for key, bucket in self._buckets.items()
+                         if not bucket.full(now)}
 
     async def aclose(self) -> None:
         self._connections.clear()

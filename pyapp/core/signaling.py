@@ -231,6 +231,12 @@ def _reject_constant(name: str) -> Any:
         "non-finite-number", f"message holds {name}, which is not JSON (send a string or null)")
 
 
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+_ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
+"""Made once: ``json.loads``/``json.dumps`` with options build a new one per call (the server
+parses and encodes every message a client sends)."""
+
+
 def _too_deep(obj: Any, limit: int) -> bool:
     """Whether containers nest deeper than ``limit`` (iterative: no recursion on peer input)."""
     stack: list[tuple[Any, int]] = [(obj, 1)]
@@ -252,7 +258,7 @@ def _load_object(text: str | bytes) -> dict[str, Any]:
         except UnicodeDecodeError:
             raise SignalingMessageError("bad-utf8", "message is not valid UTF-8") from None
     try:
-        obj = json.loads(text, parse_constant=_reject_constant)
+        obj = _DECODER.decode(text)
     except RecursionError:
         raise SignalingMessageError(
             "too-deep", f"message nests arrays/objects deeper than {MAX_DEPTH}") from None
@@ -380,7 +386,7 @@ def encode(message: ClientMessage | ServerMessage) -> str:
     else:
         raise TypeError(f"not a signaling message: {message!r}")
     try:
-        return json.dumps(obj, separators=(",", ":"), allow_nan=False)
+        return _ENCODER.encode(obj)
     except ValueError:
         raise InvalidArgumentError(
             "signal data holds NaN or Infinity, which JSON cannot carry: send a string or null"
@@ -420,7 +426,11 @@ def refusal_from_close(close_code: int, reason: str) -> SignalingRefusedError | 
 
 
 class TokenBucket:
-    """Messages-per-second limit with a burst allowance; time comes in as ``now``.
+    """A rate limit with a burst allowance; time comes in as ``now``.
+
+    It refills ``rate`` tokens per second up to ``burst`` and starts full. The
+    server keeps one per connection (messages/s) and one per address and
+    purpose in its in-memory limit store (``web.limits``).
 
     Example::
 
@@ -429,23 +439,40 @@ class TokenBucket:
         [True, True, False]
         >>> bucket.take(0.5)
         True
+        >>> bucket.wait(0.5, cost=2.0)   # seconds until two tokens are there
+        1.0
     """
 
-    def __init__(self, rate: float, burst: int, now: float) -> None:
+    __slots__ = ("_last", "_tokens", "burst", "rate")
+
+    def __init__(self, rate: float, burst: float, now: float) -> None:
         if rate <= 0 or burst < 1:
             raise InvalidArgumentError(
                 f"a token bucket needs rate > 0 and burst >= 1, got rate={rate!r}, burst={burst!r}")
         self.rate = rate
-        self.burst = burst
+        self.burst = float(burst)
         self._tokens = float(burst)
         self._last = now
 
-    def take(self, now: float) -> bool:
-        """Spend one token if there is one; return whether the message may pass."""
-        elapsed = max(0.0, now - self._last)
+    def take(self, now: float, cost: float = 1.0) -> bool:
+        """Spend ``cost`` tokens if there are that many; return whether the message may pass."""
+        elapsed = now - self._last
         self._last = now
-        self._tokens = min(float(self.burst), self._tokens + elapsed * self.rate)
-        if self._tokens >= 1.0:
-            self._tokens -= 1.0
+        tokens = self._tokens
+        if elapsed > 0:
+            tokens = min(self.burst, tokens + elapsed * self.rate)
+        if tokens >= cost:
+            self._tokens = tokens - cost
             return True
+        self._tokens = tokens
         return False
+
+    def wait(self, now: float, cost: float = 1.0) -> float:
+        """:meth:`take`, answered in seconds: 0.0 if taken, else how long until it could be."""
+        if self.take(now, cost):
+            return 0.0
+        return (cost - self._tokens) / self.rate
+
+    def full(self, now: float) -> bool:
+        """Whether it has refilled to its burst by ``now`` (then it is the same as a new one)."""
+        return self._tokens + max(0.0, now - self._last) * self.rate >= self.burst

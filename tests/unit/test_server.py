@@ -14,6 +14,7 @@ import pytest
 from aiohttp.test_utils import TestServer
 
 import web.server as server_module
+from pyapp.core.signaling import TokenBucket
 from tests.server_cases import CASES, Client, assert_refused, fresh_address, room
 from web.certs import cert_covers, cert_names, self_signed_cert
 from web.limits import InMemoryLimitStore, client_address
@@ -249,6 +250,21 @@ def test_in_memory_store_counts_connections_and_buckets() -> None:
         await store.aclose()
 
     asyncio.run(main())
+
+
+def test_store_buckets_are_the_core_token_bucket() -> None:
+    # One token-bucket implementation: the per-connection limit (web.client) and the
+    # per-address store both use pyapp.core.signaling.TokenBucket.
+    bucket = TokenBucket(rate=2.0, burst=3, now=0.0)
+    assert [bucket.wait(0.0) for _ in range(3)] == [0.0, 0.0, 0.0]
+    assert bucket.wait(0.0) == pytest.approx(0.5)  # a refused take spends nothing
+    assert bucket.wait(0.0, cost=2.0) == pytest.approx(1.0)
+    assert not bucket.take(0.25) and bucket.take(0.5)
+    assert not bucket.full(1.0) and bucket.full(2.0)
+    assert not bucket.take(2.0, cost=4.0)  # more than the burst: never
+    store = InMemoryLimitStore(clock=lambda: 0.0)
+    assert store.take_now("k", 2.0, 3.0) == 0.0
+    assert all(isinstance(b, TokenBucket) for b in store._buckets.values())
 
 
 def test_limits_reject_negative_values() -> None:
