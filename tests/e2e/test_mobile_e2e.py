@@ -17,25 +17,9 @@ from tests.conftest import PyPage, wait_until
 
 pytestmark = pytest.mark.e2e
 
-# Run in a page: the only peer's video sender caps, track settings and outbound-rtp.
-VIDEO_STATE = """
-import json
-from pyapp.browser.app import APP
-from pyapp.browser.ui_power import current_ui
-async def _video_state():
-    pc = next(iter(APP.peers.values())).pc
-    senders = [s for s in pc.get_senders() if s.track and s.track.kind == "video"]
-    out = {"senders": len(senders)}
-    if senders:
-        enc = senders[0].getParameters().encodings
-        out["caps"] = [[getattr(e, "maxBitrate", None), getattr(e, "maxFramerate", None)] for e in enc]
-        s = senders[0].track.getSettings()
-        out["track"] = [s.width, s.height, round(s.frameRate)]
-    out["rtp"] = [s for s in await pc.get_stats_raw()
-                  if s.get("type") == "outbound-rtp" and s.get("kind") == "video"]
-    out["mode"] = current_ui().power.mode.value
-    return json.dumps(out)
-"""
+APP_PAGE = "tests.pyodide.app_page_cases"
+MOBILE_PAGE = "tests.pyodide.mobile_cases"
+"""The page side of these tests (real modules, ruff and mypy checked)."""
 
 
 def device_args(playwright_instance: Any, name: str) -> dict[str, Any]:
@@ -45,8 +29,9 @@ def device_args(playwright_instance: Any, name: str) -> dict[str, Any]:
 
 
 def video_state(page: PyPage) -> dict[str, Any]:
-    page.py(VIDEO_STATE)
-    return page.pyjson("await _video_state()")
+    """The only peer's video sender caps, track settings and outbound-rtp, and the power mode."""
+    state: dict[str, Any] = page.call(f"{APP_PAGE}:video_state")
+    return state
 
 
 def card(page: PyPage) -> dict[str, str | None]:
@@ -118,22 +103,21 @@ def test_phone_video_call_is_tuned_and_follows_the_battery(chromium, server, pla
         assert desk["caps"] == [[2_500_000, 30]] and desk["track"] == [640, 480, 20]
 
         # Live switch: the level falls to 15 % while discharging → power saving, one event.
-        phone.py("import js; js.setFakeBattery(0.15, False)")
+        phone.call(f"{MOBILE_PAGE}:set_battery", level=0.15, charging=False)
         assert phone.page.locator("#power-mode").get_attribute("data-mode") == "power_saving"
         assert "battery at 15% and discharging" in card(phone)["mode"]
         assert card(phone)["battery"] == "15% · discharging"
         wait_until(lambda: video_state(phone).get("caps") == [[64000, 10]], timeout=10)
         wait_until(lambda: video_state(phone)["track"] == [320, 240, 10], timeout=10)
-        assert phone.py("from pyapp.browser.ui_power import current_ui; "
-                        "current_ui().power.settings.stats_interval") == 5.0
+        assert phone.call(f"{APP_PAGE}:stats_interval") == 5.0
 
         # Plugged in → normal mode, mobile caps again.
-        phone.py("js.setFakeBattery(undefined, True)".replace("undefined", "None"))
+        phone.call(f"{MOBILE_PAGE}:set_battery", charging=True)
         assert card(phone)["mode_value"] == "normal"
         assert card(phone)["battery"] == "15% · charging"
         wait_until(lambda: video_state(phone).get("caps") == [[128000, 15]], timeout=10)
         wait_until(lambda: video_state(phone)["track"] == [320, 240, 15], timeout=10)
-        assert phone.py("current_ui().power.settings.stats_interval") == 1.0
+        assert phone.call(f"{APP_PAGE}:stats_interval") == 1.0
 
         # Stop: the tracks leave the connection (renegotiated), the camera is released.
         phone.page.locator("#video-stop").tap()
@@ -167,28 +151,7 @@ def test_firefox_has_no_battery_api_and_works(firefox, server):
         assert ff.page.locator("#network-estimate").inner_text() == "not reported by this browser"
         assert c["battery"] == "unknown (no Battery API)" and c["mode_value"] == "normal"
         # The camera works there too (fake stream pref) and the tuner caps a sender.
-        result = ff.pyjson("""
-            import json
-            from pyapp.browser.loopback import connected_pair
-            from pyapp.browser.media import start_camera
-            a, b = await connected_pair()
-            media = await start_camera(audio=False)
-            sender = a.add_track(media.video_track, media.stream)
-            await a.set_mobile_options(True)
-            import asyncio
-            for _ in range(100):
-                enc = sender.getParameters().encodings
-                if a.signaling_state == "stable" and enc.length and getattr(enc[0], "maxBitrate", None):
-                    break
-                await asyncio.sleep(0.05)
-            s = media.video_track.getSettings()
-            enc = sender.getParameters().encodings
-            out = {"caps": [getattr(e, "maxBitrate", None) for e in enc],
-                   "scale": [getattr(e, "scaleResolutionDownBy", None) for e in enc],
-                   "size": [s.width, s.height]}
-            media.stop(); a.close(); b.close()
-            json.dumps(out)
-        """, timeout=30)
+        result = ff.call(f"{MOBILE_PAGE}:firefox_sender_caps", timeout=30)
         assert result["caps"] == [128000]
         # Firefox's fake camera keeps 640x480 whatever the constraints; the encoder halves it.
         if result["size"] == [640, 480]:

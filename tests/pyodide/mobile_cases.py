@@ -359,3 +359,8 @@ async def firefox_sender_caps() -> dict[str, Any]:
     a.close()
     b.close()
     return out
+
+
+def set_battery(level: float | None = None, charging: bool | None = None) -> None:
+    """Change the fake battery (None: that property unchanged); its events fire at once."""
+    js.setFakeBattery(level, charging)
