@@ -11,6 +11,9 @@ from tests.conftest import new_pypage, wait_until
 
 pytestmark = pytest.mark.e2e
 
+PAGE = "tests.pyodide.app_page_cases"
+"""The page side of this test (a real module, ruff and mypy checked)."""
+
 
 def test_dashboard_charts_table_and_export(chromium, server):
     room = "dash-" + uuid.uuid4().hex[:10]
@@ -23,15 +26,7 @@ def test_dashboard_charts_table_and_export(chromium, server):
                        timeout=30)
         # An application channel on the multiplexer the dashboard set up, so the table has
         # a row the test controls (besides the probe channel).
-        first.py("""
-import asyncio
-from pyapp.browser.app import APP
-from pyapp.browser.ui_dashboard import current_dashboard
-[peer] = APP.peers.values()
-ch = peer.pc.multiplexer().create_multiplexed_channel(label="orders")
-for _ in range(5):
-    await ch.send(b"x" * 100)
-""")
+        first.call(f"{PAGE}:send_on_new_channel", label="orders", count=5, size=100)
         for p in pages:
             wait_until(lambda p=p: _points(p) >= 3, timeout=20)
         counts = first.page.evaluate("() => pyappDashboard.pointCounts()")
@@ -52,12 +47,7 @@ for _ in range(5):
         peer_rows = wait_until(lambda: _rows_with(second, "orders"), timeout=10)
         assert next(r for r in peer_rows if r[1] == "orders")[2:4] == ["0/5", "0/500"]
 
-        quality = first.pyjson("""
-import json
-from pyapp.browser.ui_dashboard import current_dashboard
-[m] = current_dashboard().monitors.values()
-json.dumps([m.source, m.quality.label.value, m.quality.round_trip_time, m.polls, m.errors])
-""")
+        quality = first.call(f"{PAGE}:dashboard_quality")
         assert quality[0] == "probe" and quality[1] in ("excellent", "good")
         assert quality[2] is not None and quality[2] < 500 and quality[4] == 0
 
@@ -69,7 +59,7 @@ json.dumps([m.source, m.quality.label.value, m.quality.round_trip_time, m.polls,
         assert data["format"] == "pyapp-quality-timeline"
         [(peer_id, timeline)] = data["peers"].items()
         # The export names the peer by its signaling id (the list shows its PeerId and name).
-        assert peer_id in first.py("from pyapp.browser.app import APP; list(APP.peers)")
+        assert peer_id in first.call(f"{PAGE}:peer_sessions")
         assert len(timeline["points"]) >= 3
         point = timeline["points"][-1]
         assert set(point) >= {"t", "wall", "rtt_ms", "loss_pct", "jitter_ms", "score", "label",
