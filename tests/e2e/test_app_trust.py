@@ -20,6 +20,9 @@ from tests.conftest import PyPage, wait_until
 
 pytestmark = pytest.mark.e2e
 
+PAGE = "tests.pyodide.app_page_cases"
+"""The page side of these tests (a real module, ruff and mypy checked)."""
+
 # Records a copy of every message any data channel of the page sends, before the
 # browser encrypts it with DTLS: what a relay that terminated DTLS would read.
 RECORD_SENDS = """
@@ -121,12 +124,7 @@ def test_verified_encrypted_chat_leave_and_changed_key(chromium, server, room):
         assert a_view["code"] == b_view["code"] and len(a_view["code"].split()) == 8, (a_view, b_view)
         assert "first contact" in a_view["trust"] and a_view["state"] == "connected"
         # The safety code on screen is the one computed from the two keys.
-        assert a_view["code"] == alice.py("""
-from pyapp.browser.app import APP
-from pyapp.browser import identity as I
-from pyapp.core.security.safety import safety_code
-[p] = APP.peers.values()
-str(safety_code(I.CURRENT.alg, I.CURRENT.public_key, p.auth.peer_alg, p.auth.peer_public_key))""")
+        assert a_view["code"] == alice.call(f"{PAGE}:computed_safety_code")
 
         # ---- chat both ways; what left either page on the chat channel is ciphertext
         chat(alice, bob, "buy 10 BTC at 42000")
@@ -175,25 +173,21 @@ str(safety_code(I.CURRENT.alg, I.CURRENT.public_key, p.auth.peer_alg, p.auth.pee
         bob2.page.locator("#send").click()
         alice.page.wait_for_timeout(1000)
         assert not any("new laptop" in m for m in messages(alice))
-        assert alice.py("len(APP.chat_peers())") == 0
+        assert alice.call(f"{PAGE}:chat_peer_count") == 0
         # Accept: re-pinned, the held message shows, chat flows.
         alice.page.locator("#peers button.accept").click()
         wait_until(lambda: verified(alice), timeout=10)
         wait_until(lambda: any("new laptop" in m for m in messages(alice)), timeout=10)
         chat(alice, bob2, "welcome back")
-        pinned = alice.py("""
-store = await APP.trust_store()
-[p] = APP.peers.values()
-store.peers.contacts["bob"] == p.auth.peer_id""")
-        assert pinned is True
+        assert alice.call(f"{PAGE}:contact_is_pinned_to_peer", name="bob") is True
 
         # ---- bob2's connection ends without leaving the room: gone at once too
-        bob2.py("from pyapp.browser.app import APP\n[p] = APP.peers.values()\np.pc.close()")
+        bob2.call(f"{PAGE}:close_peer_connection")
         closed_at = time.monotonic()
         wait_until(lambda: rows(alice) == [], timeout=5)
         assert time.monotonic() - closed_at < 5.0
         assert any(m.startswith("bob: ") and "closed" in m for m in messages(alice)), messages(alice)
-        assert bob2.py("APP.client.room") == room  # still in the room: the link, not signaling, ended
+        assert bob2.call(f"{PAGE}:signaling_client")["room"] == room  # still in the room: the link, not signaling, ended
     finally:
         close_pages(*(p for p in (alice, bob2) if p is not None))
 
@@ -208,12 +202,12 @@ def test_failed_verification_gets_no_chat_and_says_why(chromium, server, room):
         assert failed["code"] is None  # no safety code for an unproven key
         # Alice's page refuses to send; nothing was sent to mallory on the chat channel.
         assert alice.page.locator("#send").is_disabled()
-        assert alice.py("from pyapp.browser.app import APP\nawait APP.send_chat('secret plan')") == 0
+        assert alice.call(f"{PAGE}:send_chat", text="secret plan") == 0
         assert raw_sent(alice, "chat") == []
         assert not any("secret plan" in m for m in messages(mallory))
         # Mallory cannot chat either: alice's page rejects it (a handshake alert) or hangs up.
         [seen] = wait_until(lambda: [r for r in rows(mallory) if r["verification"] == "failed"], timeout=25)
         assert "peer rejected" in seen["trust"] or "peer closed" in seen["trust"], seen
-        assert mallory.py("from pyapp.browser.app import APP\nlen(APP.chat_peers())") == 0
+        assert mallory.call(f"{PAGE}:chat_peer_count") == 0
     finally:
         close_pages(alice, mallory)
