@@ -42,8 +42,7 @@ def test_ready_without_waiting_for_a_silent_get_battery(chromium, server):
         assert loc("#battery-state").get_attribute("data-state") == "unknown"
         assert loc("#power-mode").get_attribute("data-mode") == "normal"
         # The dashboard and the app bound without it as well.
-        assert page.py("from pyapp.browser.ui_dashboard import current_dashboard\n"
-                       "current_dashboard() is not None")
+        assert page.call("tests.pyodide.app_page_cases:dashboard_bound") is True
         errors = [c for c in page.console if c.startswith("pageerror")]
         assert not errors, errors
     finally:

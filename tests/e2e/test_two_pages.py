@@ -11,6 +11,9 @@ from tests.server_cases import CASES, run_case
 
 pytestmark = pytest.mark.e2e
 
+PAGE = "tests.pyodide.app_page_cases"
+"""The page side of these tests (a real module, ruff and mypy checked)."""
+
 
 def phone_context_args(playwright_instance) -> dict:
     device = dict(playwright_instance.devices["Pixel 7"])
@@ -115,11 +118,18 @@ def test_firefox_desktop_and_chromium_phone(firefox, chromium, server, room, pla
 def test_signaling_drop_reconnects_and_chat_continues(chromium, server, room, playwright_instance):
     desktop, phone = open_pair(chromium, chromium, server, room, playwright_instance)
     try:
-        before = desktop.py("from pyapp.browser.app import APP; APP.client.peer_id")
-        desktop.py("APP.client.drop_connection()")
-        wait_until(lambda: desktop.py("APP.client.reconnects") >= 1 and desktop.py("APP.client.state") == "open",
-                   timeout=15)
-        wait_until(lambda: desktop.py("APP.client.peer_id") == before, timeout=10)
+        before = desktop.call(f"{PAGE}:signaling_client")
+        assert before["reconnects"] == 0 and before["state"] == "open", before
+        desktop.call(f"{PAGE}:drop_signaling")
+
+        def reconnected() -> bool:
+            now = desktop.call(f"{PAGE}:signaling_client")
+            return now["reconnects"] >= 1 and now["state"] == "open"
+
+        wait_until(reconnected, timeout=15)
+        # Rejoined under the same session id (the peers keep routing to it).
+        wait_until(lambda: desktop.call(f"{PAGE}:signaling_client")["peer_id"] == before["peer_id"],
+                   timeout=10)
         # The phone was told the desktop left, then that it joined again under the same
         # session id: the link (never dependent on the socket) is adopted back, still verified.
         wait_until(lambda: verifications(phone) == ["verified"], timeout=10)
