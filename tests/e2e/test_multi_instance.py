@@ -74,67 +74,35 @@ def run_async(body: Callable[[], Awaitable[None]], timeout: float = 60) -> None:
         raise errors[0]
 
 
-# In the page: a signaling client and WebRTC peer connections, one per remote peer.
-# The newcomer dials (impolite); the dialled side answers (polite).
-PEER = """
-import asyncio, json
-from pyapp.browser.signaling import SignalingClient, default_url
-from pyapp.browser.peer import PeerConnection
-client = SignalingClient(default_url())
-events, inbox, pcs, channels, errors = [], [], {}, {}, []
-client.events.on("peer-joined", lambda p: events.append(["joined", p]))
-client.events.on("peer-left", lambda p: events.append(["left", p]))
-
-def listen(peer, ch):
-    channels[peer] = ch
-    ch.events.on("message", lambda m: inbox.append([peer, m]))
-
-def pc_for(peer, polite):
-    if peer not in pcs:
-        pc = PeerConnection(signal=lambda m: client.send_signal(peer, m), polite=polite)
-        pc.events.on("datachannel", lambda ch: listen(peer, ch))
-        pcs[peer] = pc
-    return pcs[peer]
-
-async def apply(sender, data):
-    try:
-        await pc_for(sender, True).handle_signal(data)
-    except Exception as exc:
-        errors.append(repr(exc))
-
-client.events.on("signal", lambda sender, data: asyncio.ensure_future(apply(sender, data)))
-
-async def dial(peer, text):
-    pc = pc_for(peer, False)
-    ch = pc.create_data_channel("chat")
-    listen(peer, ch)
-    await ch.wait_open(20)
-    await ch.send(text)
-
-welcome = await client.join(ROOM)
-json.dumps({"id": client.peer_id, "peers": list(welcome.peers)})
-"""
+PAGE = "tests.pyodide.multi_instance_cases"
+"""The page side: a signaling client and one peer connection per remote peer (a real module)."""
 
 
 def join(page: PyPage, room: str) -> dict[str, Any]:
-    result: dict[str, Any] = page.pyjson(PEER.replace("ROOM", repr(room)), timeout=30)
+    result: dict[str, Any] = page.call(f"{PAGE}:join", room=room, timeout=30)
     return result
 
 
 def received(page: PyPage) -> list[list[str]]:
-    return page.pyjson("json.dumps(inbox)")
+    inbox: list[list[str]] = page.call(f"{PAGE}:inbox")
+    return inbox
+
+
+def events(page: PyPage) -> list[list[str]]:
+    seen: list[list[str]] = page.call(f"{PAGE}:events")
+    return seen
 
 
 def chat(dialler: PyPage, answerer: PyPage, dialler_id: str, answerer_id: str) -> None:
     """The dialler connects to the answerer over WebRTC; one message each way."""
-    dialler.py(f"await dial({answerer_id!r}, 'hello from {dialler_id}'); None", timeout=40)
+    dialler.call(f"{PAGE}:dial", peer=answerer_id, text=f"hello from {dialler_id}", timeout=40)
     wait_until(lambda: [dialler_id, f"hello from {dialler_id}"] in received(answerer), timeout=10)
-    answerer.py(f"await channels[{dialler_id!r}].send('hello back from {answerer_id}'); None")
+    answerer.call(f"{PAGE}:reply", peer=dialler_id, text=f"hello back from {answerer_id}")
     wait_until(lambda: [answerer_id, f"hello back from {answerer_id}"] in received(dialler),
                timeout=10)
     for page in (dialler, answerer):
-        assert page.pyjson("json.dumps(errors)") == []
-        assert page.py("pcs[next(iter(pcs))].connection_state") == "connected"
+        assert page.call(f"{PAGE}:errors") == []
+        assert page.call(f"{PAGE}:first_connection_state") == "connected"
 
 
 def close(*pages: PyPage) -> None:
@@ -156,12 +124,12 @@ def test_pages_on_two_instances_connect_and_chat(chromium: Any, pair: tuple[Inst
         ja = join(a, room)
         jb = join(b, room)
         assert ja["peers"] == [] and jb["peers"] == [ja["id"]]
-        wait_until(lambda: a.pyjson("json.dumps(events)") == [["joined", jb["id"]]], timeout=5)
+        wait_until(lambda: events(a) == [["joined", jb["id"]]], timeout=5)
         assert members(redis_server, room) == {ja["id"], jb["id"]}
         # Every offer, answer and ICE candidate crosses from one instance to the other.
         chat(b, a, jb["id"], ja["id"])
-        b.py("client.close(); None")
-        wait_until(lambda: ["left", jb["id"]] in a.pyjson("json.dumps(events)"), timeout=5)
+        b.call(f"{PAGE}:leave")
+        wait_until(lambda: ["left", jb["id"]] in events(a), timeout=5)
         assert members(redis_server, room) == {ja["id"]}
     finally:
         close(a, b)
@@ -177,20 +145,20 @@ def test_killed_instance_leaves_no_ghosts_and_a_fresh_page_connects(
     try:
         ja = join(a, room)
         jb = join(b, room)
-        wait_until(lambda: a.pyjson("json.dumps(events)") == [["joined", jb["id"]]], timeout=5)
+        wait_until(lambda: events(a) == [["joined", jb["id"]]], timeout=5)
         time.sleep(TTL)  # heartbeats keep B present past its TTL while its instance lives
         assert members(redis_server, room) == {ja["id"], jb["id"]}
-        assert a.pyjson("json.dumps(sorted(client.peers))") == [jb["id"]]
+        assert a.call(f"{PAGE}:room_peers") == [jb["id"]]
 
         doomed.kill()
         t0 = time.monotonic()
-        wait_until(lambda: ["left", jb["id"]] in a.pyjson("json.dumps(events)"), timeout=TTL + 10)
+        wait_until(lambda: ["left", jb["id"]] in events(a), timeout=TTL + 10)
         gone_after = time.monotonic() - t0
         # Bounded by the TTL plus one sweep interval (plus slack for a loaded machine).
         assert gone_after < TTL + TTL / 3 + 3, gone_after
-        assert a.pyjson("json.dumps(sorted(client.peers))") == []
+        assert a.call(f"{PAGE}:room_peers") == []
         assert members(redis_server, room) == {ja["id"]}
-        assert a.pyjson("json.dumps(events)").count(["left", jb["id"]]) == 1
+        assert events(a).count(["left", jb["id"]]) == 1
 
         c = new_pypage(chromium, survivor)
         pages.append(c)
