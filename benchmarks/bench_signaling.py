@@ -101,20 +101,46 @@ async def _abuse_ratio(abused: str, calm: str, seconds: float) -> tuple[float, f
     return _p99(lat_abused), _p99(lat_calm)
 
 
+def _cpu_split() -> tuple[set[int] | None, set[int] | None]:
+    """(the servers' and the measuring clients' CPUs, the abusers' CPUs); None: no pinning.
+
+    The abusers stand for other machines: left free on a 2-core box they take
+    turns with the abused server on its CPU, and the figure would then measure
+    the sharing of a CPU with the attacker, not how the server handles the
+    abuse. So they get a CPU of their own, and both servers (and the process
+    measuring them) share the others: the abused and the calm server see the
+    same CPU, the same neighbours, the same measuring clients.
+    """
+    if not hasattr(os, "sched_getaffinity"):
+        return None, None
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        return None, None
+    return set(cpus[:-1]), {cpus[-1]}
+
+
 def abuse_ratio(seconds: float = 10.0) -> dict[str, float]:
-    abused, calm = RealServer(), RealServer()
+    servers_cpus, abusers_cpus = _cpu_split()
+    abused, calm = RealServer(cpus=servers_cpus), RealServer(cpus=servers_cpus)
+    own = os.sched_getaffinity(0) if servers_cpus else None
     try:
+        if servers_cpus:
+            os.sched_setaffinity(0, servers_cpus)  # this thread: the measuring clients
         # First both calm: the ratio two identical idle servers show is this machine's noise.
         p99_a, p99_b = asyncio.run(_abuse_ratio(abused.url, calm.url, seconds / 2))
         abusers = subprocess.Popen(
             [sys.executable, "-m", "tests.load.abusers", abused.url, "--seconds", str(seconds + 2)],
             cwd=ROOT, stdout=subprocess.PIPE, text=True)
+        if abusers_cpus:
+            os.sched_setaffinity(abusers.pid, abusers_cpus)
         assert abusers.stdout is not None and abusers.stdout.readline().strip() == READY
         time.sleep(1.0)  # the abuse is under way
         p99_abused, p99_calm = asyncio.run(_abuse_ratio(abused.url, calm.url, seconds))
         out, _ = abusers.communicate(timeout=60)
         rounds = json.loads(out.strip().splitlines()[-1])
     finally:
+        if own is not None:
+            os.sched_setaffinity(0, own)
         abused.stop()
         calm.stop()
     return {"signaling_abuse_p99_ratio": p99_abused / p99_calm,
@@ -247,8 +273,12 @@ def run(ctx: Any = None) -> dict[str, float]:
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         figures = pool.submit(_measure).result()
     if ctx is not None:
-        ctx.note(f"signaling: {os.cpu_count()} cores; the load generator and the abusers are "
-                 "processes of their own on this machine, so they take CPU from the server too")
+        servers_cpus, abusers_cpus = _cpu_split()
+        pinning = (f"the abusers pinned to CPU {sorted(abusers_cpus)}, both servers and the "
+                   f"measuring clients to {sorted(servers_cpus)}" if servers_cpus and abusers_cpus
+                   else "no CPU pinning (one CPU)")
+        ctx.note(f"signaling: {os.cpu_count()} cores; abuse ratio with {pinning}; the load "
+                 "generator of signaling_clients is a process of its own, unpinned")
     return figures
 
 

@@ -27,9 +27,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import struct
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from aiohttp import WSCloseCode, WSMsgType, web
@@ -61,6 +62,21 @@ _FAIR_SHARE = 16
 """Messages handled from one client before letting the others run."""
 
 _CLOSE_EVENTS = (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR)
+
+_WRITE_NOW_LIMIT = 64 * 1024
+"""Bytes the socket may hold unsent for :meth:`SignalingSocket.send_now` to add more (aiohttp's
+own write limit); past it, messages wait in the client's queue and the writer waits for the drain."""
+
+
+def _text_frame(text: str) -> bytes:
+    """One unmasked, unfragmented text frame (RFC 6455 section 5.2), as a server sends it."""
+    payload = text.encode("utf-8")
+    size = len(payload)
+    if size < 126:
+        return bytes((0x81, size)) + payload
+    if size < 65536:
+        return struct.pack("!BBH", 0x81, 126, size) + payload
+    return struct.pack("!BBQ", 0x81, 127, size) + payload
 
 
 class SignalingSocket(web.WebSocketResponse):
@@ -114,6 +130,26 @@ class SignalingSocket(web.WebSocketResponse):
         tasks = tracked if tracked is not None else _UNTRACKED
         tasks.add(task)
         task.add_done_callback(tasks.discard)
+
+    def write_room(self) -> int:
+        """Bytes :meth:`send_now` may add now: 0 once closed or past ``_WRITE_NOW_LIMIT`` unsent."""
+        transport = self._req.transport if self._req is not None else None
+        if self.closed or transport is None or transport.is_closing():
+            return 0
+        return max(0, _WRITE_NOW_LIMIT - transport.get_write_buffer_size())
+
+    def send_now(self, texts: Iterable[str]) -> None:
+        """Write text messages now, in one write (call when :meth:`write_room` is > 0).
+
+        ``send_str`` writes one frame per call (a system call each, and it runs
+        on the writer task's turn of the loop, one turn after the relay); this is
+        one write for a backlog, at once. Compression is off (``__init__``), so
+        the frames need no deflate state. ``send_str`` remains the way once the
+        socket holds ``_WRITE_NOW_LIMIT`` unsent: it waits for the drain.
+        """
+        transport = self._req.transport if self._req is not None else None
+        assert transport is not None
+        transport.write(b"".join([_text_frame(text) for text in texts]))
 
     def abort(self) -> None:
         """Drop the connection now (the client is not reading, or the close timed out)."""
@@ -264,20 +300,45 @@ class ClientSession:
     def _push(self, text: str) -> None:
         self._queue.append(text)
         self._queued_bytes += len(text)
-        self._wakeup.set()
+        # Nothing older waiting and the socket has room: out now, not on the writer's turn.
+        if len(self._queue) > 1 or not self._flush():
+            self._wakeup.set()
+
+    def _flush(self) -> bool:
+        """Write from the queue what the socket takes without waiting; True if none is left.
+
+        What does not fit stays counted in the queue, so its limits still
+        bound what a client that does not read holds (the socket's share is
+        at most ``_WRITE_NOW_LIMIT`` and one message).
+        """
+        queue = self._queue
+        room = self.ws.write_room()
+        if room <= 0:
+            return not queue
+        batch: list[str] = []
+        while queue and (not batch or len(queue[0]) <= room):
+            text = queue.popleft()
+            room -= len(text)
+            self._queued_bytes -= len(text)
+            batch.append(text)
+        self.ws.send_now(batch)
+        return not queue
 
     async def _write_loop(self) -> None:
         ws = self.ws
+        queue = self._queue
         try:
             while True:
-                while not self._queue:
+                while not queue:
                     if self.closing is not None:
                         return
                     self._wakeup.clear()
                     await self._wakeup.wait()
-                text = self._queue.popleft()
+                if self._flush():  # the backlog, in one write
+                    continue
+                text = queue.popleft()
                 self._queued_bytes -= len(text)
-                await ws.send_str(text)
+                await ws.send_str(text)  # waits for the drain: this client reads slowly
         except (ConnectionError, RuntimeError) as exc:  # the transport went away under us
             log.debug("writer for %s stopped: %s", self.peer_id, exc)
 

@@ -6,9 +6,12 @@ are exercised as a real deployment would see separate hosts.
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
+import threading
+from collections import deque
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,13 +26,21 @@ def pytest_configure(config: Any) -> None:
 
 
 class RealServer:
-    """``python -m web.server`` on a free loopback port, with extra flags."""
+    """``python -m web.server`` on a free loopback port, with extra flags.
 
-    def __init__(self, *flags: str, host: str = "127.0.0.1", tls: bool = False) -> None:
+    Its output is read all along (a thread keeps the last lines): a server whose
+    log pipe filled up would block in a write, which no load test or benchmark
+    should mistake for the server being slow. ``cpus`` pins it to those CPUs.
+    """
+
+    def __init__(self, *flags: str, host: str = "127.0.0.1", tls: bool = False,
+                 cpus: set[int] | None = None) -> None:
         cmd = [sys.executable, "-m", "web.server", "--host", host, "--port", "0",
                "--tls" if tls else "--no-tls", *flags]
         self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE,
                                      stderr=subprocess.STDOUT, text=True)
+        if cpus:
+            os.sched_setaffinity(self.proc.pid, cpus)  # before it starts any thread
         assert self.proc.stdout is not None
         seen = []
         match = None
@@ -44,16 +55,25 @@ class RealServer:
             raise RuntimeError(f"server did not start: {''.join(seen)[-2000:]!r}")
         self.port = int(match.group(2))
         self.url = f"{match.group(1)}://{host}:{self.port}"
+        self._output: deque[str] = deque(seen, maxlen=400)
+        self._reader = threading.Thread(target=self._drain, daemon=True)
+        self._reader.start()
+
+    def _drain(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self._output.append(line)
 
     def stop(self) -> str:
-        """Stop it; returns what it printed (for failure messages)."""
+        """Stop it; returns the last lines it printed (for failure messages)."""
         self.proc.terminate()
         try:
-            out, _ = self.proc.communicate(timeout=10)
+            self.proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             self.proc.kill()
-            out, _ = self.proc.communicate()
-        return out or ""
+            self.proc.wait()
+        self._reader.join(timeout=5)
+        return "".join(self._output)
 
 
 @pytest.fixture(scope="module")
