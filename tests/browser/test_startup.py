@@ -18,21 +18,15 @@ import pytest
 
 from tests.conftest import STATIC, PyPage, ServerProcess
 
-# Python that exercises the restored runtime end to end: the FFI, asyncio on the
-# browser's event loop, a real RTCPeerConnection pair and a message both ways.
-ROUND_TRIP = """
-import asyncio
-from pyapp.browser.loopback import connected_pair
-a, b = await connected_pair()
-got = asyncio.get_event_loop().create_future()
-b.events.on("datachannel", lambda ch: ch.events.on("message", lambda m: got.done() or got.set_result(m)))
-ch = a.create_data_channel("t")
-await ch.wait_open(10)
-await ch.send(b"after restore")
-m = await asyncio.wait_for(got, 10)
-a.close(); b.close()
-bytes(m).decode()
-"""
+PAGE = "tests.pyodide.startup_cases"
+"""The page side: a round trip over a real RTCPeerConnection pair, the runtime's state."""
+
+
+def _round_trip(page: PyPage) -> str:
+    """The FFI, asyncio on the browser's event loop, a real RTCPeerConnection pair, a message."""
+    echoed: str = page.call(f"{PAGE}:round_trip", text="after restore", timeout=30)
+    return echoed
+
 
 NOTE = "the memory snapshot was not used"
 
@@ -70,10 +64,11 @@ def test_snapshot_is_used_and_the_runtime_works(context: Any, server: ServerProc
     assert startup["notes"] == []
     assert not [line for line in page.console if NOTE in line]
     assert any(manifest["snapshot"]["file"] in url for url in page.requests)
-    assert page.py(ROUND_TRIP) == "after restore"
+    state = page.call(f"{PAGE}:runtime_state")
+    assert state["app_imported"] is True, state       # restored with the app in it
+    assert _round_trip(page) == "after restore"
     # The wheel's files are installed too (source lines in tracebacks, metadata).
-    assert page.py("import importlib.metadata as m; m.version('pyapp')") == page.py(
-        "import pyapp; pyapp.__version__")
+    assert state["dist_version"] == state["version"], state
     assert not page.foreign_requests()
 
 
@@ -83,7 +78,7 @@ def test_snapshot_in_firefox(firefox: Any, server: ServerProcess) -> None:
     try:
         page = PyPage(ctx.new_page(), server.url).open("/?noapp=1")
         assert _startup(page)["snapshot"] == "used"
-        assert page.py(ROUND_TRIP) == "after restore"
+        assert _round_trip(page) == "after restore"
     finally:
         ctx.close()
 
@@ -103,7 +98,7 @@ def _assert_fell_back(page: PyPage, reason: str) -> None:
     assert notes and notes[0].startswith("warning: "), page.console
     assert reason in notes[0]
     # A normal start: ready, pyapp imported, the app bound, no error banner.
-    assert page.py(ROUND_TRIP) == "after restore"
+    assert _round_trip(page) == "after restore"
     assert page.page.evaluate("() => document.getElementById('error').hidden") is True
     assert page.page.evaluate("() => document.getElementById('app').hidden") is False
 
@@ -171,7 +166,8 @@ def test_nosnapshot_parameter_starts_normally(context: Any, server: ServerProces
     page = _open(context, server, "/?noapp=1&nosnapshot=1")
     assert _startup(page)["snapshot"] == "disabled (?nosnapshot)"
     assert not any(manifest["snapshot"]["file"] in url for url in page.requests)
-    assert page.py("import pyapp.browser.app, sys; 'pyapp.browser.app' in sys.modules") is True
+    # The loader itself imported and started the app (nothing here imports it first).
+    assert page.call(f"{PAGE}:runtime_state")["app_imported"] is True
 
 
 # Records every value the <progress> element shows, from the first paint on.
