@@ -56,7 +56,8 @@ def test_examples_were_found() -> None:
 
 
 def _live(pypage: Any) -> int:
-    return int(pypage.py("from pyapp.browser._ffi import live_proxies\nlive_proxies()"))
+    live: int = pypage.call("tests.pyodide.doc_cases:live_proxies")
+    return live
 
 
 @pytest.mark.parametrize(("where", "lang", "code"), EXAMPLES, ids=[w for w, _, _ in EXAMPLES])
