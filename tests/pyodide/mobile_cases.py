@@ -336,6 +336,11 @@ async def bad_battery_readings() -> dict[str, Any]:
     return out
 
 
+def set_battery(level: float | None = None, charging: bool | None = None) -> None:
+    """Change the fake battery (None: that property unchanged); its events fire at once."""
+    js.setFakeBattery(level, charging)
+
+
 # ---- Firefox (tests/e2e/test_mobile_e2e.py)
 
 
@@ -360,7 +365,3 @@ async def firefox_sender_caps() -> dict[str, Any]:
     b.close()
     return out
 
-
-def set_battery(level: float | None = None, charging: bool | None = None) -> None:
-    """Change the fake battery (None: that property unchanged); its events fire at once."""
-    js.setFakeBattery(level, charging)
