@@ -11,11 +11,12 @@ from unittest import mock
 
 import aiohttp
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 import web.server as server_module
-from pyapp.core.signaling import TokenBucket
-from tests.server_cases import CASES, Client, assert_refused, fresh_address, room
+from pyapp.core.signaling import RelayedSignal, TokenBucket, encode
+from tests.server_cases import CASES, Client, assert_refused, bystanders, fresh_address, room
 from web.certs import cert_covers, cert_names, self_signed_cert
 from web.limits import InMemoryLimitStore, client_address
 from web.server import SESSIONS, Limits, make_app
@@ -134,6 +135,38 @@ def test_slow_reader_is_dropped_without_stalling_its_sender(tmp_path: Path) -> N
             await c.close()
 
     _run(limits, body, tmp_path)
+
+
+def test_relays_of_every_frame_length_arrive_whole_and_in_order(tmp_path: Path) -> None:
+    # Relays are written as frames built here (web.client._text_frame), not by aiohttp:
+    # the three RFC 6455 length forms (7-bit up to 125, 16-bit up to 65535, 64-bit),
+    # at their edges, in one burst and one at a time, must reach a standard client
+    # intact and in order.
+    frame_lengths = [70, 125, 126, 127, 1000, 65_535, 65_536, 150_000]
+
+    async def body(base_url: str, app: web.Application) -> None:
+        a, b = await bystanders(base_url)
+        assert a.peer_id is not None
+
+        def data(i: int, length: int) -> dict[str, object]:
+            # The relayed message is exactly ``length`` bytes (the server's own encoding).
+            empty = encode(RelayedSignal(sender=a.peer_id, data={"i": i, "s": ""}))
+            return {"i": i, "s": "x" * (length - len(empty))}
+
+        for burst in (False, True):
+            for i, length in enumerate(frame_lengths):
+                await a.send({"type": "signal", "to": b.peer_id, "data": data(i, length)})
+                if not burst:
+                    assert (await b.recv_type("signal"))["data"] == data(i, length)
+            if burst:
+                for i, length in enumerate(frame_lengths):
+                    msg = await b.recv_type("signal")
+                    assert msg["data"] == data(i, length), (i, len(msg["data"]["s"]))
+        await a.close()
+        await b.close()
+
+    # Room for the largest relay; the sender's rate limits are far above 16 messages.
+    _run(Limits(max_message_bytes=400_000), body, tmp_path)
 
 
 def test_trust_proxy_keys_limits_by_forwarded_address(tmp_path: Path) -> None:
