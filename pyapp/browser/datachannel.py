@@ -165,7 +165,9 @@ class DataChannel:
     Events (``channel.events.on(name, callback)``): ``open``, ``close``,
     ``error`` (callback gets the error message), ``message`` (callback gets the
     message; when any ``message`` callback is registered, messages are not also
-    queued for ``async for``).
+    queued for ``async for``), ``messages`` (callback gets a list: every message
+    that arrived since the page last ran, binary ones as memoryviews of one
+    buffer; when registered, it replaces ``message`` and the queue).
     """
 
     def __init__(self, js_channel: Any, max_message_size: int | None = None,
@@ -271,6 +273,9 @@ class DataChannel:
 
     def _on_messages(self, data: Any, lengths: Any, strings: Any) -> None:
         """One batch from the JS inbox (see ``_JS_HELPERS``), in arrival order."""
+        if self.events.has_listeners("messages"):
+            self._on_batch(data, lengths, strings)
+            return
         if is_null(lengths):
             self._on_message(data if isinstance(data, str) else data.to_bytes())
             return
@@ -285,6 +290,26 @@ class DataChannel:
             else:
                 self._on_message(raw[offset:offset + n])
                 offset += n
+
+    def _on_batch(self, data: Any, lengths: Any, strings: Any) -> None:
+        """The ``messages`` event: the whole batch in one list (binary ones as memoryviews)."""
+        batch: list[bytes | memoryview | str]
+        if is_null(lengths):
+            batch = [data if isinstance(data, str) else data.to_bytes()]
+        else:
+            raw = memoryview(data.to_bytes())
+            texts = iter(strings.to_py())
+            batch = []
+            offset = 0
+            for n in lengths.to_py():
+                if n < 0:
+                    batch.append(next(texts))
+                else:
+                    batch.append(raw[offset:offset + n])
+                    offset += n
+        self.messages_received += len(batch)
+        self.bytes_received += sum(len(m) for m in batch)
+        self.events.emit("messages", batch)
 
     def _on_message(self, message: bytes | str) -> None:
         self.messages_received += 1
@@ -350,16 +375,18 @@ class DataChannel:
         if size > limit:
             raise MessageTooLargeError(size, limit)
 
-    def has_room(self, size: int) -> bool:
-        """Whether ``size`` more bytes fit under the high-water mark right now.
+    def has_room(self, size: int, headroom: int = 0) -> bool:
+        """Whether ``size`` more bytes fit under the high-water mark (plus ``headroom``) now.
 
         Used by the multiplexer's pump, which sends without awaiting and resumes
-        on the ``bufferedamountlow`` event.
+        on the ``bufferedamountlow`` event; ``headroom`` is what its urgent frames
+        may use above the mark.
         """
-        if self._buffered_bound + size <= self.high_water:
+        limit = self.high_water + headroom
+        if self._buffered_bound + size <= limit:
             return True
         self._buffered_bound = self.js_channel.bufferedAmount
-        return self._buffered_bound + size <= self.high_water
+        return self._buffered_bound + size <= limit
 
     async def send(self, data: bytes | bytearray | memoryview | str) -> None:
         """Send one message, waiting first while the browser's buffer is above high water.

@@ -56,7 +56,6 @@ from pyapp.browser.mux_transport import (
     _SessionTransports,
 )
 from pyapp.browser.timer import TimerDriver
-from pyapp.browser.timer import now as _now
 from pyapp.core.mux import (
     ChannelAccepted,
     ChannelClosed,
@@ -76,6 +75,7 @@ from pyapp.core.mux import (
     Role,
     SendWindowOpened,
 )
+from pyapp.core.mux_buffer import BufferTuner
 from pyapp.exceptions import (
     ChannelResetError,
     ConnectionClosedError,
@@ -149,7 +149,7 @@ class MuxSession(_SessionTransports):
     """
 
     def __init__(self, pc: PeerConnection, role: Role | None = None, *,
-                 high_water: int = 256 * 1024, low_water: int = 64 * 1024,
+                 high_water: int = 256 * 1024, low_water: int = 64 * 1024, min_high_water: int = 64 * 1024,
                  inbox_limit: int = 64 * 1024 * 1024, unreliable_max_retransmits: int = 0,
                  batch_bytes: int = 64 * 1024,
                  **mux_options: Any) -> None:
@@ -159,6 +159,8 @@ class MuxSession(_SessionTransports):
         self.inbox_limit = inbox_limit
         self.high_water = high_water
         self.low_water = low_water
+        self.buffer_tuner = BufferTuner(min(min_high_water, high_water), high_water)
+        """Marks of the reliable transport's send buffer, between ``min_high_water`` and ``high_water``."""
         self.unreliable_max_retransmits = unreliable_max_retransmits
         self.channels: dict[int, MultiplexedChannel] = {}
         self.protocol_errors: list[RemoteProtocolError] = []
@@ -248,19 +250,6 @@ class MuxSession(_SessionTransports):
         self._attach(pc)
 
     # ------------------------------------------------------------------ pump
-
-    def _on_frame(self, data: bytes | str) -> None:
-        if isinstance(data, str):
-            self._record_error(RemoteProtocolError("text message on a mux transport"))
-            return
-        if data[:5] == HELLO_PREFIX and len(data) in (5, 13):
-            self._on_hello(bytes(data[5:]) or None)
-            return
-        if not self._peer_ready:
-            self._on_peer_ready()  # the peer only sends frames once it heard our hello
-        self.mux.receive_datagram(data, _now())
-        self._dispatch()
-        self._schedule_pump()
 
     def _after_local_action(self) -> None:
         self._dispatch()

@@ -22,9 +22,10 @@ from pyapp._events import Emitter
 from pyapp.browser._ffi import spawn
 from pyapp.browser.datachannel import DataChannel
 from pyapp.browser.timer import now as _now
-from pyapp.core.framing import Transport
+from pyapp.core.framing import HEADER_SIZE, MAX_FRAGMENT_PAYLOAD, Transport
 from pyapp.core.mux import Multiplexer, OutgoingFrame
-from pyapp.exceptions import ConnectionClosedError
+from pyapp.core.mux_buffer import BufferTuner
+from pyapp.exceptions import ConnectionClosedError, RemoteProtocolError
 
 if TYPE_CHECKING:
     from pyapp.browser.peer import PeerConnection
@@ -50,6 +51,10 @@ The hello carries the sender's 8-byte session id (``HELLO_PREFIX + session_id``)
 A session resumed on a fresh connection checks that the peer's id is the one it
 had before: a peer that lost its session state (a fresh session) makes ours fail
 loudly instead of replaying into the void."""
+URGENT_HEADROOM = 64 * 1024
+"""Bytes above a transport's high-water mark that urgent frames (control frames,
+HIGH channels' DATA) may still use while bulk data waits for ``bufferedamountlow``."""
+_MAX_FRAME = _ONE_FRAME = HEADER_SIZE + MAX_FRAGMENT_PAYLOAD
 RELIABLE_LABEL = "pyapp-mux"
 """Label of the reliable, ordered transport (control frames and reliable channels' DATA)."""
 UNRELIABLE_LABEL = "pyapp-mux-u"
@@ -64,6 +69,7 @@ class _SessionTransports:
     reliable: DataChannel
     unreliable: DataChannel
     events: Emitter
+    buffer_tuner: BufferTuner
     high_water: int
     low_water: int
     unreliable_max_retransmits: int
@@ -84,7 +90,13 @@ class _SessionTransports:
     def _pump(self) -> None:
         raise NotImplementedError
 
-    def _on_frame(self, data: bytes | str) -> None:
+    def _dispatch(self) -> None:
+        raise NotImplementedError
+
+    def _schedule_pump(self) -> None:
+        raise NotImplementedError
+
+    def _record_error(self, error: RemoteProtocolError) -> None:
         raise NotImplementedError
 
     def transport_lost(self) -> None:
@@ -103,11 +115,26 @@ class _SessionTransports:
             channel.high_water = self.high_water
             channel.low_water = self.low_water
             channel.js_channel.bufferedAmountLowThreshold = self.low_water
-            channel.events.on("message", self._on_frame)
-            channel.events.on("bufferedamountlow", self._pump)
+            channel.events.on("messages", self._on_frames)
             channel.events.on("open", self._on_transport_open)
             channel.events.on("close", self._on_transport_close)
+        self.unreliable.events.on("bufferedamountlow", self._pump)
+        self.reliable.events.on("bufferedamountlow", self._on_reliable_low)
+        self._apply_buffer_marks()
         self._on_transport_open()
+
+    def _apply_buffer_marks(self) -> None:
+        """The reliable transport's marks come from ``buffer_tuner`` (see pyapp.core.mux_buffer)."""
+        tuner = self.buffer_tuner
+        self.reliable.high_water = tuner.high
+        self.reliable.low_water = tuner.low
+        self.reliable.js_channel.bufferedAmountLowThreshold = tuner.low
+
+    def _on_reliable_low(self) -> None:
+        # What is still buffered as we refill says whether the buffer ran dry first.
+        if self.buffer_tuner.refilled(self.reliable.buffered_amount):
+            self._apply_buffer_marks()
+        self._pump()
 
     def _check_open(self) -> bool:
         self._open = (not self._lost and self.reliable.ready_state == "open"
@@ -169,6 +196,50 @@ class _SessionTransports:
         self.events.emit("transport", "up")
         self._pump()
 
+    def _on_frames(self, messages: list[bytes | memoryview | str]) -> None:
+        """Messages from a transport, as many as arrived since the page last ran."""
+        datagrams: list[bytes | memoryview] = []
+        for data in messages:
+            if isinstance(data, str):
+                self._record_error(RemoteProtocolError("text message on a mux transport"))
+                continue
+            if data[:5] == HELLO_PREFIX and len(data) in (5, 13):
+                if datagrams:
+                    self._receive(datagrams)
+                    datagrams = []
+                self._on_hello(bytes(data[5:]) or None)
+                continue
+            if not self._peer_ready:
+                self._on_peer_ready()  # the peer only sends frames once it heard our hello
+            datagrams.append(data)
+        if datagrams:
+            self._receive(datagrams)
+
+    def _receive(self, datagrams: list[bytes | memoryview]) -> None:
+        """Feed the core; HIGH channels' frames first when there is more than one frame.
+
+        A page that was busy finds many messages waiting (the browser queues them
+        for it without limit), bulk data ahead of an urgent one: the core's
+        ``triage`` takes HIGH channels' frames out first, and what they call for
+        (an answer, ACKs) is transmitted before the rest is worked through.
+        """
+        mux = self.mux
+        now = _now()
+        if len(datagrams) == 1 and len(datagrams[0]) <= _ONE_FRAME:
+            mux.receive_datagram(datagrams[0], now)
+        else:
+            first, rest = mux.triage(datagrams)
+            receive_frame = mux.receive_frame
+            for frame in first:
+                receive_frame(frame, now)
+            if first and rest:
+                self._dispatch()
+                self._pump()
+            for frame in rest:
+                receive_frame(frame, now)
+        self._dispatch()
+        self._schedule_pump()
+
     def _on_transport_close(self) -> None:
         if self._failed is not None:
             return
@@ -181,7 +252,13 @@ class _SessionTransports:
         """Send frames until the core has none or a transport is above high water.
 
         Consecutive frames for the same transport are packed into one message of
-        at most ``batch_bytes`` (see :mod:`pyapp.core.framing`).
+        at most ``batch_bytes`` (see :mod:`pyapp.core.framing`), but no bulk frame
+        is packed behind an urgent one (a control frame or HIGH DATA): the peer
+        sees a message only once all of it has arrived. Once a transport is too
+        full for one more fragment, only urgent frames are taken from the core
+        (``next_frame(urgent_only=True)``), using up to ``URGENT_HEADROOM`` bytes
+        above the high-water mark: a HIGH message then waits behind the bulk data
+        already in the browser's buffer, not also behind its drain to low water.
         """
         if self._pumping or self._failed is not None or not self._open or not self._peer_ready:
             return
@@ -192,26 +269,37 @@ class _SessionTransports:
         batch: list[bytes] = []
         batch_size = 0
         batch_channel: DataChannel = reliable
+        tail_urgent = False
+        urgent_only = False
         now = _now()
         try:
             while True:
                 frame = self._held
                 if frame is None:
-                    frame = mux.next_frame(now)
+                    need = batch_size + _MAX_FRAME
+                    if not urgent_only and not (reliable.has_room(need) and unreliable.has_room(need)):
+                        urgent_only = True
+                    if urgent_only and not (reliable.has_room(need, URGENT_HEADROOM)
+                                            and unreliable.has_room(need, URGENT_HEADROOM)):
+                        break
+                    frame = mux.next_frame(now, urgent_only)
                     if frame is None:
                         break
                 channel = reliable if frame.transport is Transport.RELIABLE else unreliable
                 size = len(frame.data)
-                if batch and (channel is not batch_channel or batch_size + size > limit):
+                urgent = frame.urgent
+                if batch and (channel is not batch_channel or batch_size + size > limit
+                              or (tail_urgent and not urgent)):
                     self._send_batch(batch_channel, batch, batch_size)
                     batch, batch_size = [], 0
-                if not channel.has_room(batch_size + size):
+                if not channel.has_room(batch_size + size, URGENT_HEADROOM if urgent else 0):
                     self._held = frame  # resumes on that channel's bufferedamountlow
                     break
                 self._held = None
                 batch.append(frame.data)
                 batch_size += size
                 batch_channel = channel
+                tail_urgent = urgent
             if batch:
                 self._send_batch(batch_channel, batch, batch_size)
         except ConnectionClosedError:

@@ -54,17 +54,14 @@ control is the browser's SCTP window; see ``docs/wire-format.md``.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Iterable
 
 from pyapp.core.framing import (
-    FLAG_FIRST,
-    FLAG_LAST,
     FLAG_REPLAY,
     FLAG_TEXT,
-    HEADER,
     HEADER_SIZE,
     MAX_FRAGMENT_PAYLOAD,
     SEQ_MASK,
-    VERSION,
     FrameType,
     Reliability,
     Transport,
@@ -92,6 +89,7 @@ from pyapp.core.mux_events import (
     Role,
     SendWindowOpened,
 )
+from pyapp.core.mux_receive import split_frames
 from pyapp.core.mux_send import MuxSender
 from pyapp.core.scheduler import Priority
 from pyapp.exceptions import (
@@ -127,7 +125,6 @@ __all__ = [
     "Transport",
 ]
 
-_pack_header = HEADER.pack
 _DATA = FrameType.DATA
 _RELIABLE = Transport.RELIABLE
 _HIGH = Priority.HIGH
@@ -340,24 +337,29 @@ class Multiplexer(MuxSender):
 
     # ------------------------------------------------------------------ transport
 
-    def next_frame(self, now: float) -> OutgoingFrame | None:
-        """The next frame to transmit, or None. Control frames first, then DATA by DRR."""
+    def next_frame(self, now: float, urgent_only: bool = False) -> OutgoingFrame | None:
+        """The next frame to transmit, or None. Control frames first, then DATA by DRR.
+
+        ``urgent_only``: only control frames and HIGH channels' DATA (frames with
+        ``urgent`` set), served ahead of the DRR cycle -- for a transmitter whose
+        transport is full of bulk data, so urgent frames need not wait behind it.
+        """
         if not self._up:
             return None
         if self._control:
             data = self._control.popleft()
             self._frames_sent += 1
             self._bytes_sent += len(data)
-            return OutgoingFrame(_RELIABLE, data, (data[2] << 8) | data[3])
+            return OutgoingFrame(_RELIABLE, data, (data[2] << 8) | data[3], True)
         if self._pending_acks:
             cid, seq = self._pending_acks.popitem()
             data = encode_ack(cid, seq)
             self._frames_sent += 1
             self._bytes_sent += len(data)
-            return OutgoingFrame(_RELIABLE, data, cid)
+            return OutgoingFrame(_RELIABLE, data, cid, True)
         sched = self._sched
         while True:
-            ch = sched.select()
+            ch = sched.select_high() if urgent_only else sched.select()
             if ch is None:
                 return None
             queue = ch.queue
@@ -372,59 +374,10 @@ class Multiplexer(MuxSender):
                 self._window_parked.append(ch)
                 continue
             if queue and (ch.reliable or ch.accepted):
-                msg = queue[0]
-                offset = msg.offset
-                if offset == 0 and not ch.reliable:
-                    if ch.lifetime is not None and now - msg.enqueued > ch.lifetime:
-                        # maxPacketLifeTime also covers time spent in our queue.
-                        queue.popleft()
-                        ch.queued_bytes -= msg.size
-                        ch.messages_dropped += 1
-                        self._events.append(
-                            MessageDropped(ch.id, False, "lifetime expired", msg.size))
-                        if not queue and not ch.close_requested:
-                            sched.served(ch, 0, False)
-                            ch.scheduled = False
-                        continue
-                    if msg.seq < 0:
-                        msg.seq = ch.next_seq
-                        ch.next_seq = (ch.next_seq + 1) & SEQ_MASK
-                end = offset + self._fragment_size
-                size = msg.size
-                flags = msg.flags
-                if offset == 0:
-                    flags |= FLAG_FIRST
-                if end >= size:
-                    end = size
-                    flags |= FLAG_LAST
-                n = end - offset
-                data = _pack_header(
-                    VERSION, _DATA, ch.id, flags, 0, msg.seq, msg.fragment, n
-                ) + msg.data[offset:end]
-                msg.fragment += 1
-                msg.offset = end
-                if ch.reliable:
-                    self._inflight += n
-                ch.queued_bytes -= n
-                ch.frames_sent += 1
-                ch.bytes_sent += n
-                if flags & FLAG_LAST:
-                    queue.popleft()
-                    msg.done = True
-                    ch.messages_sent += 1
-                    delay = now - msg.enqueued
-                    ch.delay_total += delay
-                    if delay > ch.delay_max:
-                        ch.delay_max = delay
-                active = bool(queue) or ch.close_requested
-                sched.served(ch, n + HEADER_SIZE, active)
-                if not active:
-                    ch.scheduled = False
-                if ch.wanted and self._fits(ch, ch.wanted):
-                    self._window_opened(ch)
-                self._frames_sent += 1
-                self._bytes_sent += len(data)
-                return OutgoingFrame(ch.transport, data, ch.id)
+                frame = self._data_frame(ch, now)
+                if frame is None:
+                    continue  # an expired unreliable message was dropped
+                return frame
             if not queue and ch.close_requested and not ch.close_sent:
                 sched.served(ch, HEADER_SIZE, False)
                 ch.scheduled = False
@@ -435,7 +388,7 @@ class Multiplexer(MuxSender):
                 self._close_sent(ch)
                 self._frames_sent += 1
                 self._bytes_sent += len(data)
-                return OutgoingFrame(_RELIABLE, data, ch.id)
+                return OutgoingFrame(_RELIABLE, data, ch.id, True)
             # Nothing sendable yet (unreliable channel still OPENING): park it.
             sched.served(ch, 0, False)
             ch.scheduled = False
@@ -490,19 +443,36 @@ class Multiplexer(MuxSender):
         ):
             self.receive_frame(view, now)  # the common case: one frame
             return
-        offset = 0
-        while offset < size:
-            if size - offset < HEADER_SIZE:
-                end = size  # truncated header: let decode_frame report it
-            else:
-                end = offset + HEADER_SIZE + ((view[offset + 14] << 8) | view[offset + 15])
-                if end > size:
-                    # decode_frame reports the bad length (attributed to the frame's
-                    # channel when the header is otherwise valid); the rest is dropped.
-                    self.receive_frame(view[offset:], now)
-                    break
-            self.receive_frame(view[offset:end], now)
-            offset = end
+        for frame in split_frames(view):
+            self.receive_frame(frame, now)
+
+    def triage(self, datagrams: Iterable[bytes | bytearray | memoryview]
+               ) -> tuple[list[memoryview], list[memoryview]]:
+        """Split received messages into frames: HIGH channels' first, then the rest.
+
+        Returns ``(first, rest)``: every frame of the channels that are HIGH now
+        goes to ``first``, every other frame to ``rest``, each list in arrival
+        order (messages are split as :meth:`receive_datagram` splits them). Feeding
+        ``first`` and then ``rest`` to :meth:`receive_frame` applies the same input
+        as feeding each message to :meth:`receive_datagram`: every channel sees its
+        frames in order; only HIGH channels' messages come out of next_event ahead
+        of other channels' (no order across channels is promised: the sender's
+        scheduler interleaves them too). A receiver handed many messages at once
+        uses it to answer urgent messages before it works through bulk data.
+        Changes no state.
+        """
+        channels = self._channels
+        first: list[memoryview] = []
+        rest: list[memoryview] = []
+        for data in datagrams:
+            for frame in split_frames(data if type(data) is memoryview else memoryview(data)):
+                if len(frame) >= HEADER_SIZE:
+                    ch = channels.get((frame[2] << 8) | frame[3])
+                    if ch is not None and ch.priority is _HIGH:
+                        first.append(frame)
+                        continue
+                rest.append(frame)
+        return first, rest
 
     def transport_lost(self) -> None:
         """Both data channels died. Stop sending; keep everything unacknowledged for replay."""

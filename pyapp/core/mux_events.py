@@ -49,18 +49,23 @@ class ChannelState(enum.Enum):
 class OutgoingFrame:
     """One frame to send: put ``data`` on the data channel named by ``transport``."""
 
-    __slots__ = ("channel_id", "data", "transport")
+    __slots__ = ("channel_id", "data", "transport", "urgent")
 
-    def __init__(self, transport: Transport, data: bytes, channel_id: int) -> None:
+    def __init__(self, transport: Transport, data: bytes, channel_id: int, urgent: bool = False) -> None:
         self.transport = transport
         """RELIABLE or UNRELIABLE underlying RTCDataChannel"""
         self.data = data
         """the complete frame, header included: exactly one data channel message"""
         self.channel_id = channel_id
         """the logical channel the frame belongs to (for logging/stats)"""
+        self.urgent = urgent
+        """a control frame (OPEN, ACCEPT, ACK, CLOSE, RESET) or DATA of a HIGH channel: a
+        transmitter should not make it wait behind bulk data, nor pack bulk data after it
+        into the same message (the peer sees a message only once all of it arrived)"""
 
     def __repr__(self) -> str:
-        return f"OutgoingFrame({self.transport.name}, {len(self.data)} bytes, ch {self.channel_id})"
+        urgent = ", urgent" if self.urgent else ""
+        return f"OutgoingFrame({self.transport.name}, {len(self.data)} bytes, ch {self.channel_id}{urgent})"
 
 
 # ----------------------------------------------------------------------------- stats

@@ -25,7 +25,7 @@ Example::
 
 from __future__ import annotations
 
-from pyapp.core.framing import FLAG_LAST, FLAG_REPLAY, FLAG_TEXT, SEQ_MASK, Frame
+from pyapp.core.framing import FLAG_LAST, FLAG_REPLAY, FLAG_TEXT, HEADER_SIZE, SEQ_MASK, Frame
 from pyapp.core.mux_channel import Channel, Partial, behind
 from pyapp.core.mux_events import ChannelState, MessageDropped, MessageReceived
 from pyapp.core.mux_lifecycle import MuxLifecycle
@@ -33,6 +33,32 @@ from pyapp.exceptions import FrameError
 
 # Internal module: the public names are exported by pyapp.core.mux (no __all__ here,
 # so the API reference documents them once, there).
+
+
+def split_frames(view: memoryview) -> list[memoryview]:
+    """The frames of one data-channel message, by their headers' length fields.
+
+    A frame whose declared length runs past the end of the message is returned
+    with the rest of the message (decode_frame reports the bad length, attributed
+    to the frame's channel when the header is otherwise valid) and ends the list:
+    what follows it cannot be trusted. A truncated header is returned as it is.
+    """
+    size = len(view)
+    if not size:
+        return [view]  # an empty message is a (reported) bad frame, not nothing
+    frames = []
+    offset = 0
+    while offset < size:
+        if size - offset < HEADER_SIZE:
+            end = size  # truncated header: let decode_frame report it
+        else:
+            end = offset + HEADER_SIZE + ((view[offset + 14] << 8) | view[offset + 15])
+            if end > size:
+                frames.append(view[offset:])
+                break
+        frames.append(view[offset:end])
+        offset = end
+    return frames
 
 
 class MuxReceiver(MuxLifecycle):

@@ -19,18 +19,91 @@ Example::
 
 from __future__ import annotations
 
-from pyapp.core.framing import Frame
+from pyapp.core.framing import (
+    FLAG_FIRST,
+    FLAG_LAST,
+    HEADER,
+    HEADER_SIZE,
+    SEQ_MASK,
+    VERSION,
+    Frame,
+    FrameType,
+)
 from pyapp.core.mux_channel import Channel, behind
-from pyapp.core.mux_events import ChannelState, MessageDropped, SendWindowOpened
+from pyapp.core.mux_events import ChannelState, MessageDropped, OutgoingFrame, SendWindowOpened
 from pyapp.core.mux_receive import MuxReceiver
+from pyapp.core.scheduler import Priority
 from pyapp.exceptions import FrameError
 
 # Internal module: the public names are exported by pyapp.core.mux (no __all__ here,
 # so the API reference documents them once, there).
 
+_pack_header = HEADER.pack
+_DATA = FrameType.DATA
+_HIGH = Priority.HIGH
+
 
 class MuxSender(MuxReceiver):
     """ACKs, send window and queue expiry (see the module docstring)."""
+
+    def _data_frame(self, ch: Channel, now: float) -> OutgoingFrame | None:
+        """The next DATA fragment of ``ch`` (the scheduler picked it; its queue is not empty).
+
+        None when an unreliable message at the head had outlived its lifetime in
+        our queue: it is dropped (MessageDropped) and the caller picks again.
+        """
+        sched = self._sched
+        queue = ch.queue
+        msg = queue[0]
+        offset = msg.offset
+        if offset == 0 and not ch.reliable:
+            if ch.lifetime is not None and now - msg.enqueued > ch.lifetime:
+                # maxPacketLifeTime also covers time spent in our queue.
+                queue.popleft()
+                ch.queued_bytes -= msg.size
+                ch.messages_dropped += 1
+                self._events.append(MessageDropped(ch.id, False, "lifetime expired", msg.size))
+                if not queue and not ch.close_requested:
+                    sched.served(ch, 0, False)
+                    ch.scheduled = False
+                return None
+            if msg.seq < 0:
+                msg.seq = ch.next_seq
+                ch.next_seq = (ch.next_seq + 1) & SEQ_MASK
+        end = offset + self._fragment_size
+        size = msg.size
+        flags = msg.flags
+        if offset == 0:
+            flags |= FLAG_FIRST
+        if end >= size:
+            end = size
+            flags |= FLAG_LAST
+        n = end - offset
+        data = _pack_header(VERSION, _DATA, ch.id, flags, 0, msg.seq, msg.fragment, n) + msg.data[offset:end]
+        msg.fragment += 1
+        msg.offset = end
+        if ch.reliable:
+            self._inflight += n
+        ch.queued_bytes -= n
+        ch.frames_sent += 1
+        ch.bytes_sent += n
+        if flags & FLAG_LAST:
+            queue.popleft()
+            msg.done = True
+            ch.messages_sent += 1
+            delay = now - msg.enqueued
+            ch.delay_total += delay
+            if delay > ch.delay_max:
+                ch.delay_max = delay
+        active = bool(queue) or ch.close_requested
+        sched.served(ch, n + HEADER_SIZE, active)
+        if not active:
+            ch.scheduled = False
+        if ch.wanted and self._fits(ch, ch.wanted):
+            self._window_opened(ch)
+        self._frames_sent += 1
+        self._bytes_sent += len(data)
+        return OutgoingFrame(ch.transport, data, ch.id, ch.priority is _HIGH)
 
 
     def _on_ack(self, frame: Frame) -> None:

@@ -121,6 +121,23 @@ class DeficitRoundRobin(Generic[T]):
         self._current = index
         return None
 
+    def select_high(self) -> T | None:
+        """The head of the HIGH class out of turn, or None when it is idle.
+
+        For a transmitter that can take only urgent frames just now (its transport
+        is full of bulk data): HIGH becomes the current class, so ``served`` charges
+        it, and the cycle goes on from there. The class that was current keeps its
+        credit until its next visit.
+        """
+        queue = self._queues[0]
+        if not queue:
+            return None
+        if self._current != 0:
+            self._current = 0
+            if self._deficit[0] <= 0:
+                self._deficit[0] += self._quantum[0]
+        return queue[0]
+
     def served(self, item: T, cost: int, still_active: bool) -> None:
         """Charge ``cost`` to the current class; rotate or drop ``item`` (its head)."""
         index = self._current
