@@ -51,10 +51,12 @@ from pyapp.core.signaling import (
 )
 from pyapp.exceptions import BrokerUnavailable, RoomFull, SignalingMessageError, UnknownPeer
 from web.broker import Broker
-from web.limits import Limits, LimitStore
+from web.limits import Limits, LimitStore, ThrottledLog
 from web.turn import TurnIssuer
 
 log = logging.getLogger("pyapp.server")
+throttled_log = ThrottledLog(log)
+"""What clients did wrong, for the operator; throttled, since a client can repeat it at will."""
 
 __all__ = ["SignalingSocket", "ClientSession", "LINGERS", "track_lingers"]
 
@@ -287,8 +289,9 @@ class ClientSession:
         text = encode(message)
         if (len(self._queue) >= self.limits.queue_messages
                 or self._queued_bytes + len(text) > self.limits.queue_bytes):
-            log.warning("client %s at %s does not read (%d messages, %d bytes queued); dropping it",
-                        self.peer_id, self.address, len(self._queue), self._queued_bytes)
+            throttled_log.warning("slow-consumer", "client %s at %s does not read (%d messages, "
+                                  "%d bytes queued); dropping it", self.peer_id, self.address,
+                                  len(self._queue), self._queued_bytes)
             self._leaving = asyncio.ensure_future(self.leave())
             self.refuse("slow-consumer", f"more than {self.limits.queue_messages} messages or "
                         f"{self.limits.queue_bytes} bytes waiting for you to read them",
@@ -386,8 +389,8 @@ class ClientSession:
                     self.refuse("bad-message", "binary messages are not part of the protocol")
                 elif msg.type in _CLOSE_EVENTS:
                     if msg.type == WSMsgType.ERROR:
-                        log.info("websocket error from %s at %s: %s", self.peer_id, self.address,
-                                 ws.exception())
+                        throttled_log.info("ws-error", "websocket error from %s at %s: %s",
+                                           self.peer_id, self.address, ws.exception())
                     break
         finally:
             await self._shutdown()

@@ -26,6 +26,8 @@ Example::
 from __future__ import annotations
 
 import ipaddress
+import logging
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, fields
@@ -36,7 +38,7 @@ from aiohttp import web
 from pyapp.core.signaling import TokenBucket
 from pyapp.exceptions import InvalidArgumentError
 
-__all__ = ["Limits", "LimitStore", "InMemoryLimitStore", "client_address"]
+__all__ = ["Limits", "LimitStore", "InMemoryLimitStore", "ThrottledLog", "client_address"]
 
 
 @dataclass
@@ -205,3 +207,45 @@ def _key(address: str) -> str:
             return str(ip.ipv4_mapped)
         return str(ipaddress.IPv6Network((ip, 64), strict=False))
     return str(ip)
+
+
+class ThrottledLog:
+    """Log lines about what clients do, at most one per kind every ``every`` seconds.
+
+    Every refusal already reaches its client; the log is for the operator, and a
+    client must not be able to fill it (or spend the server's time writing it)
+    by repeating what gets refused. The first line of a kind goes out; the
+    next one after ``every`` seconds says how many like it were left out.
+
+    Example::
+
+        throttled = ThrottledLog(logging.getLogger("pyapp.server"), every=10.0)
+        throttled.info("too-large", "websocket error from %s: %s", address, exc)
+    """
+
+    def __init__(self, logger: logging.Logger, every: float = 10.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.logger = logger
+        self.every = every
+        self.clock = clock
+        self._kinds: dict[str, tuple[float, int]] = {}  # kind: (last logged, left out since)
+
+    def info(self, kind: str, message: str, *args: object) -> None:
+        self.log(logging.INFO, kind, message, *args)
+
+    def warning(self, kind: str, message: str, *args: object) -> None:
+        self.log(logging.WARNING, kind, message, *args)
+
+    def log(self, level: int, kind: str, message: str, *args: object) -> None:
+        if not self.logger.isEnabledFor(level):
+            return
+        now = self.clock()
+        last, left_out = self._kinds.get(kind, (-math.inf, 0))
+        if now - last < self.every:
+            self._kinds[kind] = (last, left_out + 1)
+            return
+        self._kinds[kind] = (now, 0)
+        if left_out:
+            message += " (and %d more like it in the last %.0f s)"
+            args = (*args, left_out, now - last)
+        self.logger.log(level, message, *args)

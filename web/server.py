@@ -38,7 +38,7 @@ from aiohttp import WSCloseCode, web
 
 from web.broker import Broker, BrokerUnavailable, InMemoryBroker
 from web.certs import lan_addresses, self_signed_cert
-from web.client import ClientSession, SignalingSocket, track_lingers
+from web.client import ClientSession, SignalingSocket, throttled_log, track_lingers
 from web.limits import InMemoryLimitStore, Limits, LimitStore, client_address
 from web.turn import TurnIssuer, add_turn_flags, turn_from_args
 
@@ -68,7 +68,8 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
     session = ClientSession(ws, app[BROKER], store, limits, address, turn=app.get(TURN))
     counted = await store.open_connection(address, limits.connections_per_address)
     if not counted:
-        log.info("refusing a connection from %s: %d open", address, limits.connections_per_address)
+        throttled_log.info("too-many-connections", "refusing a connection from %s: %d open",
+                           address, limits.connections_per_address)
         session.refuse("too-many-connections",
                        f"more than {limits.connections_per_address} connections from your "
                        "address; close some and retry", WSCloseCode.POLICY_VIOLATION)

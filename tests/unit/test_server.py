@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import logging
 import socket
 import ssl
 from pathlib import Path
@@ -18,7 +19,7 @@ import web.server as server_module
 from pyapp.core.signaling import RelayedSignal, TokenBucket, encode
 from tests.server_cases import CASES, Client, assert_refused, bystanders, fresh_address, room
 from web.certs import cert_covers, cert_names, self_signed_cert
-from web.limits import InMemoryLimitStore, client_address
+from web.limits import InMemoryLimitStore, ThrottledLog, client_address
 from web.server import SESSIONS, Limits, make_app
 
 pytestmark = pytest.mark.unit
@@ -298,6 +299,21 @@ def test_store_buckets_are_the_core_token_bucket() -> None:
     store = InMemoryLimitStore(clock=lambda: 0.0)
     assert store.take_now("k", 2.0, 3.0) == 0.0
     assert all(isinstance(b, TokenBucket) for b in store._buckets.values())
+
+
+def test_throttled_log_keeps_one_line_per_kind_and_counts_the_rest(
+        caplog: pytest.LogCaptureFixture) -> None:
+    now = [0.0]
+    throttled = ThrottledLog(logging.getLogger("pyapp.test-throttle"), every=10.0,
+                             clock=lambda: now[0])
+    caplog.set_level(logging.INFO, logger="pyapp.test-throttle")
+    for i in range(50):  # a client repeating what gets refused
+        throttled.info("too-large", "refused %s", i)
+    throttled.warning("slow-consumer", "dropped %s", "x")  # another kind is not held back
+    now[0] = 12.0
+    throttled.info("too-large", "refused %s", 50)
+    lines = [r.getMessage() for r in caplog.records if r.name == "pyapp.test-throttle"]
+    assert lines == ["refused 0", "dropped x", "refused 50 (and 49 more like it in the last 12 s)"]
 
 
 def test_limits_reject_negative_values() -> None:
