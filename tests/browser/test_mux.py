@@ -135,3 +135,24 @@ def test_the_same_in_firefox(firefox, server):
         assert reserved["first"] == "app" and reserved["second"] is None
     finally:
         page.page.context.close()
+
+
+def test_urgent_frame_overtakes_a_full_send_buffer(pypage):
+    result = pypage.call(f"{PAGE}:urgent_frame_overtakes_a_full_send_buffer", timeout=60)
+    assert result["buffered"] + 16 * 1024 > result["high"], result  # the buffer was full
+    assert result["bulk_queued"] > 0, result                      # and bulk still waiting
+    assert result["urgent_sent"] == 1, result                     # the HIGH message left anyway
+    assert (result["messages"], result["bytes"]) == (1, 16 + 4), result  # alone, nothing packed behind
+    assert result["urgent_got"] == ["ping"]
+    assert result["bulk_ok"] == [True] * 16
+    assert result["errors"] == []
+
+
+def test_received_batch_is_worked_through_high_first(pypage):
+    result = pypage.call(f"{PAGE}:received_batch_is_worked_through_high_first", timeout=60)
+    assert result["messages"] > 1, result  # the bulk and the HIGH message came as several messages
+    assert result["order"] == ["urgent ping"] + [f"bulk 0{i} 40000" for i in range(4)]
+    assert result["sent_before_bulk"] and result["sent_before_bulk"][0] >= 1, result  # echo already out
+    assert result["echoes"] == ["ping"]
+    assert result["unacked"] == 0
+    assert result["errors"] == []

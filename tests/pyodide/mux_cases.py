@@ -469,3 +469,101 @@ async def peer_creating_its_session_late_loses_nothing() -> Any:
     a.close()
     b.close()
     return out
+
+
+async def _bulk_and_urgent() -> tuple[Any, Any, MuxSession, MuxSession,
+                                      MultiplexedChannel, MultiplexedChannel, dict[str, MultiplexedChannel]]:
+    a, b, ma, mb = await _sessions()
+    bulk = ma.create_data_channel_with_priority("bulk", P.VERY_LOW)
+    urgent = ma.create_data_channel_with_priority("urgent", P.HIGH)
+    await asyncio.gather(bulk.wait_accepted(10), urgent.wait_accepted(10))
+    peers = {}
+    for _ in range(2):
+        ch = await mb.accept(5)
+        peers[ch.label] = ch
+    return a, b, ma, mb, bulk, urgent, peers
+
+
+async def urgent_frame_overtakes_a_full_send_buffer() -> dict[str, Any]:
+    """With the reliable transport's buffer full of bulk data (and more bulk queued in
+    the multiplexer), a HIGH message still leaves at the next pump, as a message of its
+    own; then everything arrives intact."""
+    a, b, ma, mb, bulk, urgent, peers = await _bulk_and_urgent()
+    got: dict[str, list[bytes | str]] = {"bulk": [], "urgent": []}
+    for label, ch in peers.items():
+        ch.events.on("message", got[label].append)
+    # All synchronous: nothing drains the browser's buffer meanwhile.
+    for i in range(16):
+        bulk.send_nowait(bytes([i]) * 65536)
+    ma._pump()
+    transport = ma.reliable
+    out: dict[str, Any] = {"high": transport.high_water, "buffered": transport.buffered_amount}
+    messages, sent = transport.messages_sent, transport.bytes_sent
+    urgent.send_nowait(b"ping")
+    ma._pump()
+    out.update(urgent_sent=_stats(urgent).messages_sent, bulk_queued=_stats(bulk).queued_bytes,
+               messages=transport.messages_sent - messages, bytes=transport.bytes_sent - sent)
+    for _ in range(500):
+        if len(got["bulk"]) == 16 and got["urgent"]:
+            break
+        await asyncio.sleep(0.02)
+    out.update(urgent_got=[_text(m) for m in got["urgent"]],
+               bulk_ok=[m == bytes([i]) * 65536 for i, m in enumerate(got["bulk"])],
+               errors=[str(e) for e in ma.protocol_errors + mb.protocol_errors])
+    a.close()
+    b.close()
+    return out
+
+
+async def received_batch_is_worked_through_high_first() -> dict[str, Any]:
+    """What a busy page finds waiting: bulk messages, then a HIGH one, in one batch. The
+    HIGH message is delivered first and its echo leaves before the bulk is processed;
+    each channel keeps its order, and the session goes on normally."""
+    from pyapp.browser.timer import now
+
+    a, b, ma, mb, bulk, urgent, peers = await _bulk_and_urgent()
+    order: list[str] = []
+    at_first_bulk: list[int] = []
+    sends_before = mb.reliable.messages_sent
+
+    def on_bulk(message: bytes | str) -> None:
+        if not at_first_bulk:
+            at_first_bulk.append(mb.reliable.messages_sent - sends_before)
+        assert isinstance(message, bytes)
+        order.append(f"bulk {message[:1].hex()} {len(message)}")
+
+    def on_urgent(message: bytes | str) -> None:
+        order.append(f"urgent {_text(message)}")
+        peers["urgent"].send_nowait(message)  # the echo
+
+    peers["bulk"].events.on("message", on_bulk)
+    peers["urgent"].events.on("message", on_urgent)
+    echoes: list[bytes | str] = []
+    urgent.events.on("message", echoes.append)
+    # Frames straight from a's multiplexer, as its transmitter would pack them (one
+    # message per transport run, at most 64 KiB), bulk sent before the HIGH message.
+    t = now()
+    for i in range(4):
+        ma.mux.send(bulk.channel_id, bytes([i]) * 40_000, t)
+    frames = list(iter(lambda: ma.mux.next_frame(t), None))
+    ma.mux.send(urgent.channel_id, "ping", t)
+    frames += list(iter(lambda: ma.mux.next_frame(t), None))
+    messages: list[bytes | memoryview | str] = []
+    current = b""
+    for frame in frames:
+        if current and len(current) + len(frame.data) > 65536:
+            messages.append(current)
+            current = b""
+        current += frame.data
+    messages.append(current)
+    mb._on_frames(messages)
+    for _ in range(250):
+        if echoes and not _stats(bulk).unacked_messages:
+            break
+        await asyncio.sleep(0.02)
+    out = {"messages": len(messages), "order": order, "sent_before_bulk": at_first_bulk,
+           "echoes": [_text(m) for m in echoes], "unacked": _stats(bulk).unacked_messages,
+           "errors": [str(e) for e in ma.protocol_errors + mb.protocol_errors]}
+    a.close()
+    b.close()
+    return out
