@@ -160,9 +160,29 @@ class SignalingSocket(web.WebSocketResponse):
             transport.abort()
 
     async def wait_closed(self) -> None:
-        """Wait for the linger to end (bounded by ``close_timeout``)."""
+        """Wait for the linger to end (bounded by ``close_timeout``), then let go of the connection."""
         if self._linger is not None:
             await self._linger
+        self._let_go()
+
+    def _let_go(self) -> None:
+        # aiohttp's connection keeps the heartbeat callback (a bound method of this
+        # socket) after the connection is lost (aiohttp 3.14). That ties this socket, its request and
+        # the connection's objects (some 40) in a cycle only the cyclic collector frees;
+        # with clients connecting by the hundred per second (a reconnect flood), that
+        # garbage is what made the collector's full passes long. The handler is done
+        # with the socket, so the callback has nothing left to do.
+        protocol = self._req.protocol if self._req is not None else None
+        if protocol is not None and getattr(protocol, "_data_received_cb", None) is not None:
+            protocol._data_received_cb = None
+        # Its heartbeat timer may be armed again by data read just before the close
+        # (a bound method of this socket, in a timer, in this socket: a cycle too).
+        self._cancel_heartbeat()
+        # The same for the error that closed it (a frame over the limit): its traceback
+        # holds the frames that hold this socket. It has been logged; the frames go.
+        error = self.exception()
+        if error is not None:
+            error.__traceback__ = None
 
 
 LINGERS = web.AppKey("lingers", set[asyncio.Task[None]])
