@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import gc
 import logging
 import socket
 import ssl
@@ -168,6 +169,45 @@ def test_relays_of_every_frame_length_arrive_whole_and_in_order(tmp_path: Path) 
 
     # Room for the largest relay; the sender's rate limits are far above 16 messages.
     _run(Limits(max_message_bytes=400_000), body, tmp_path)
+
+
+@pytest.mark.parametrize("ending", ["client-closes", "refused", "too-large"])
+def test_a_finished_connection_leaves_no_cycles(ending: str, tmp_path: Path) -> None:
+    # A finished socket lets go of aiohttp's connection (web.client.SignalingSocket._let_go):
+    # connections by the hundred per second must be freed by reference counting, not left
+    # for the cyclic collector's full passes (those were the server's longest pauses).
+    from web.client import ClientSession, SignalingSocket
+
+    async def one(base_url: str) -> None:
+        c = await Client.connect(base_url)
+        if ending == "client-closes":
+            await c.send({"type": "ping", "id": 1})
+            assert (await c.recv())["type"] == "pong"
+        elif ending == "refused":
+            for i in range(200):
+                await c.send({"type": "ping", "id": i})
+            await c.refusal()
+        else:
+            await c.send("x" * 100_000)
+            await c.refusal()
+        await c.close()
+
+    async def body(base_url: str, app: web.Application) -> None:
+        await one(base_url)  # warm up: first-use caches are not garbage
+        gc.collect()
+        gc.set_debug(gc.DEBUG_SAVEALL)
+        try:
+            await one(base_url)
+            await asyncio.sleep(0.3)  # the linger ends on the client's FIN
+            gc.collect()
+            left = [type(o).__name__ for o in gc.garbage if isinstance(o, (SignalingSocket, ClientSession))
+                    or type(o).__name__ in ("RequestHandler", "Request")]
+        finally:
+            gc.set_debug(0)
+            gc.garbage.clear()
+        assert not left, f"{ending}: freed only by the cyclic collector: {left}"
+
+    _run(Limits(), body, tmp_path)
 
 
 def test_trust_proxy_keys_limits_by_forwarded_address(tmp_path: Path) -> None:
