@@ -300,8 +300,14 @@ class ClientSession:
         """The broker's callback: queue ``message``; never waits for this client."""
         self.deliver_nowait(message)
 
-    def deliver_nowait(self, message: ServerMessage) -> bool:
-        """Queue ``message``; False if this client is closing or was just dropped for it."""
+    def deliver_nowait(self, message: ServerMessage, at_once: bool = True) -> bool:
+        """Queue ``message``; False if this client is closing or was just dropped for it.
+
+        With ``at_once`` (a relay from another client) it is written now if the
+        socket has room; without (this client's own replies, made while its
+        messages are handled a batch at a time) it goes out on the writer's turn,
+        with the rest of the batch's replies in one write.
+        """
         if self.closing is not None:
             return False
         if isinstance(message, ServerError) and message.code == "evicted":
@@ -317,14 +323,14 @@ class ClientSession:
                         f"{self.limits.queue_bytes} bytes waiting for you to read them",
                         WSCloseCode.POLICY_VIOLATION)
             return False
-        self._push(text)
+        self._push(text, at_once)
         return True
 
-    def _push(self, text: str) -> None:
+    def _push(self, text: str, at_once: bool = False) -> None:
         self._queue.append(text)
         self._queued_bytes += len(text)
         # Nothing older waiting and the socket has room: out now, not on the writer's turn.
-        if len(self._queue) > 1 or not self._flush():
+        if not at_once or len(self._queue) > 1 or not self._flush():
             self._wakeup.set()
 
     def _flush(self) -> bool:
@@ -473,7 +479,7 @@ class ClientSession:
 
     async def _dispatch(self, msg: object) -> None:
         if isinstance(msg, Ping):
-            self.deliver_nowait(Pong(id=msg.id))
+            self.deliver_nowait(Pong(id=msg.id), at_once=False)
         elif isinstance(msg, Join):
             await self._join(msg)
         elif isinstance(msg, Leave):

@@ -6,6 +6,10 @@ of JSON with how many rounds each kind made. Used by the load test and by
 ``benchmarks/bench_signaling.py``.
 
     python -m tests.load.abusers http://127.0.0.1:8000 --seconds 8
+    python -m tests.load.abusers http://127.0.0.1:8000 --kinds flooder,reconnect   # a subset
+
+A subset is for profiling one kind at a time; the load test and the benchmark run
+all five.
 """
 
 from __future__ import annotations
