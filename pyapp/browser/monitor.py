@@ -21,11 +21,14 @@ so two peers that both monitor answer each other; the page's dashboard installs
 one on every peer. A responder takes ``pyapp-probe`` channels away from
 ``accept()``: the label is reserved.
 
-Timing: one :class:`~pyapp.browser.timer.TimerDriver`, re-armed for the
-earliest of the next poll, the :class:`~pyapp.core.probe.Prober`'s timer (the
-next ping, or the expiry of one in flight) and the
-:class:`~pyapp.core.quality.QualityTracker`'s LOST deadline; both cores run on
-their own timers (``get_timer()`` / ``handle_timer(now)``). A poll (``getStats`` is a Promise) runs as one task;
+Timing: every monitor of the page is driven by one shared
+:class:`~pyapp.browser.monitor_clock.MonitorClock` (one JS timeout, not an
+asyncio timer per monitor: those cost ~10x more in Pyodide), re-armed for the
+earliest deadline of all monitors; a monitor's deadline is the earliest of its
+next poll, the :class:`~pyapp.core.probe.Prober`'s timer (the next ping, or the
+expiry of one in flight) and the :class:`~pyapp.core.quality.QualityTracker`'s
+LOST deadline; both cores run on their own timers (``get_timer()`` /
+``handle_timer(now)``). A poll (``getStats`` is a Promise) runs as one task;
 the next poll is never started before it ends, so polls never overlap. A poll
 that fails is counted (``errors``, ``last_error``, an ``error`` event; the first
 of a streak is reported to the page) and the next one runs on schedule.
@@ -62,6 +65,7 @@ from typing import TYPE_CHECKING, Any
 
 from pyapp._events import Emitter
 from pyapp.browser._ffi import ProxyOwner, _report, guard, spawn, translate_js_error
+from pyapp.browser.monitor_clock import monitor_clock
 from pyapp.browser.peer import PeerConnection
 from pyapp.browser.probing import PROBE_LABEL as PROBE_LABEL
 from pyapp.browser.probing import ProbeResponder as ProbeResponder
@@ -69,7 +73,7 @@ from pyapp.browser.probing import answer_probes as answer_probes
 from pyapp.browser.stats import channel_statistics, stats_poller
 from pyapp.browser.timeline import TIMELINE_VERSION
 from pyapp.browser.timeline import TimelinePoint as TimelinePoint
-from pyapp.browser.timer import TimerDriver, now
+from pyapp.browser.timer import now
 from pyapp.core.framing import Reliability
 from pyapp.core.probe import Prober, ProbeStatistics
 from pyapp.core.quality import ConnectionQuality, QualityTracker
@@ -176,8 +180,9 @@ class QualityMonitor:
         self._probe_channel: MultiplexedChannel | None = None
         self._received_at_last_poll = 0
         self._next_poll = 0.0
-        # One timer for the poll schedule, the Prober's and the QualityTracker's deadlines.
-        self._timer = TimerDriver(self._deadline, self._on_timer, clock=clock)
+        # The page's one clock wakes us for the poll schedule, the Prober's and the
+        # QualityTracker's deadlines (``_deadline`` / ``_on_timer``).
+        self._timers = monitor_clock(clock)
         self._poll_task: asyncio.Task[None] | None = None
         self._owner: ProxyOwner | None = None
         self._js_poller: Any = None
@@ -211,7 +216,7 @@ class QualityMonitor:
     @property
     def pending(self) -> int:
         """Scheduled timer handles plus running poll tasks (0 once stopped)."""
-        return self._timer.armed + self._polling
+        return self._timers.scheduled(self) + self._polling
 
     @property
     def _polling(self) -> bool:
@@ -232,6 +237,7 @@ class QualityMonitor:
             raise ConnectionClosedError(
                 "cannot monitor a closed connection: start monitoring on a live one")
         self._running = True
+        self._timers.add(self)
         if self._fetch is None:
             # Two long-lived proxies instead of a Promise->Future bridge (and a task) per poll.
             self._owner = ProxyOwner("quality monitor")
@@ -252,7 +258,7 @@ class QualityMonitor:
     def stop(self) -> None:
         """Stop polling and probing; cancels the timer and a poll in progress."""
         self._running = False
-        self._timer.cancel()
+        self._timers.discard(self)
         task, self._poll_task = self._poll_task, None
         if task is not None and not task.done():
             task.cancel()
@@ -302,7 +308,8 @@ class QualityMonitor:
     # ------------------------------------------------------------------ timer
 
     def _arm(self) -> None:
-        self._timer.rearm()
+        if self._running:
+            self._timers.rearm()
 
     def _deadline(self) -> float | None:
         """The earliest of the next poll, the Prober's and the tracker's timers."""

@@ -75,8 +75,23 @@ def test_stop_restart_interval_and_failed_polls(pypage):
     assert r["stopped"] == {"pending": 0, "tasks": 0, "running": False}
     assert r["after_stop"] == [0, 0, 0]
     assert r["resumed"] >= 3
-    assert r["final"] == {"pending": 0, "tasks": 0, "proxies_delta": 0, "js_path": [2, 0, 0, 0, 0]}
+    # While running: the poller's two proxies and the page clock's one; none after stop().
+    assert r["final"] == {"pending": 0, "tasks": 0, "proxies_delta": 0, "js_path": [3, 0, 0, 0, 0]}
     assert r["samples"] >= 8
+
+
+def test_monitors_of_a_page_share_one_js_timer(pypage):
+    r = pypage.call(f"{PAGE}:monitors_share_one_clock")
+    assert r["members"] == 4
+    assert r["completed"] == [True] * 4           # every monitor polled and probed
+    assert r["source"] == ["probe"] * 4
+    assert r["proxies"] == 4 * 2 + 1              # 2 per getStats poller, 1 for the clock
+    # One JS timeout wakes every monitor due: a ping phase and a poll phase every 0.2 s
+    # is 10 wake-ups a second for all 4 together (separate timers: 40).
+    assert r["fires_per_s"] <= 15, r
+    assert r["boom_calls"] >= 2                   # a member that raises is called again ...
+    assert r["others_progressed"] is True         # ... and does not stop the others
+    assert r["after"] == {"members": 0, "armed": False, "proxies_delta": 0}
 
 
 def test_rtp_path_with_the_fake_camera(pypage):

@@ -222,6 +222,59 @@ async def stop_restart_interval_and_failed_polls() -> dict[str, Any]:
             "after_stop": after_stop, "resumed": resumed, "final": final, "samples": len(got)}
 
 
+async def monitors_share_one_clock() -> dict[str, Any]:
+    from pyapp.browser.monitor_clock import monitor_clock
+
+    pairs = [await mux_pair() for _ in range(2)]
+    for _a, _b, _ma, mb in pairs:
+        answer_probes(mb)
+    baseline = live_proxies()
+    monitors = []
+    for a, _b, _ma, _mb in pairs:
+        for _ in range(2):
+            m = QualityMonitor(a, 0.2, probe=True)
+            m.start()
+            monitors.append(m)
+    clock = monitor_clock()
+    await wait_for(lambda: all(m.source == "probe" and m.completed >= 3 for m in monitors), 10)
+    proxies = live_proxies() - baseline
+
+    class Boom:
+        calls = 0
+
+        def _deadline(self) -> float:
+            return clock.now()
+
+        def _on_timer(self, now: float) -> None:
+            Boom.calls += 1
+            if Boom.calls >= 2:
+                clock.discard(self)
+            raise RuntimeError("injected clock member failure")
+
+    boom = Boom()
+    completed0 = [m.completed for m in monitors]
+    fires0, t0 = clock.fires, clock.now()
+    clock.add(boom)
+    clock.rearm()
+    await asyncio.sleep(1.0)
+    fires_per_s = (clock.fires - fires0) / (clock.now() - t0)
+    out: dict[str, Any] = {
+        "members": clock.members, "proxies": proxies, "fires_per_s": fires_per_s,
+        "completed": [m.completed >= 3 for m in monitors],
+        "source": [m.source for m in monitors], "boom_calls": Boom.calls,
+        "others_progressed": all(m.completed > c for m, c in zip(monitors, completed0, strict=True)),
+    }
+    for m in monitors:
+        m.close()
+    await asyncio.sleep(0.1)
+    out["after"] = {"members": clock.members, "armed": clock.armed,
+                    "proxies_delta": live_proxies() - baseline}
+    for a, b, _ma, _mb in pairs:
+        a.close()
+        b.close()
+    return out
+
+
 async def rtp_path_with_the_fake_camera() -> dict[str, Any]:
     a, b = await connected_pair()
     media = await start_camera(audio=False)
