@@ -29,6 +29,11 @@ def test_statistics_counts_bytes_channels_and_logical_channels(pypage):
     assert r["orders"][4] is True
     assert r["peer_orders"] == [7, sum(1000 + i for i in range(7))]
     assert r["native"] == ["bulk", "pyapp-mux", "pyapp-mux-u"]
+    # Chromium's transport names its pair and counts bytes: only that pair and its two
+    # candidates cross into Python, and parse_stats reads the same from them.
+    assert r["reduced_same"] is True
+    assert r["reduced_types"].count("candidate-pair") == 1 < r["pairs"], r
+    assert r["reduced_types"].count("local-candidate") == r["reduced_types"].count("remote-candidate") == 1
 
 
 def test_probe_path_measures_rtt_and_the_label_stays_reserved(pypage):
@@ -118,3 +123,5 @@ def test_firefox_statistics_and_probe(firefox, server):
     assert r["source"] == "probe" and r["rtt"] is not None and r["rtt"] >= 0
     assert r["rtt_samples"] >= 1
     assert r["errors"] == 0
+    # Firefox's transport counts no bytes: every pair is kept, and the parse is the same.
+    assert r["reduced_same"] is True and r["kept_pairs"][0] == r["kept_pairs"][1] >= 1

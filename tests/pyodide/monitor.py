@@ -17,9 +17,9 @@ from pyapp.browser.media import start_camera
 from pyapp.browser.monitor import QualityMonitor, answer_probes
 from pyapp.browser.mux import MuxSession
 from pyapp.browser.peer import PeerConnection
-from pyapp.browser.stats import get_statistics
+from pyapp.browser.stats import get_statistics, report_json
 from pyapp.core.quality import ConnectionQuality
-from pyapp.core.stats import CANDIDATE_TYPES, ConnectionStatistics
+from pyapp.core.stats import CANDIDATE_TYPES, ConnectionStatistics, parse_stats
 from pyapp.exceptions import OperationTimeout
 
 
@@ -68,6 +68,11 @@ async def statistics_counts() -> dict[str, Any]:
     await wait_for(lambda: bulk.buffered_amount == 0)
     s = await a.get_statistics()
     rs = await b.get_statistics()
+    # The JS filter drops the pairs (and candidates) other than the selected one:
+    # parse_stats must read the same from what is left.
+    report = await a.peer.get_stats_report()
+    every, reduced = report_json(report, every_pair=True), report_json(report)
+    same = parse_stats(every, 1.0) == parse_stats(reduced, 1.0)
     chans = {c.label: c for c in s.channels}
     peer_chans = {c.label: c for c in rs.channels}
     out = {"N": n, "bytes_sent": s.bytes_sent, "peer_bytes_received": rs.bytes_received,
@@ -82,10 +87,16 @@ async def statistics_counts() -> dict[str, Any]:
                       chans["orders"].queueing_delay_ms is not None],
            "peer_orders": [peer_chans["orders"].messages_received,
                            peer_chans["orders"].bytes_received],
-           "native": sorted(d.label or "" for d in s.data_channels)}
+           "native": sorted(d.label or "" for d in s.data_channels),
+           "reduced_same": same, "pairs": _types(every).count("candidate-pair"),
+           "reduced_types": sorted(_types(reduced))}
     a.close()
     b.close()
     return out
+
+
+def _types(stats: list[dict[str, Any]]) -> list[str]:
+    return [str(st.get("type")) for st in stats]
 
 
 async def probe_path() -> dict[str, Any]:
@@ -309,6 +320,9 @@ async def firefox_statistics_and_probe() -> dict[str, Any]:
         await asyncio.sleep(0.05)
         s = await a.get_statistics()
     t1 = _now_ms()
+    report = await a.peer.get_stats_report()
+    every, reduced = report_json(report, every_pair=True), report_json(report)
+    same = parse_stats(every, 1.0) == parse_stats(reduced, 1.0)
     seen: list[ConnectionQuality] = []
     monitor = a.start_connection_quality_monitoring(0.1, seen.append)
     await wait_for(lambda: monitor.source == "probe" and len(seen) >= 3, 10)
@@ -319,7 +333,9 @@ async def firefox_statistics_and_probe() -> dict[str, Any]:
            "rtt_pair": s.round_trip_time, "source": monitor.source,
            "rtt": probe.rtt_ms if probe else None,
            "rtt_samples": sum(q.round_trip_time is not None for q in seen),
-           "errors": monitor.errors}
+           "errors": monitor.errors, "reduced_same": same,
+           "kept_pairs": [_types(every).count("candidate-pair"),
+                          _types(reduced).count("candidate-pair")]}
     a.close()
     b.close()
     return out
