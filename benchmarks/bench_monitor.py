@@ -152,7 +152,8 @@ def run(ctx: Any) -> dict[str, float]:
         page.py("await _setup(8)", timeout=180)
         # Thread ticks: CPU time, not wall time, so other processes on a shared
         # machine do not inflate the tasks (measured: wall-time TaskDuration swung
-        # 1.1-4.0 % between windows on a machine at load 7, thread time 0.8-1.3 %).
+        # 1.1-4.0 % across the getStats-only windows on a machine at load 7, thread
+        # time 0.6-1.3 %).
         cdp = page.page.context.new_cdp_session(page.page)
         cdp.send("Performance.enable", {"timeDomain": "threadTicks"})
         rcdp = responder.page.context.new_cdp_session(responder.page)
