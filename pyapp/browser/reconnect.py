@@ -171,21 +171,24 @@ class ReconnectSupervisor:
     def transport_dead(self) -> None:
         """The SCTP association died while the path was down (retransmissions ran out).
 
-        An ICE restart cannot bring it back, so redial at once (carrying the
-        multiplexer session); the policy keeps timing whatever follows.
+        An ICE restart cannot bring it back: the policy redials at once (carrying
+        the multiplexer session), unless a redial is already under way.
         """
         if self.closed or self._redial is None:
             return
-        if self._redial_task is not None and not self._redial_task.done():
-            return
-        self._start_redial(Redial(attempt=max(1, self.policy.attempts),
-                                  deadline=self._now() + self.policy.redial_timeout))
+        self.policy.transport_lost(self._now())
+        self._apply()
 
     def _start_redial(self, event: Redial) -> None:
         if self._redial is None:
             # This side does not dial; the attempt fails at once (backoff, then give up).
             self._loop.call_soon(self._feed, "failed")
             return
+        if self._redial_task is not None and not self._redial_task.done():
+            # The policy gave up on that attempt (its deadline passed): one redial at
+            # a time, or the new dial would hang up the old one and its failure would
+            # count against the new attempt.
+            self._redial_task.cancel()
         old = self.pc
         self._detach(old)
         # Reliable multiplexed channels continue on the new connection: keep the
@@ -206,7 +209,7 @@ class ReconnectSupervisor:
         except asyncio.CancelledError:
             raise
         except (PyAppError, TimeoutError) as exc:
-            if not self.closed:
+            if not self.closed and self._redial_task is asyncio.current_task():
                 self.events.emit("redial-failed", exc)
                 self._feed("failed")
             return

@@ -42,6 +42,10 @@ GRACE           failed                RESTARTING; ``RestartIce``
 RESTARTING      timer / failed        backoff (below)
 BACKOFF         timer                 REDIALING; ``Redial(attempt)``; timer ``+ redial_timeout``
 REDIALING       timer / failed        backoff (below)
+CONNECTED,      transport lost        REDIALING at once; ``Redial(attempt)`` (or ``GiveUp``
+GRACE,                                past ``max_attempts``); timer ``+ redial_timeout``
+RESTARTING
+BACKOFF         transport lost        REDIALING at once with the attempt already scheduled
 any but CLOSED  connected             CONNECTED; ``Recovered`` (if it was down); attempts = 0
 any             :meth:`close`         CLOSED (terminal, no more events or timers)
 ==============  ====================  ==================================================
@@ -51,9 +55,9 @@ any             :meth:`close`         CLOSED (terminal, no more events or timers
 otherwise it waits ``delay = rng.random() * min(max_delay, base_delay * 2**(attempt-1))``
 ("full jitter", AWS Architecture Blog, 2015), emitting ``BackoffStarted``.
 Every other (state, input) pair is ignored: e.g. ``disconnected`` while a
-restart or redial is under way, or the ``new``/``checking`` states of a
-redialled connection. The ``closed`` RTC state is ignored too, because the
-wrapper closes the old RTCPeerConnection itself when it redials; call
+restart or redial is under way, ``transport lost`` (:meth:`ReconnectPolicy.transport_lost`)
+while redialing, or the ``new``/``checking`` states of a redialled connection.
+The ``closed`` RTC state is ignored too, because the wrapper closes the old RTCPeerConnection itself when it redials; call
 :meth:`ReconnectPolicy.close` to stop the policy.
 """
 
@@ -248,6 +252,16 @@ class ReconnectPolicy:
         return self._step(state, now)
 
     @emits
+    def transport_lost(self, now: float) -> list[ReconnectEvent]:
+        """Feed this when the connection's transport died for good while the path was
+        down (SCTP ran out of retransmissions): an ICE restart cannot bring it back.
+
+        Redials at once (a ``Redial``, counted like any other attempt, or ``GiveUp``
+        past ``max_attempts``) unless a redial is already under way.
+        """
+        return self._step("transport lost", now)
+
+    @emits
     def handle_timer(self, now: float) -> list[ReconnectEvent]:
         """Act on the timer if it is due (``now >= get_timer()``); otherwise do nothing."""
         if self._timer is None or now < self._timer:
@@ -300,7 +314,22 @@ class ReconnectPolicy:
                 return self._backoff("redial failed", now)
             case S.REDIALING, "timer":
                 return self._backoff("redial timed out", now)
+            case (S.CONNECTED | S.GRACE | S.RESTARTING | S.BACKOFF), "transport lost":
+                return self._redial_now(now)
         return []
+
+    def _redial_now(self, now: float) -> list[ReconnectEvent]:
+        if self._down_since is None:
+            self._down_since = now
+        if self._state is not ReconnectState.BACKOFF:  # in BACKOFF the attempt is counted
+            if self._attempts + 1 > self.max_attempts:
+                self._state, self._timer = ReconnectState.GAVE_UP, None
+                return [GiveUp(f"transport lost; gave up after {self._attempts} redial(s)",
+                               self._attempts)]
+            self._attempts += 1
+        attempt = self._attempts
+        self._state, self._timer = ReconnectState.REDIALING, now + self.redial_timeout
+        return [Redial(attempt, deadline=self._timer)]
 
     def _connected(self, now: float) -> list[ReconnectEvent]:
         was_down = self._down_since

@@ -243,6 +243,13 @@ from pyapp.browser.pool import ConnectionPool, SignalingDialer
 client = SignalingClient(default_url())
 await client.join(ROOM)
 dialer = SignalingDialer(client, timeout=20.0)
+story = []   # what signaling did, with times: read when a test fails
+def tell(*what):
+    story.append([round(asyncio.get_event_loop().time(), 1), *what])
+client.events.on("state", lambda s: tell("signaling", s))
+client.events.on("peer-left", lambda p: tell("peer-left", p))
+client.events.on("peer-joined", lambda p: tell("peer-joined", p))
+client.events.on("error", lambda e: tell("signaling-error", str(e)[:120]))
 """
 
 POOL_RECEIVER = POOL_COMMON + RECEIVED + """
@@ -261,7 +268,10 @@ POOL_SENDER = POOL_COMMON + PRODUCER + """
 pool = ConnectionPool(2, timeout=120.0, dialer=dialer, reconnect={
     "grace": 0.5, "restart_timeout": 3.0, "base_delay": 0.5, "max_delay": 2.0,
     "max_attempts": 10, "redial_timeout": 25.0})
+pool.events.on("reconnect", lambda peer, e: tell(repr(e)[:160]))
+pool.events.on("gone", lambda peer, reason: tell("gone", reason))
 lease = await pool.get_connection(PEER)
+pool.peek(PEER).supervisor.events.on("redial-failed", lambda e: tell("redial-failed", repr(e)[:200]))
 session = lease.pc.multiplexer()
 await session.wait_open(20)
 first_pc = lease.pc
@@ -286,7 +296,10 @@ def test_redial_through_the_pool_resumes_the_multiplexed_session(link: Link, spl
     time.sleep(14.0)
     link.set_up(True)
 
-    wait_until(lambda: receiver.py("state['bytes']") >= total, timeout=120, interval=0.5)
+    try:
+        wait_until(lambda: receiver.py("state['bytes']") >= total, timeout=120, interval=0.5)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}: {_pool_story(receiver, sender)}") from None
     result = sender.pyjson("json.dumps({'sha': sent.hexdigest(), 'error': progress['error'], "
                            "'redialled': lease.pc is not first_pc, 'state': lease.pc.connection_state})")
     got = receiver.pyjson("json.dumps({'sha': state['hash'].hexdigest(), "
@@ -300,3 +313,11 @@ def test_redial_through_the_pool_resumes_the_multiplexed_session(link: Link, spl
     # Nothing lost, nothing twice: every message arrived once, in order.
     assert got["messages"] == total // (64 * 1024)
     assert got["sha"] == result["sha"]
+
+
+def _pool_story(receiver: PyPage, sender: PyPage) -> str:
+    """What each side saw, for a redial that did not complete."""
+    told = sender.py("json.dumps({'progress': progress, 'pool': repr(pool), 'story': story})")
+    heard = receiver.py("json.dumps({'bytes': state['bytes'], 'incoming': state['incoming'], "
+                        "'resumed': dialer.resumed, 'story': story})")
+    return f"sender {told}; receiver {heard}"

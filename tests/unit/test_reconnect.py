@@ -231,3 +231,67 @@ def test_invalid_config_is_rejected() -> None:
         ReconnectPolicy(FixedRandom(0.5), grace=-1.0)
     with pytest.raises(ValueError):
         ReconnectPolicy(FixedRandom(0.5), max_attempts=-1)
+
+
+def test_transport_lost_redials_at_once_from_every_down_or_up_state() -> None:
+    # CONNECTED (the association died before ICE noticed), GRACE, RESTARTING, BACKOFF.
+    setups = {
+        "connected": lambda p: None,
+        "grace": lambda p: p.state_changed("disconnected", 1.0),
+        "restarting": lambda p: p.state_changed("failed", 1.0),
+        "backoff": lambda p: (p.state_changed("failed", 1.0), p.handle_timer(1.0 + p.restart_timeout)),
+    }
+    for name, setup in setups.items():
+        p = up(ReconnectPolicy(FixedRandom(0.5), grace=2.0, restart_timeout=3.0, redial_timeout=20.0))
+        setup(p)
+        assert p.state is ReconnectState(name), name
+        assert p.transport_lost(5.0) == [Redial(1, deadline=25.0)], name
+        assert p.state is ReconnectState.REDIALING and p.get_timer() == 25.0, name
+        # (in BACKOFF the attempt already scheduled is the one made now, not one more)
+        assert p.attempts == 1 and p.down_since is not None, name
+
+
+def test_transport_lost_while_redialing_changes_nothing() -> None:
+    # The old connection's association dying during a redial is expected: the
+    # redial under way must not be replaced (a second dial would hang it up).
+    p = up(ReconnectPolicy(FixedRandom(0.5), restart_timeout=3.0, redial_timeout=20.0))
+    assert p.transport_lost(1.0) == [Redial(1, deadline=21.0)]
+    assert p.transport_lost(2.0) == []
+    assert p.state is ReconnectState.REDIALING and p.get_timer() == 21.0 and p.attempts == 1
+    [recovered] = p.state_changed("connected", 4.0)
+    assert recovered == Recovered(attempts=1, downtime=3.0)
+
+
+def test_transport_lost_counts_against_max_attempts_and_is_ignored_when_over() -> None:
+    p = up(ReconnectPolicy(FixedRandom(0.5), max_attempts=0))
+    assert p.transport_lost(1.0) == [GiveUp("transport lost; gave up after 0 redial(s)", 0)]
+    assert p.state is ReconnectState.GAVE_UP
+    assert p.transport_lost(2.0) == []
+    closed = ReconnectPolicy(FixedRandom(0.5))
+    assert closed.transport_lost(0.0) == []          # IDLE: the first dial is the dialer's
+    closed.close(0.0)
+    assert closed.transport_lost(1.0) == []
+
+
+@given(steps=st.lists(st.sampled_from(["connected", "disconnected", "failed", "timer", "lost"]),
+                      max_size=40))
+def test_at_most_one_redial_is_outstanding(steps: list[str]) -> None:
+    # Whatever the order of inputs, a Redial is never issued while the previous
+    # one is still the policy's current attempt (REDIALING): a new Redial only
+    # follows a backoff (the old attempt failed or timed out) or a recovery.
+    p = ReconnectPolicy(FixedRandom(0.5), grace=1.0, restart_timeout=1.0, redial_timeout=1.0,
+                        base_delay=0.5, max_delay=1.0, max_attempts=50)
+    now = 0.0
+    for step in steps:
+        now += 0.25
+        was_redialing = p.state is ReconnectState.REDIALING
+        if step == "timer":
+            now = max(now, p.get_timer() or now)
+            events = p.handle_timer(now)
+        elif step == "lost":
+            events = p.transport_lost(now)
+        else:
+            events = p.state_changed(step, now)
+        if was_redialing and step in ("lost", "disconnected", "connected"):
+            assert not any(isinstance(e, Redial) for e in events), (step, events)
+        assert sum(isinstance(e, Redial) for e in events) <= 1
