@@ -3,7 +3,8 @@
 A :class:`QualityMonitor` watches one :class:`~pyapp.browser.peer.PeerConnection`
 and reports a :class:`~pyapp.core.quality.ConnectionQuality` (RTT ms, loss %,
 jitter ms, a 0-100 score and a label with hysteresis, see docs/monitoring.md)
-after every poll. Where the numbers come from (``monitor.source``):
+after every poll. Where the numbers come from (``monitor.source``, chosen by
+:func:`~pyapp.core.quality_inputs.choose_inputs`):
 
 * ``"rtp"`` -- the connection carries media: loss from the ``inbound-rtp``
   counters between two polls (else the peer's ``remote-inbound-rtp`` report),
@@ -77,6 +78,7 @@ from pyapp.browser.timer import now
 from pyapp.core.framing import Reliability
 from pyapp.core.probe import Prober, ProbeStatistics
 from pyapp.core.quality import ConnectionQuality, QualityTracker
+from pyapp.core.quality_inputs import choose_inputs
 from pyapp.core.scheduler import Priority
 from pyapp.core.stats import ConnectionStatistics, StatisticsRates, compute_rates, parse_stats
 from pyapp.exceptions import (
@@ -510,7 +512,9 @@ class QualityMonitor:
         if previous is not None and stats.timestamp > previous.timestamp:
             rates = compute_rates(previous, stats)
         self.rates = rates
-        rtt, loss, jitter = self._measure(stats, rates)
+        chosen = choose_inputs(stats, rates, self.probe_statistics, self._received_at_last_poll)
+        self.source, self._received_at_last_poll = chosen.source, chosen.echoes
+        rtt, loss, jitter = chosen.rtt_ms, chosen.loss_pct, chosen.jitter_ms
         quality = self.quality = self._tracker.observe(now, rtt, loss, jitter)
         self.completed += 1
         point = TimelinePoint(
@@ -523,33 +527,6 @@ class QualityMonitor:
         self.timeline.append(point)
         self.events.emit("sample", point)
         return quality
-
-    def _measure(self, stats: ConnectionStatistics,
-                 rates: StatisticsRates | None) -> tuple[float | None, float | None, float | None]:
-        media = stats.media
-        if media.has_media:
-            self.source = "rtp"
-            loss = None
-            if rates is not None:
-                loss = rates.inbound_packet_loss
-                if loss is None:
-                    loss = rates.outbound_packet_loss
-            if loss is None:
-                fractions = [s.fraction_lost for s in media.remote_inbound if s.fraction_lost is not None]
-                loss = 100.0 * max(fractions) if fractions else None
-            rtt = stats.round_trip_time
-            if rtt is None:
-                rtt = media.round_trip_time_ms
-            return rtt, loss, media.jitter_ms
-        probe = self.probe_statistics
-        if probe is not None and probe.received > 0:
-            self.source = "probe"
-            fresh = probe.received > self._received_at_last_poll
-            self._received_at_last_poll = probe.received
-            # No echo since the last poll: the RTT is unknown (this does not hold off LOST).
-            return (probe.rtt_ms if fresh else None), probe.loss_pct, probe.jitter_ms
-        self.source = "ice"
-        return stats.round_trip_time, None, None
 
     def _call_back(self, quality: ConnectionQuality) -> Awaitable[Any] | None:
         """Call the user's callback; an awaitable result is returned for the caller to await."""

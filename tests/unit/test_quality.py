@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from pyapp.core.probe import ProbeStatistics
 from pyapp.core.quality import (
     EXCELLENT_THRESHOLD,
     GOOD_THRESHOLD,
@@ -19,6 +20,8 @@ from pyapp.core.quality import (
     quality_score,
     r_factor,
 )
+from pyapp.core.quality_inputs import QualityInputs, choose_inputs
+from pyapp.core.stats import ConnectionStatistics, compute_rates, parse_stats
 from pyapp.exceptions import InvalidArgumentError, LocalProtocolError
 
 pytestmark = pytest.mark.unit
@@ -231,3 +234,55 @@ def test_lost_timeout_can_change_without_rebuilding_the_tracker() -> None:
     assert tracker.label is QualityLabel.LOST and tracker.get_timer() is None
     with pytest.raises(InvalidArgumentError):
         tracker.set_lost_timeout(0)
+
+
+# -- choose_inputs: which measurements a poll feeds the tracker --------------------------
+
+def _stats(now: float, *extra: dict, rtt: float | None = 0.030) -> ConnectionStatistics:
+    report = [
+        {"id": "T", "type": "transport", "selectedCandidatePairId": "CP",
+         "bytesSent": 1000, "bytesReceived": 1000},
+        {"id": "CP", "type": "candidate-pair", "state": "succeeded", "nominated": True,
+         **({} if rtt is None else {"currentRoundTripTime": rtt})},
+        *extra,
+    ]
+    return parse_stats(report, now)
+
+
+def _probe(received: int, rtt: float = 12.0) -> ProbeStatistics:
+    return ProbeStatistics(rtt_ms=rtt, smoothed_rtt_ms=rtt, min_rtt_ms=rtt, jitter_ms=1.5,
+                           loss_pct=5.0, sent=received + 1, received=received, lost=0, late=0,
+                           in_flight=1)
+
+
+def test_inputs_from_ice_without_media_or_an_answered_probe() -> None:
+    stats = _stats(1.0)
+    assert choose_inputs(stats, None, None, 0) == QualityInputs("ice", 30.0, None, None, 0)
+    # A probe with no echo yet does not count as 100 % loss: still the ICE RTT.
+    assert choose_inputs(stats, None, _probe(0), 0).source == "ice"
+
+
+def test_inputs_from_the_probe_and_rtt_unknown_without_a_new_echo() -> None:
+    stats = _stats(1.0)
+    first = choose_inputs(stats, None, _probe(3), 0)
+    assert first == QualityInputs("probe", 12.0, 5.0, 1.5, 3)
+    again = choose_inputs(stats, None, _probe(3), first.echoes)     # no echo since then
+    assert again == QualityInputs("probe", None, 5.0, 1.5, 3)
+    assert choose_inputs(stats, None, _probe(4), again.echoes).rtt_ms == 12.0
+
+
+def test_inputs_from_rtp_loss_between_snapshots_then_the_peers_reports() -> None:
+    inbound = {"id": "I", "type": "inbound-rtp", "ssrc": 1, "kind": "video",
+               "packetsReceived": 900, "packetsLost": 10, "jitter": 0.004}
+    before = _stats(1.0, inbound)
+    after = _stats(2.0, {**inbound, "packetsReceived": 990, "packetsLost": 20})
+    rates = compute_rates(before, after)
+    chosen = choose_inputs(after, rates, _probe(5), 2)
+    assert chosen.source == "rtp" and chosen.echoes == 2              # the probe is ignored
+    assert chosen.loss_pct == pytest.approx(10.0)                     # 10 lost of 100
+    assert chosen.jitter_ms == pytest.approx(4.0) and chosen.rtt_ms == 30.0
+    # First poll (no rates): the peer's fractionLost; RTT from RTCP without a pair RTT.
+    remote = {"id": "R", "type": "remote-inbound-rtp", "ssrc": 2, "kind": "video",
+              "fractionLost": 0.25, "roundTripTime": 0.08, "jitter": 0.002}
+    only = _stats(1.0, remote, rtt=None)
+    assert choose_inputs(only, None, None, 0) == QualityInputs("rtp", 80.0, 25.0, 2.0, 0)
