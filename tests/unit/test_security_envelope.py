@@ -7,6 +7,8 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pyapp.core.security.envelope import (
     ENVELOPE_OVERHEAD,
@@ -312,5 +314,82 @@ def test_session_mode_keys_start_at_key_id_zero() -> None:
         env = await a.seal(b"hi", now=0)
         assert parse_envelope(env)[0].key_id == 0
         assert await b.open(env, now=0) == b"hi"
+
+    run(go)
+
+
+# ---------------------------------------------------------------- open_many ≡ open, one by one
+
+_WIRE_OPS = st.lists(
+    st.one_of(
+        st.tuples(st.just("message"), st.binary(max_size=40)),
+        st.tuples(st.just("rekey"), st.none()),
+        st.tuples(st.just("replay"), st.integers(0, 10_000)),
+        st.tuples(st.just("tamper"), st.integers(0, 10_000)),
+        st.tuples(st.just("text"), st.text(max_size=8)),
+        st.tuples(st.just("junk"), st.binary(max_size=30)),
+    ),
+    max_size=30,
+)
+
+
+def _describe(result: bytes | DecryptionError) -> object:
+    return ("error", str(result)) if isinstance(result, DecryptionError) else ("ok", bytes(result))
+
+
+@given(ops=_WIRE_OPS, reliable=st.booleans(), cuts=st.lists(st.integers(1, 6), max_size=30),
+       shuffle=st.randoms(use_true_random=False))
+@settings(max_examples=60, deadline=None)
+def test_open_many_gives_what_open_gives_one_by_one(ops: list[tuple[str, object]], reliable: bool,
+                                                     cuts: list[int], shuffle: object) -> None:
+    """For any wire (rekeys, replays, tampered, text, junk; reordered when unreliable)
+    cut into any batches, open_many's results, ``rejected`` and ``opened`` equal those
+    of open() called once per message."""
+
+    async def go() -> None:
+        sender, one_by_one = await pair(reliable=reliable)
+        _, batched = await pair(reliable=reliable)
+        wire: list[bytes | str] = []
+        sent: list[bytes] = []
+        for kind, arg in ops:
+            if kind == "message":
+                assert isinstance(arg, bytes)
+                sent.append(await sender.seal(arg, 0.0))
+                wire.append(sent[-1])
+            elif kind == "rekey":
+                sender.sealer.request_rekey()
+            elif kind == "replay" and sent:
+                assert isinstance(arg, int)
+                wire.append(sent[arg % len(sent)])
+            elif kind == "tamper" and sent:
+                assert isinstance(arg, int)
+                victim = bytearray(sent[arg % len(sent)])
+                victim[arg % len(victim)] ^= 0x01
+                wire.append(bytes(victim))
+            elif kind in ("text", "junk"):
+                assert isinstance(arg, (str, bytes))
+                wire.append(arg)
+        if not reliable:
+            shuffle.shuffle(wire)  # type: ignore[attr-defined]
+        expected = []
+        for data in wire:
+            try:
+                if isinstance(data, str):
+                    # what open_many says of a text message (open() takes bytes only)
+                    expected.append(("error", "malformed envelope"))
+                    one_by_one.opener.rejected["malformed envelope"] += 1
+                    continue
+                expected.append(_describe(await one_by_one.opener.open(data, 0.0)))
+            except DecryptionError as exc:
+                expected.append(_describe(exc))
+        got: list[object] = []
+        start, sizes = 0, iter(cuts)
+        while start < len(wire):
+            size = next(sizes, len(wire))
+            got += [_describe(r) for r in await batched.opener.open_many(wire[start:start + size], 0.0)]
+            start += size
+        assert got == expected
+        assert batched.opener.rejected == one_by_one.opener.rejected
+        assert batched.opener.opened == one_by_one.opener.opened
 
     run(go)
