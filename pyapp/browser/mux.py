@@ -13,8 +13,14 @@ events, then transmit frames until the core has none or the data channel that
 a frame needs is above its high-water mark; a frame that does not fit waits
 for that channel's ``bufferedamountlow``. So the browser's ``bufferedAmount``
 stays bounded however much is queued, and the scheduler (not the SCTP buffer)
-decides what goes next: a HIGH message overtakes a 64 MiB VERY_LOW one within
-a few 16 KiB fragments.
+decides what goes next. The reliable transport's mark is kept low (64 KiB,
+raised towards ``high_water`` only when the buffer runs dry before a refill:
+:class:`~pyapp.core.mux_buffer.BufferTuner`), since a HIGH message waits behind
+whatever bulk data is already in it; control frames and HIGH data may exceed
+the mark by ``URGENT_HEADROOM`` and never have bulk packed behind them. A batch
+of received messages is worked through HIGH channels first
+(:meth:`~pyapp.core.mux.Multiplexer.triage`), and what they call for (an echo,
+ACKs) is transmitted before the rest.
 
 Receive side: each logical channel has an inbox bounded by ``inbox_limit``
 bytes. A consumer that falls that far behind gets its channel reset with the
