@@ -79,6 +79,8 @@ class MonitorClock:
         self._firing = False
         self.fires = 0
         """JS timeouts that ran (each one entry into Python for every due member)."""
+        self.served = 0
+        """Member timer calls those timeouts made (``served / fires``: members per entry)."""
 
     def now(self) -> float:
         """The clock's time (:func:`~pyapp.browser.timer.now` unless another was given)."""
@@ -156,6 +158,7 @@ class MonitorClock:
                 deadline = member._deadline()
                 if deadline is None or deadline > now:
                     continue
+                self.served += 1
                 try:
                     member._on_timer(now)
                 except Exception as exc:  # one member's bug must not stop the others

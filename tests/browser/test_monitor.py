@@ -91,9 +91,10 @@ def test_monitors_of_a_page_share_one_js_timer(pypage):
     assert r["completed"] == [True] * 4           # every monitor polled and probed
     assert r["source"] == ["probe"] * 4
     assert r["proxies"] == 4 * 2 + 1              # 2 per getStats poller, 1 for the clock
-    # One JS timeout wakes every monitor due: a ping phase and a poll phase every 0.2 s
-    # is 10 wake-ups a second for all 4 together (separate timers: 40).
-    assert r["fires_per_s"] <= 15, r
+    # One JS timeout wakes every monitor due at once (separate timers would wake once
+    # per member: 1.0). Counted, not timed: members served per wake-up. Aligned monitors
+    # give up to 4; on a loaded machine their phases drift apart (2.2 seen at load 6).
+    assert r["served_per_fire"] >= 1.5, r
     assert r["boom_calls"] >= 2                   # a member that raises is called again ...
     assert r["others_progressed"] is True         # ... and does not stop the others
     assert r["after"] == {"members": 0, "armed": False, "proxies_delta": 0}

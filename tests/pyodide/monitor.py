@@ -264,13 +264,16 @@ async def monitors_share_one_clock() -> dict[str, Any]:
 
     boom = Boom()
     completed0 = [m.completed for m in monitors]
-    fires0, t0 = clock.fires, clock.now()
+    fires0, served0, t0 = clock.fires, clock.served, clock.now()
     clock.add(boom)
     clock.rearm()
     await asyncio.sleep(1.0)
-    fires_per_s = (clock.fires - fires0) / (clock.now() - t0)
+    fires = clock.fires - fires0
+    fires_per_s = fires / (clock.now() - t0)
+    served_per_fire = (clock.served - served0) / max(1, fires)
     out: dict[str, Any] = {
         "members": clock.members, "proxies": proxies, "fires_per_s": fires_per_s,
+        "served_per_fire": served_per_fire,
         "completed": [m.completed >= 3 for m in monitors],
         "source": [m.source for m in monitors], "boom_calls": Boom.calls,
         "others_progressed": all(m.completed > c for m, c in zip(monitors, completed0, strict=True)),
