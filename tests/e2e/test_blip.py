@@ -62,6 +62,11 @@ class Link:
 
     def set_up(self, up: bool) -> None:
         _ip("-n", self.ns, "link", "set", self.peer_if, "up" if up else "down")
+        if up:
+            # The kernel drops the default route with the link; a network that comes
+            # back (DHCP, a Wi-Fi rejoin) brings it back too. Without it Chromium, on
+            # its next network scan, finds no usable route and every redial times out.
+            _ip("-n", self.ns, "route", "replace", "default", "via", self.host_ip)
 
     def remove(self) -> None:
         subprocess.run(["ip", "link", "del", self.host_if], capture_output=True)
