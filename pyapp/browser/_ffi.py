@@ -65,15 +65,21 @@ def _field_listener(field: str) -> Any:
 
 
 def live_proxies() -> int:
-    """Number of proxies created through a :class:`ProxyOwner` and not yet destroyed."""
+    """Number of proxies created through a :class:`ProxyOwner` and not yet destroyed.
+
+    Owners made with ``page_lifetime=True`` (one per page, e.g. the shared
+    end-of-task queue: made on first use, kept while the page lives) are not
+    counted, so a leak check around an operation sees only what it made.
+    """
     return _LIVE
 
 
 class ProxyOwner:
     """Owns JS event listeners and callback proxies; :meth:`close` releases all of them."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, *, page_lifetime: bool = False) -> None:
         self.name = name
+        self.page_lifetime = page_lifetime
         self._listeners: list[tuple[Any, str, Any]] = []
         self._proxies: list[Any] = []
         self.closed = False
@@ -85,7 +91,8 @@ class ProxyOwner:
             raise ConnectionClosedError(f"{self.name} is closed")
         p = create_proxy(fn)
         self._proxies.append(p)
-        _LIVE += 1
+        if not self.page_lifetime:
+            _LIVE += 1
         return p
 
     def listen(self, target: Any, event: str, fn: Callable[[Any], Any], *,
@@ -114,7 +121,8 @@ class ProxyOwner:
         self._listeners.clear()
         for p in self._proxies:
             p.destroy()
-            _LIVE -= 1
+            if not self.page_lifetime:
+                _LIVE -= 1
         self._proxies.clear()
 
 
