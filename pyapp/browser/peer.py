@@ -53,6 +53,16 @@ IceServer = dict[str, Any]
 
 PRIORITIES = ("very-low", "low", "medium", "high")
 
+POLITE_FIRST_OFFER_DELAY = 0.25
+"""Seconds the polite side waits before its first offer, for the impolite side's.
+
+Glare on the very first negotiation makes the polite side roll its offer back
+and answer; Chromium 156 then sometimes gathers no candidate for that answer
+(gathering stays "gathering", ICE never starts, and an ICE restart does not
+bring it back: about 1 in 30 loopback glares). Letting the impolite side offer
+first avoids the rollback; if no offer comes, the polite side offers itself.
+"""
+
 CLOSED_MESSAGE = ("the peer connection is closed; open a new Connection to the peer "
                   "(a ConnectionPool redials by itself)")
 """What :class:`~pyapp.exceptions.ConnectionClosedError` says when a closed connection is used."""
@@ -105,6 +115,28 @@ class _ClosedPeerConnection:
 
 def _description_dict(desc: Any) -> dict[str, str]:
     return {"type": str(desc.type), "sdp": str(desc.sdp)}
+
+
+# setLocalDescription(), then read localDescription in the same microtask. Read a
+# task later (where Python resumes), a colliding remote offer applied meanwhile
+# (the polite side's implicit rollback) has already replaced it with null.
+_SET_LOCAL_JS = """
+await pc.setLocalDescription();
+const d = pc.localDescription;
+return d ? [d.type, d.sdp] : null;"""
+_SET_LOCAL: Any = None
+
+
+async def _set_local_description(js_pc: Any) -> dict[str, str] | None:
+    """``setLocalDescription()``; the description it set, or None when it was rolled back at once."""
+    global _SET_LOCAL
+    if _SET_LOCAL is None:
+        _SET_LOCAL = js.eval("(async function (pc) {" + _SET_LOCAL_JS + "})")
+    result = await await_js(_SET_LOCAL(js_pc))
+    if is_null(result):
+        return None
+    kind, sdp = result
+    return {"type": str(kind), "sdp": str(sdp)}
 
 
 class PeerConnection:
@@ -259,10 +291,16 @@ class PeerConnection:
         if self._closed:
             return
         self.events.emit("negotiationneeded")
+        if self.negotiation.polite and is_null(self.js_pc.remoteDescription):
+            await asyncio.sleep(POLITE_FIRST_OFFER_DELAY)
+            if self._closed or not is_null(self.js_pc.remoteDescription) \
+                    or self.signaling_state != "stable":
+                return  # the peer offered: our channels ride on the answer
         self.negotiation.making_offer = True
         try:
-            await await_js(self.js_pc.setLocalDescription())
-            await self._send_signal({"description": _description_dict(self.js_pc.localDescription)})
+            description = await _set_local_description(self.js_pc)
+            if description is not None:
+                await self._send_signal({"description": description})
         except Exception as exc:
             self.events.emit("error", exc)
             raise
@@ -307,8 +345,9 @@ class PeerConnection:
         finally:
             self.negotiation.setting_remote_answer = False
         if kind == "offer":
-            await await_js(self.js_pc.setLocalDescription())
-            await self._send_signal({"description": _description_dict(self.js_pc.localDescription)})
+            answer = await _set_local_description(self.js_pc)
+            if answer is not None:
+                await self._send_signal({"description": answer})
 
     async def _apply_candidate(self, candidate: dict[str, Any] | None) -> None:
         try:

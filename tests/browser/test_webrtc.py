@@ -35,9 +35,20 @@ def test_in_order_delivery_of_1000_messages(pypage):
 
 def test_glare_both_sides_open_channels_at_once(pypage):
     result = pypage.call(f"{PAGE}:glare")
+    assert "timeout" not in result, result
     assert result["seen"] == {"a": ["from-b"], "b": ["from-a"]}
     assert result["state"] == ["connected", "connected"]
     assert result["errors"] == []
+
+
+def test_glare_on_an_ice_restart_rolls_the_polite_offer_back(pypage):
+    result = pypage.call(f"{PAGE}:glare_on_ice_restart", timeout=60)
+    story = result["story"]
+    # Both offered; the polite side (b) rolled its offer back and answered a's.
+    assert "a have-local-offer" in story and "b have-local-offer" in story, story
+    assert story.index("b have-remote-offer") > story.index("b have-local-offer"), story
+    assert result["signaling"] == ["stable", "stable"], result
+    assert result["reply"] is True and result["errors"] == [], result
 
 
 def test_backpressure_bounds_buffered_amount(pypage):

@@ -70,16 +70,47 @@ async def glare() -> dict[str, Any]:
     seen: dict[str, list[str]] = {"a": [], "b": []}
     a.events.on("datachannel", lambda ch: seen["a"].append(ch.label))
     b.events.on("datachannel", lambda ch: seen["b"].append(ch.label))
+    errors: list[str] = []
+    story: list[str] = []   # what each side did, for the assertion message
+    for name, pc in (("a", a), ("b", b)):
+        pc.peer.events.on("error", lambda e, name=name: errors.append(f"{name}: {e!r}"[:300]))
+        pc.peer.events.on("signalingstatechange", lambda s, name=name: story.append(f"{name} {s}"))
+        pc.peer.events.on("iceconnectionstatechange", lambda s, name=name: story.append(f"{name} ice {s}"))
+        original = pc.peer.handle_signal
+
+        async def logged(message: dict[str, Any], name: str = name, original: Any = original) -> None:
+            kind = message["description"]["type"] if "description" in message else "candidate"
+            story.append(f"{name} <- {kind}")
+            try:
+                await original(message)
+            except Exception as exc:
+                story.append(f"{name} failed {kind}: {exc!r}"[:200])
+                raise
+
+        pc.peer.handle_signal = logged  # type: ignore[method-assign]
     ca = a.create_data_channel("from-a")  # both sides negotiate at the same time
     cb = b.create_data_channel("from-b")
-    await asyncio.gather(ca.wait_open(10), cb.wait_open(10))
-    await asyncio.gather(a.wait_connected(10), b.wait_connected(10))
+    try:
+        await asyncio.gather(ca.wait_open(10), cb.wait_open(10))
+        await asyncio.gather(a.wait_connected(10), b.wait_connected(10))
+    except TimeoutError:
+        # what each side got to, for the assertion message
+        out = {"timeout": True, "errors": errors, "story": story,
+               "signaling": [a.peer.signaling_state, b.peer.signaling_state],
+               "state": [a.connection_state, b.connection_state],
+               "channels": [ca.ready_state, cb.ready_state],
+               "gathering": [str(a.peer.js_pc.iceGatheringState), str(b.peer.js_pc.iceGatheringState)],
+               "local_candidates": [str(pc.peer.js_pc.localDescription.sdp).count("a=candidate")
+                                    for pc in (a, b)]}
+        a.close()
+        b.close()
+        return out
     for _ in range(50):
         if seen["a"] and seen["b"]:
             break
         await asyncio.sleep(0.05)
     out = {"seen": seen, "state": [a.connection_state, b.connection_state],
-           "errors": [str(e) for e in [*a.events.recent_errors, *b.events.recent_errors]]}
+           "errors": errors + [str(e) for e in [*a.events.recent_errors, *b.events.recent_errors]]}
     a.close()
     b.close()
     return out
@@ -164,3 +195,36 @@ async def close_releases_proxies(rounds: int) -> dict[str, int]:
         b.close()
     await asyncio.sleep(0.1)
     return {"before": before, "during": during, "after": live_proxies()}
+
+
+async def glare_on_ice_restart() -> dict[str, Any]:
+    """Connected; both sides restart ICE at the same moment, so both offer at once and
+    the polite side rolls its offer back (perfect negotiation's glare path)."""
+    a, b = await connected_pair()
+    errors: list[str] = []
+    story: list[str] = []
+    for name, pc in (("a", a), ("b", b)):
+        pc.peer.events.on("error", lambda e, name=name: errors.append(f"{name}: {e!r}"[:300]))
+        pc.peer.events.on("signalingstatechange", lambda s, name=name: story.append(f"{name} {s}"))
+    ca = a.create_data_channel("after")
+    got: asyncio.Future[Any] = asyncio.get_event_loop().create_future()
+    b.events.on("datachannel", lambda ch: None if got.done() else got.set_result(ch))
+    await ca.wait_open(10)
+    cb = await asyncio.wait_for(got, 10)
+    a.restart_ice()
+    b.restart_ice()
+    await asyncio.sleep(0)
+    for _ in range(200):
+        if "b have-local-offer" in story and a.signaling_state == b.signaling_state == "stable" \
+                and a.ice_connection_state in ("connected", "completed") \
+                and b.ice_connection_state in ("connected", "completed"):
+            break
+        await asyncio.sleep(0.05)
+    await ca.send(b"still there")
+    reply = await asyncio.wait_for(cb.receive(), 10)
+    out = {"errors": errors, "story": story, "reply": reply == b"still there",
+           "signaling": [a.signaling_state, b.signaling_state],
+           "ice": [a.ice_connection_state, b.ice_connection_state]}
+    a.close()
+    b.close()
+    return out
