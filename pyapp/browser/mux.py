@@ -51,6 +51,7 @@ import js
 
 from pyapp._events import Emitter
 from pyapp.browser.datachannel import DataChannel
+from pyapp.browser.end_of_task import end_of_task
 from pyapp.browser.mux_channel import MultiplexedChannel
 from pyapp.browser.mux_transport import (
     HELLO_PREFIX,
@@ -61,7 +62,7 @@ from pyapp.browser.mux_transport import (
     UNRELIABLE_TRANSPORT_ID,
     _SessionTransports,
 )
-from pyapp.browser.timer import TimerDriver, end_of_task
+from pyapp.browser.timer import TimerDriver
 from pyapp.core.mux import (
     ChannelAccepted,
     ChannelClosed,
@@ -267,7 +268,7 @@ class MuxSession(_SessionTransports):
         A burst of sends (or a batch of received frames and the ACKs they call
         for) then leaves packed into a few data-channel messages instead of one
         message per frame: measured on 5,000 100-byte sends, 9,050 SCTP messages
-        before. The page's :func:`~pyapp.browser.timer.end_of_task` queue runs it
+        before. The page's :func:`~pyapp.browser.end_of_task.end_of_task` queue runs it
         (a MessageChannel task, as ``call_soon`` is, but one cheap entry into
         Python for every session's pump instead of an asyncio callback each).
         """

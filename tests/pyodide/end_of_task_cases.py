@@ -1,4 +1,4 @@
-"""Page side of tests/browser/test_timer.py (called with ``pypage.call``)."""
+"""Page side of tests/browser/test_end_of_task.py (called with ``pypage.call``)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import functools
 from typing import Any
 
 from pyapp.browser._ffi import live_proxies
-from pyapp.browser.timer import EndOfTask
+from pyapp.browser.end_of_task import EndOfTask
 
 
 async def end_of_task_batches() -> dict[str, Any]:
@@ -54,7 +54,7 @@ async def end_of_task_batches() -> dict[str, Any]:
 
 async def shared_queue_is_page_lifetime() -> dict[str, Any]:
     """The page's shared queue keeps its one proxy for the page's life, outside leak counts."""
-    from pyapp.browser.timer import end_of_task
+    from pyapp.browser.end_of_task import end_of_task
 
     baseline = live_proxies()
     ran: list[bool] = []

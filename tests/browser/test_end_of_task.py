@@ -1,4 +1,4 @@
-"""The browser layer's end-of-task queue in real Pyodide (what the multiplexer pumps on)."""
+"""The page's end-of-task queue (pyapp.browser.end_of_task) in real Pyodide (what the multiplexer pumps on)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ pytestmark = pytest.mark.browser
 
 
 def test_end_of_task_runs_a_batch_in_one_task_in_order(pypage):
-    r = pypage.call("tests.pyodide.timer_cases:end_of_task_batches")
+    r = pypage.call("tests.pyodide.end_of_task_cases:end_of_task_batches")
     assert r["ran_synchronously"] == []           # nothing runs before the task ends
     assert r["order"] is True                     # the 50 calls, in the order queued
     # a raising callback is reported and the next one still runs; a call queued by a
@@ -20,5 +20,5 @@ def test_end_of_task_runs_a_batch_in_one_task_in_order(pypage):
 
 
 def test_the_shared_queue_is_page_lifetime(pypage):
-    r = pypage.call("tests.pyodide.timer_cases:shared_queue_is_page_lifetime")
+    r = pypage.call("tests.pyodide.end_of_task_cases:shared_queue_is_page_lifetime")
     assert r == {"ran": [True], "page_lifetime": True, "counted": 0}
