@@ -18,7 +18,16 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from tests.browser.test_mobile import FAKE_BATTERY, SETUP
+from tests.browser.test_mobile import FAKE_BATTERY
+from tests.conftest import PAGE_TESTS_ROOT
+
+# The page-side helpers the figures use, from the tests' own page module.
+SETUP = f"""
+import asyncio, json, sys, js
+if {PAGE_TESTS_ROOT!r} not in sys.path:
+    sys.path.insert(0, {PAGE_TESTS_ROOT!r})
+from tests.pyodide.mobile_cases import camera_pair, track_settings, wait_for, wait_stable
+"""
 
 MEASURE = """
 async def _measure(caps):
@@ -71,6 +80,7 @@ def run(ctx: Any) -> dict[str, float]:
     page = PyPage(context.new_page(), ctx.server.url).open()
     out: dict[str, float] = {}
     try:
+        page._sync_test_modules()
         page.py(SETUP)
         page.py(MEASURE)
         page.py("a, b, media = await camera_pair()\nawait wait_stable(a, b)")
