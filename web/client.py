@@ -36,11 +36,11 @@ from typing import Any
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from pyapp.core.signaling import (
+    ErrorMessage,
     Join,
     Leave,
     Ping,
     Pong,
-    ServerError,
     ServerMessage,
     Signal,
     TokenBucket,
@@ -113,7 +113,7 @@ class SignalingSocket(web.WebSocketResponse):
         if explained is not None and not message and not self.closed:
             error_code, text = explained
             with contextlib.suppress(ConnectionError, RuntimeError):
-                await self.send_str(encode(ServerError(code=error_code, message=text)))
+                await self.send_str(encode(ErrorMessage(code=error_code, message=text)))
             message = close_reason(error_code, text).encode()
         try:
             return await asyncio.wait_for(
@@ -310,7 +310,7 @@ class ClientSession:
         """
         if self.closing is not None:
             return False
-        if isinstance(message, ServerError) and message.code == "evicted":
+        if isinstance(message, ErrorMessage) and message.code == "evicted":
             self.room = self.peer_id = None  # the broker already took it out of the room
         text = encode(message)
         if (len(self._queue) >= self.limits.queue_messages
@@ -376,7 +376,7 @@ class ClientSession:
         """Send ``error`` (past the queue limits); with ``close_code``, then close with its reason."""
         if self.closing is not None:
             return
-        self._push(encode(ServerError(code=code, message=text, ref=ref)))
+        self._push(encode(ErrorMessage(code=code, message=text, ref=ref)))
         if close_code is not None:
             self.closing = (close_code, close_reason(code, text))
             self._wakeup.set()

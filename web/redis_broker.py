@@ -69,7 +69,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from pyapp.core.signaling import PeerJoined, PeerLeft, RelayedSignal, ServerError
+from pyapp.core.signaling import ErrorMessage, PeerJoined, PeerLeft, RelayedSignal
 from pyapp.exceptions import BrokerUnavailable, RoomFull, UnknownPeer
 from web.broker import Deliver
 
@@ -446,7 +446,7 @@ class RedisBroker:
         if deliver is None:
             return
         log.warning("peer %s in %s now belongs to another instance; dropping it here", peer_id, room)
-        await deliver(ServerError(code="evicted", ref="join", message=(
+        await deliver(ErrorMessage(code="evicted", ref="join", message=(
             f"this server lost contact with the others and peer id {peer_id!r} was given to "
             f"another client; join room {room!r} again")))
         for other in list(local.values()):

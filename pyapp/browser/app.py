@@ -63,7 +63,7 @@ from pyapp.core.negotiation import is_polite
 from pyapp.core.security.identity import TrustResult, TrustStatus
 from pyapp.core.security.reasons import AuthReason, auth_error
 from pyapp.core.security.safety import SafetyCode, safety_code
-from pyapp.core.signaling import ROOM_RE, ServerError
+from pyapp.core.signaling import ROOM_RE, ErrorMessage
 from pyapp.exceptions import (
     AuthenticationError,
     ConnectionClosedError,
@@ -313,7 +313,7 @@ class App:
     def _on_signaling_error(self, error: Any) -> None:
         if isinstance(error, SignalingRefusedError):
             self.show_error(str(error))  # a full sentence: what was refused and why (its code)
-        elif isinstance(error, ServerError):
+        elif isinstance(error, ErrorMessage):
             self.show_error(f"signaling server: {error.code}: {error.message}")
         else:
             self.show_error(f"signaling: {error}")

@@ -35,6 +35,7 @@ from pyapp._events import Emitter
 from pyapp.browser._ffi import ProxyOwner, call_js, spawn
 from pyapp.browser.timer import now as _now
 from pyapp.core.signaling import (
+    ErrorMessage,
     IceServers,
     Join,
     Leave,
@@ -43,7 +44,6 @@ from pyapp.core.signaling import (
     Ping,
     Pong,
     RelayedSignal,
-    ServerError,
     Signal,
     Welcome,
     encode,
@@ -286,7 +286,7 @@ class SignalingClient:
             self.events.emit("signal", msg.sender, msg.data)
         elif isinstance(msg, Pong):
             self._last_pong = _now()
-        elif isinstance(msg, ServerError):
+        elif isinstance(msg, ErrorMessage):
             self._refused(refusal(msg))
 
     def _set_ice_servers(self, servers: tuple[dict[str, Any], ...], expires: int | None) -> None:

@@ -58,7 +58,7 @@ __all__ = [
     "RelayedSignal",
     "Pong",
     "IceServers",
-    "ServerError",
+    "ErrorMessage",
     "parse_client_message",
     "parse_server_message",
     "encode",
@@ -215,7 +215,7 @@ class Pong(ServerMessage):
 
 
 @dataclass(frozen=True)
-class ServerError(ServerMessage):
+class ErrorMessage(ServerMessage):
     """Server → client: a request was refused; ``ref`` names the request type."""
 
     code: str
@@ -345,7 +345,7 @@ def parse_server_message(text: str | bytes) -> ServerMessage:
         return Pong(id=_optional_int(obj, "id"))
     if kind == "error":
         ref = obj.get("ref")
-        return ServerError(code=_str_field(obj, "code"), message=_str_field(obj, "message"),
+        return ErrorMessage(code=_str_field(obj, "code"), message=_str_field(obj, "message"),
                            ref=ref if isinstance(ref, str) else None)
     raise _bad(f"unknown server message type {kind[:40]!r}")
 
@@ -379,7 +379,7 @@ def encode(message: ClientMessage | ServerMessage) -> str:
                "expires": message.expires}
     elif isinstance(message, Pong):
         obj = {"type": "pong", "id": message.id}
-    elif isinstance(message, ServerError):
+    elif isinstance(message, ErrorMessage):
         obj = {"type": "error", "code": message.code, "message": message.message}
         if message.ref is not None:
             obj["ref"] = message.ref
@@ -407,7 +407,7 @@ def parse_close_reason(reason: str) -> tuple[str, str] | None:
     return code, text
 
 
-def refusal(message: ServerError) -> SignalingRefusedError:
+def refusal(message: ErrorMessage) -> SignalingRefusedError:
     """The typed error a client raises (or emits) for the server's ``error`` message."""
     return SignalingRefusedError(message.code, message.message, ref=message.ref)
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from pyapp.core.signaling import PeerJoined, PeerLeft, RelayedSignal, ServerError, ServerMessage
+from pyapp.core.signaling import ErrorMessage, PeerJoined, PeerLeft, RelayedSignal, ServerMessage
 from tests.conftest import missing_prerequisite
 from tests.redis_server import RedisServer
 from web.broker import BrokerUnavailable, RoomFull, UnknownPeer
@@ -210,7 +210,7 @@ def test_member_whose_id_was_taken_elsewhere_is_evicted(redis_url: str) -> None:
         await one.join("room", "dup-peer", a)
         # While `one` was cut off, its member expired and another client got the id on `two`.
         await one.redis.hset(one._room_key("room"), "dup-peer", two.instance_id)
-        err = await a.wait_for(lambda m: isinstance(m, ServerError), timeout=5)
+        err = await a.wait_for(lambda m: isinstance(m, ErrorMessage), timeout=5)
         assert err.code == "evicted" and "join room 'room' again" in err.message
         assert "room" not in one.rooms()
 

@@ -10,6 +10,7 @@ from pyapp.core.signaling import (
     CLOSE_CODES,
     ERROR_CODES,
     MAX_DEPTH,
+    ErrorMessage,
     Join,
     Leave,
     PeerJoined,
@@ -17,7 +18,6 @@ from pyapp.core.signaling import (
     Ping,
     Pong,
     RelayedSignal,
-    ServerError,
     Signal,
     TokenBucket,
     Welcome,
@@ -51,7 +51,7 @@ def test_client_roundtrip(msg):
 @pytest.mark.parametrize("msg", [
     Welcome(room="r", peer_id="p", peers=("x", "y")), PeerJoined("x"), PeerLeft("x"),
     RelayedSignal(sender="x", data={"candidate": None}), Pong(id=1),
-    ServerError(code="bad-message", message="nope", ref="join"),
+    ErrorMessage(code="bad-message", message="nope", ref="join"),
 ])
 def test_server_roundtrip(msg):
     assert parse_server_message(encode(msg)) == msg
@@ -171,7 +171,7 @@ def test_close_reason_roundtrip_and_length():
 
 
 def test_refusals_are_typed():
-    err = refusal(ServerError(code="room-full", message="room 'x' is full", ref="join"))
+    err = refusal(ErrorMessage(code="room-full", message="room 'x' is full", ref="join"))
     assert isinstance(err, SignalingRefusedError) and isinstance(err, SignalingError)
     assert (err.code, err.text, err.ref, err.close_code) == ("room-full", "room 'x' is full", "join", None)
     closed = refusal_from_close(1008, close_reason("too-many-connections", "more than 64"))
