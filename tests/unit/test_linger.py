@@ -7,9 +7,11 @@ import asyncio
 import gc
 import time
 from pathlib import Path
+from typing import Any
 from unittest import mock
 
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from web.client import LINGERS, track_lingers
@@ -37,6 +39,15 @@ class _Recording(set):  # type: ignore[type-arg]
 def _static(tmp: Path) -> Path:
     (tmp / "index.html").write_text("<p>test</p>")
     return tmp
+
+
+async def _registered(app: web.Application) -> Any:
+    """The server's session for the one client, once it registered it (up to 2 s)."""
+    for _ in range(200):
+        if app[SESSIONS]:
+            return next(iter(app[SESSIONS]))
+        await asyncio.sleep(0.01)
+    raise AssertionError("the server never registered the session")
 
 
 async def _silent_client(port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
@@ -84,11 +95,7 @@ def test_shutdown_waits_for_the_linger_and_none_is_left_pending(tmp_path: Path) 
         await server.start_server()
         assert server.port is not None
         reader, writer = await _silent_client(server.port)
-        for _ in range(200):
-            if app[SESSIONS]:
-                break
-            await asyncio.sleep(0.01)
-        assert app[SESSIONS], "the server never registered the session"
+        await _registered(app)
         # The client answers the server's close but never sends its FIN: the socket
         # lingers (close_timeout, 0.5 s) while cleanup waits for it.
         answered = asyncio.ensure_future(_answer_close(reader, writer))
@@ -120,11 +127,7 @@ def test_linger_waits_for_the_client_without_polling(tmp_path: Path) -> None:
         await server.start_server()
         assert server.port is not None
         reader, writer = await _silent_client(server.port)
-        for _ in range(200):
-            if app[SESSIONS]:
-                break
-            await asyncio.sleep(0.01)
-        session = next(iter(app[SESSIONS]))
+        session = await _registered(app)
         real_sleep = asyncio.sleep
         short_sleeps = 0
 
