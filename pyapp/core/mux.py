@@ -408,6 +408,8 @@ class Multiplexer(MuxSender):
             return
         self._frames_received += 1
         self._bytes_received += len(data)
+        if self._receive_whole(data):
+            return
         try:
             frame = decode_frame(data)
             ftype = frame.type

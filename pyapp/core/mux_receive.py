@@ -25,7 +25,19 @@ Example::
 
 from __future__ import annotations
 
-from pyapp.core.framing import FLAG_LAST, FLAG_REPLAY, FLAG_TEXT, HEADER_SIZE, SEQ_MASK, Frame
+from pyapp.core.framing import (
+    FLAG_FIRST,
+    FLAG_LAST,
+    FLAG_REPLAY,
+    FLAG_TEXT,
+    HEADER,
+    HEADER_SIZE,
+    MAX_FRAGMENT_PAYLOAD,
+    SEQ_MASK,
+    VERSION,
+    Frame,
+    FrameType,
+)
 from pyapp.core.mux_channel import Channel, Partial, behind
 from pyapp.core.mux_events import ChannelState, MessageDropped, MessageReceived
 from pyapp.core.mux_lifecycle import MuxLifecycle
@@ -33,6 +45,11 @@ from pyapp.exceptions import FrameError
 
 # Internal module: the public names are exported by pyapp.core.mux (no __all__ here,
 # so the API reference documents them once, there).
+
+_unpack_header = HEADER.unpack_from
+_DATA = int(FrameType.DATA)
+_WHOLE = FLAG_FIRST | FLAG_LAST
+_CLOSE_RECEIVED = ChannelState.CLOSE_RECEIVED
 
 
 def split_frames(view: memoryview) -> list[memoryview]:
@@ -63,6 +80,44 @@ def split_frames(view: memoryview) -> list[memoryview]:
 
 class MuxReceiver(MuxLifecycle):
     """Inbound DATA: reassembly and delivery (see the module docstring)."""
+
+    def _receive_whole(self, data: bytes | bytearray | memoryview) -> bool:
+        """The common frame, taken without building a Frame: True when it was.
+
+        A whole message (one fragment, FIRST|LAST, maybe TEXT, not REPLAY) that is
+        next in sequence on a live reliable channel. The checks are exactly those
+        of ``decode_frame`` and ``_recv_reliable`` for such a frame; anything else
+        (including every malformed frame) returns False before any state changed,
+        and the caller takes the general path, which reports what is wrong.
+        """
+        size = len(data)
+        if size < HEADER_SIZE or data[1] != _DATA:
+            return False
+        version, _, cid, flags, reserved, seq, fragment, length = _unpack_header(data)
+        if (version != VERSION or reserved or fragment or (flags | FLAG_TEXT) != _WHOLE | FLAG_TEXT
+                or length != size - HEADER_SIZE or length > MAX_FRAGMENT_PAYLOAD
+                or length > self._max_message_bytes or length > self._recv_limit):
+            return False
+        ch = self._channels.get(cid)
+        if (ch is None or not ch.reliable or seq != ch.recv_seq or ch.recv_frag
+                or ch.state is _CLOSE_RECEIVED):
+            return False
+        body = bytes(data[HEADER_SIZE:])
+        message: bytes | str = body
+        if flags & FLAG_TEXT:
+            try:
+                message = str(body, "utf-8")
+            except UnicodeDecodeError:
+                return False  # the general path reports it
+        ch.frames_received += 1
+        ch.parts_text = flags & FLAG_TEXT
+        seq = (seq + 1) & SEQ_MASK
+        ch.recv_seq = seq
+        self._pending_acks[cid] = seq
+        ch.messages_received += 1
+        ch.bytes_received += length
+        self._events.append(MessageReceived(cid, message))
+        return True
 
     def _on_data(self, frame: Frame, now: float) -> None:
         cid = frame.channel_id
