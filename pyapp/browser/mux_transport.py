@@ -229,14 +229,14 @@ class _SessionTransports:
             mux.receive_datagram(datagrams[0], now)
         else:
             first, rest = mux.triage(datagrams)
-            receive_frame = mux.receive_frame
+            receive = mux.receive_datagram
             for frame in first:
-                receive_frame(frame, now)
+                receive(frame, now)
             if first and rest:
                 self._dispatch()
                 self._pump()
-            for frame in rest:
-                receive_frame(frame, now)
+            for data in rest:  # whole messages, or what is left of one after triage
+                receive(data, now)
         self._dispatch()
         self._schedule_pump()
 

@@ -34,7 +34,9 @@ Example (two peers wired back to back)::
 The pieces: :mod:`pyapp.core.mux_events` (what it reports),
 :mod:`pyapp.core.mux_channel` (per-channel state), :mod:`pyapp.core.mux_lifecycle`
 (the channel state machine, with its transition table), :mod:`pyapp.core.mux_receive`
-(reassembly) and this module (the API, sending and the transports).
+(reassembly), :mod:`pyapp.core.mux_send` (ACKs, the send window, DATA fragments),
+:mod:`pyapp.core.mux_input` (frames in: ``receive_frame``, ``receive_datagram``,
+``triage``) and this module (the API, sending and the transports).
 
 Delivery guarantees: reliable channels carry a per-channel message sequence;
 the receiver acknowledges cumulatively (ACK = next expected sequence). Every
@@ -54,18 +56,15 @@ control is the browser's SCTP window; see ``docs/wire-format.md``.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Sequence
 
 from pyapp.core.framing import (
     FLAG_REPLAY,
     FLAG_TEXT,
     HEADER_SIZE,
-    MAX_FRAGMENT_PAYLOAD,
     SEQ_MASK,
-    FrameType,
     Reliability,
     Transport,
-    decode_frame,
     encode_ack,
     encode_close,
     encode_open,
@@ -89,8 +88,7 @@ from pyapp.core.mux_events import (
     Role,
     SendWindowOpened,
 )
-from pyapp.core.mux_receive import split_frames
-from pyapp.core.mux_send import MuxSender
+from pyapp.core.mux_input import MuxInput
 from pyapp.core.scheduler import Priority
 from pyapp.exceptions import (
     ConnectionClosedError,
@@ -125,12 +123,23 @@ __all__ = [
     "Transport",
 ]
 
-_DATA = FrameType.DATA
 _RELIABLE = Transport.RELIABLE
 _HIGH = Priority.HIGH
 
 
-class Multiplexer(MuxSender):
+def _message_view(data: object) -> tuple[memoryview, int]:
+    """What ``send`` queues for ``data``, and its flags: ``str`` is sent as text."""
+    if isinstance(data, str):
+        return memoryview(data.encode()), FLAG_TEXT
+    if isinstance(data, bytes):
+        return memoryview(data), 0
+    if isinstance(data, bytearray | memoryview):
+        return memoryview(bytes(data)), 0  # the caller may mutate it after send
+    raise InvalidArgumentError(
+        f"data must be bytes, bytearray, memoryview or str, got {type(data).__name__}")
+
+
+class Multiplexer(MuxInput):
     """Logical channels over one reliable and one unreliable RTCDataChannel.
 
     :param role: INITIATOR (even ids) or RESPONDER (odd ids).
@@ -228,18 +237,7 @@ class Multiplexer(MuxSender):
         ch = self._channel(channel_id)
         if ch.state is not ChannelState.OPEN and ch.state is not ChannelState.OPENING:
             raise ConnectionClosedError(f"channel {channel_id} is {ch.state.value}")
-        if isinstance(data, str):
-            view = memoryview(data.encode())
-            flags = FLAG_TEXT
-        elif isinstance(data, bytes):
-            view = memoryview(data)
-            flags = 0
-        elif isinstance(data, bytearray | memoryview):
-            view = memoryview(bytes(data))  # the caller may mutate it after send
-            flags = 0
-        else:
-            raise InvalidArgumentError(
-                f"data must be bytes, bytearray, memoryview or str, got {type(data).__name__}")
+        view, flags = _message_view(data)
         size = len(view)
         if size > self._max_message_bytes:
             raise MessageTooLargeError(size, self._max_message_bytes)
@@ -277,6 +275,60 @@ class Multiplexer(MuxSender):
         ch.queued_bytes += size
         if not ch.scheduled:
             self._wake(ch)
+
+    def send_many(self, channel_id: int, messages: Sequence[bytes | bytearray | memoryview | str],
+                  now: float) -> int:
+        """Queue ``messages`` in order, each as its own message, as many as fit now.
+
+        Returns how many were queued. Each is checked and queued as :meth:`send`
+        would (``str`` as text, anything else as binary), but a reliable channel
+        that cannot take the next one (send queue or replay buffer full) stops
+        there instead of raising: the count is then short, and a SendWindowOpened
+        for this channel follows once that message fits. An unreliable channel
+        takes every message (a full queue drops old ones, as with ``send``).
+        ConnectionClosedError, MessageTooLargeError and InvalidArgumentError are
+        raised for the message at fault; the ones before it stay queued.
+        """
+        ch = self._channel(channel_id)
+        if not ch.reliable:
+            for data in messages:
+                self.send(channel_id, data, now)
+            return len(messages)
+        if ch.state is not ChannelState.OPEN and ch.state is not ChannelState.OPENING:
+            raise ConnectionClosedError(f"channel {channel_id} is {ch.state.value}")
+        send_limit, replay_limit, max_bytes = self._send_limit, self._replay_limit, self._max_message_bytes
+        queue, unacked = ch.queue, ch.unacked
+        seq, queued, replay = ch.next_seq, ch.queued_bytes, self._replay_bytes
+        count = 0
+        try:
+            for data in messages:
+                if type(data) is bytes:
+                    view, flags = memoryview(data), 0
+                else:
+                    view, flags = _message_view(data)
+                size = len(view)
+                if size > max_bytes:
+                    raise MessageTooLargeError(size, max_bytes)
+                if (queued and queued + size > send_limit) or (replay and replay + size > replay_limit):
+                    ch.wanted = size
+                    self._waiting.add(ch)
+                    break
+                msg = OutMessage(seq, view, flags, now)
+                seq = (seq + 1) & SEQ_MASK
+                unacked.append(msg)
+                queue.append(msg)
+                queued += size
+                replay += size
+                count += 1
+        finally:
+            if count:
+                ch.next_seq = seq
+                ch.unacked_bytes += queued - ch.queued_bytes
+                ch.queued_bytes = queued
+                self._replay_bytes = replay
+                if not ch.scheduled:
+                    self._wake(ch)
+        return count
 
     def can_send(self, channel_id: int, size: int) -> bool:
         """True when ``send`` of ``size`` bytes would be queued now (not refused or dropped).
@@ -337,12 +389,19 @@ class Multiplexer(MuxSender):
 
     # ------------------------------------------------------------------ transport
 
-    def next_frame(self, now: float, urgent_only: bool = False) -> OutgoingFrame | None:
+    def next_frame(self, now: float, urgent_only: bool = False, pack: bool = False) -> OutgoingFrame | None:
         """The next frame to transmit, or None. Control frames first, then DATA by DRR.
 
         ``urgent_only``: only control frames and HIGH channels' DATA (frames with
         ``urgent`` set), served ahead of the DRR cycle -- for a transmitter whose
         transport is full of bulk data, so urgent frames need not wait behind it.
+
+        ``pack``: when a reliable channel's turn starts with a whole message, the
+        whole messages queued behind it follow in the same ``data``, each its own
+        DATA frame, back to back, up to ``HEADER_SIZE + fragment_size`` bytes in
+        all (one fragment's worth, so the DRR turn and the SCTP message size are
+        kept). The way to send many small messages: one call and one data-channel
+        message for many. Such data must be fed to :meth:`receive_datagram`.
         """
         if not self._up:
             return None
@@ -374,7 +433,7 @@ class Multiplexer(MuxSender):
                 self._window_parked.append(ch)
                 continue
             if queue and (ch.reliable or ch.accepted):
-                frame = self._data_frame(ch, now)
+                frame = self._data_frame(ch, now, pack)
                 if frame is None:
                     continue  # an expired unreliable message was dropped
                 return frame
@@ -392,89 +451,6 @@ class Multiplexer(MuxSender):
             # Nothing sendable yet (unreliable channel still OPENING): park it.
             sched.served(ch, 0, False)
             ch.scheduled = False
-
-    def receive_frame(self, data: bytes | bytearray | memoryview, now: float) -> None:
-        """Process one frame from either data channel; its events follow from next_event().
-
-        Never raises for peer input: malformed frames become a ProtocolErrorEvent
-        (plus a ChannelReset of the channel concerned, if any), are counted and
-        logged (logger ``pyapp.mux``, rate-limited).
-        """
-        if not isinstance(data, bytes | bytearray | memoryview):
-            raise InvalidArgumentError(f"receive_frame needs bytes, got {type(data).__name__}")
-        if not self._up or self._failed:
-            # Frames from a transport declared lost may be stale; the replay covers them.
-            self._frames_ignored += 1
-            return
-        self._frames_received += 1
-        self._bytes_received += len(data)
-        if self._receive_whole(data):
-            return
-        try:
-            frame = decode_frame(data)
-            ftype = frame.type
-            if ftype == _DATA:
-                self._on_data(frame, now)
-            elif ftype == FrameType.ACK:
-                self._on_ack(frame)
-            elif ftype == FrameType.OPEN:
-                self._on_open(frame)
-            elif ftype == FrameType.ACCEPT:
-                self._on_accept(frame)
-            elif ftype == FrameType.CLOSE:
-                self._on_close(frame, now)
-            else:
-                self._on_reset(frame)
-        except RemoteProtocolError as exc:
-            self._protocol_error(exc, now)
-
-    def receive_datagram(self, data: bytes | bytearray | memoryview, now: float) -> None:
-        """Process one data-channel message holding one or more whole frames.
-
-        Senders may pack consecutive frames for the same transport into one
-        message (each frame is self-delimiting through its header's length
-        field; fragments stay at most 16 KiB). A frame whose declared length
-        runs past the end of the message makes the rest of the message
-        untrustworthy: it is one protocol error (resetting that frame's channel
-        when the header names one) and the rest of the message is dropped.
-        """
-        view = data if type(data) is memoryview else memoryview(data)
-        size = len(view)
-        if size <= HEADER_SIZE + MAX_FRAGMENT_PAYLOAD and (
-            size < HEADER_SIZE or HEADER_SIZE + ((view[14] << 8) | view[15]) == size
-        ):
-            self.receive_frame(view, now)  # the common case: one frame
-            return
-        for frame in split_frames(view):
-            self.receive_frame(frame, now)
-
-    def triage(self, datagrams: Iterable[bytes | bytearray | memoryview]
-               ) -> tuple[list[memoryview], list[memoryview]]:
-        """Split received messages into frames: HIGH channels' first, then the rest.
-
-        Returns ``(first, rest)``: every frame of the channels that are HIGH now
-        goes to ``first``, every other frame to ``rest``, each list in arrival
-        order (messages are split as :meth:`receive_datagram` splits them). Feeding
-        ``first`` and then ``rest`` to :meth:`receive_frame` applies the same input
-        as feeding each message to :meth:`receive_datagram`: every channel sees its
-        frames in order; only HIGH channels' messages come out of next_event ahead
-        of other channels' (no order across channels is promised: the sender's
-        scheduler interleaves them too). A receiver handed many messages at once
-        uses it to answer urgent messages before it works through bulk data.
-        Changes no state.
-        """
-        channels = self._channels
-        first: list[memoryview] = []
-        rest: list[memoryview] = []
-        for data in datagrams:
-            for frame in split_frames(data if type(data) is memoryview else memoryview(data)):
-                if len(frame) >= HEADER_SIZE:
-                    ch = channels.get((frame[2] << 8) | frame[3])
-                    if ch is not None and ch.priority is _HIGH:
-                        first.append(frame)
-                        continue
-                rest.append(frame)
-        return first, rest
 
     def transport_lost(self) -> None:
         """Both data channels died. Stop sending; keep everything unacknowledged for replay."""

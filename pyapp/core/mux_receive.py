@@ -119,6 +119,61 @@ class MuxReceiver(MuxLifecycle):
         self._events.append(MessageReceived(cid, message))
         return True
 
+    def _receive_run(self, view: memoryview, offset: int, size: int) -> int:
+        """Whole in-sequence messages of one reliable channel, back to back from ``offset``.
+
+        The packed form of :meth:`_receive_whole` (what ``next_frame(pack=True)``
+        sends): every frame it takes passes exactly the checks ``_receive_whole``
+        makes, and the run stops before the first frame that does not (another
+        channel, a fragment, a gap, a malformed header, a length running past
+        ``size``), which the caller hands to the general path. Returns the offset
+        after the frames taken (``offset`` itself when it took none); counts them
+        as ``receive_frame`` would.
+        """
+        start = offset
+        limit = min(MAX_FRAGMENT_PAYLOAD, self._max_message_bytes, self._recv_limit)
+        events = self._events
+        ch: Channel | None = None
+        cid = expected = text = count = payload = 0
+        while size - offset >= HEADER_SIZE and view[offset + 1] == _DATA:
+            version, _, frame_cid, flags, reserved, seq, fragment, length = _unpack_header(view, offset)
+            end = offset + HEADER_SIZE + length
+            if (version != VERSION or reserved or fragment or (flags | FLAG_TEXT) != _WHOLE | FLAG_TEXT
+                    or end > size or length > limit):
+                break
+            if ch is None:
+                ch = self._channels.get(frame_cid)
+                if ch is None or not ch.reliable or ch.recv_frag or ch.state is _CLOSE_RECEIVED:
+                    break
+                cid, expected = frame_cid, ch.recv_seq
+            elif frame_cid != cid:
+                break
+            if seq != expected:
+                break
+            body = bytes(view[offset + HEADER_SIZE:end])
+            message: bytes | str = body
+            text = flags & FLAG_TEXT
+            if text:
+                try:
+                    message = str(body, "utf-8")
+                except UnicodeDecodeError:
+                    break  # the general path reports it
+            events.append(MessageReceived(cid, message))
+            expected = (expected + 1) & SEQ_MASK
+            count += 1
+            payload += length
+            offset = end
+        if count and ch is not None:
+            ch.frames_received += count
+            ch.parts_text = text
+            ch.recv_seq = expected
+            self._pending_acks[cid] = expected
+            ch.messages_received += count
+            ch.bytes_received += payload
+            self._frames_received += count
+            self._bytes_received += offset - start
+        return offset
+
     def _on_data(self, frame: Frame, now: float) -> None:
         cid = frame.channel_id
         ch = self._channels.get(cid)

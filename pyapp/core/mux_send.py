@@ -40,17 +40,20 @@ from pyapp.exceptions import FrameError
 
 _pack_header = HEADER.pack
 _DATA = FrameType.DATA
+_WHOLE = FLAG_FIRST | FLAG_LAST
 _HIGH = Priority.HIGH
 
 
 class MuxSender(MuxReceiver):
     """ACKs, send window and queue expiry (see the module docstring)."""
 
-    def _data_frame(self, ch: Channel, now: float) -> OutgoingFrame | None:
+    def _data_frame(self, ch: Channel, now: float, pack: bool = False) -> OutgoingFrame | None:
         """The next DATA fragment of ``ch`` (the scheduler picked it; its queue is not empty).
 
         None when an unreliable message at the head had outlived its lifetime in
         our queue: it is dropped (MessageDropped) and the caller picks again.
+        ``pack``: on a reliable channel, whole messages queued behind a whole one
+        follow it in the same data (see :meth:`_pack_whole`).
         """
         sched = self._sched
         queue = ch.queue
@@ -87,6 +90,7 @@ class MuxSender(MuxReceiver):
         ch.queued_bytes -= n
         ch.frames_sent += 1
         ch.bytes_sent += n
+        cost = n + HEADER_SIZE
         if flags & FLAG_LAST:
             queue.popleft()
             msg.done = True
@@ -95,8 +99,11 @@ class MuxSender(MuxReceiver):
             ch.delay_total += delay
             if delay > ch.delay_max:
                 ch.delay_max = delay
+            if pack and queue and offset == 0 and ch.reliable:
+                data, more = self._pack_whole(ch, data, now)
+                cost += more
         active = bool(queue) or ch.close_requested
-        sched.served(ch, n + HEADER_SIZE, active)
+        sched.served(ch, cost, active)
         if not active:
             ch.scheduled = False
         if ch.wanted and self._fits(ch, ch.wanted):
@@ -104,6 +111,57 @@ class MuxSender(MuxReceiver):
         self._frames_sent += 1
         self._bytes_sent += len(data)
         return OutgoingFrame(ch.transport, data, ch.id, ch.priority is _HIGH)
+
+    def _pack_whole(self, ch: Channel, first: bytes, now: float) -> tuple[bytes, int]:
+        """``first`` (a whole message's frame) and the whole messages queued behind it.
+
+        Each follows as its own DATA frame (FIRST|LAST), back to back, while they
+        fit in one fragment's room (``HEADER_SIZE + fragment_size`` bytes in all, so
+        the data stays within the SCTP message size, and a channel's scheduler turn
+        is no bigger than one bulk fragment) and the in-flight window lets this
+        channel send (HIGH channels are exempt, as in next_frame). Returns the data
+        and the bytes added. Per message the same bookkeeping as one frame.
+        """
+        queue = ch.queue
+        room = HEADER_SIZE + self._fragment_size - len(first)
+        limit = self._inflight_limit if ch.priority is not _HIGH else 0
+        cid = ch.id
+        parts: list[bytes | memoryview] = [first]
+        added = sent = 0
+        delay_total = 0.0
+        delay_max = ch.delay_max
+        while queue:
+            msg = queue[0]
+            size = msg.size
+            if msg.offset or HEADER_SIZE + size > room:
+                break
+            if limit and self._inflight + sent >= limit:
+                break
+            parts.append(_pack_header(VERSION, _DATA, cid, msg.flags | _WHOLE, 0, msg.seq, 0, size))
+            parts.append(msg.data)
+            queue.popleft()
+            msg.fragment = 1
+            msg.offset = size
+            msg.done = True
+            room -= HEADER_SIZE + size
+            sent += size
+            added += size + HEADER_SIZE
+            delay = now - msg.enqueued
+            delay_total += delay
+            if delay > delay_max:
+                delay_max = delay
+        count = (len(parts) - 1) >> 1
+        if not count:
+            return first, 0
+        self._inflight += sent
+        ch.queued_bytes -= sent
+        ch.frames_sent += count
+        ch.bytes_sent += sent
+        ch.messages_sent += count
+        ch.delay_total += delay_total
+        ch.delay_max = delay_max
+        self._frames_sent += count
+        return b"".join(parts), added
 
 
     def _on_ack(self, frame: Frame) -> None:

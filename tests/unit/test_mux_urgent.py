@@ -151,12 +151,13 @@ def test_triage_puts_high_first_and_keeps_every_channel_in_order(sizes, cuts):
     b, frames, labels = _three_channel_stream(sizes)
     messages = _pack(frames, cuts)
     first, rest = b.triage(messages)
-    assert sorted(bytes(f) for f in first + rest) == sorted(frames)  # nothing lost or made up
+    rest_frames = [f for m in rest for f in split_frames(m)]  # whole messages stay whole
+    assert sorted(bytes(f) for f in first + rest_frames) == sorted(frames)  # nothing lost or made up
     high = next(c for c, label in labels.items() if label == "high")
     assert all(decode_frame(f).channel_id == high for f in first)
-    assert all(decode_frame(f).channel_id != high for f in rest)
+    assert all(decode_frame(f).channel_id != high for f in rest_frames)
     for f in first + rest:
-        b.receive_frame(f, 0.0)
+        b.receive_datagram(f, 0.0)
     events = take(b)
     received = [e for e in events if isinstance(e, MessageReceived)]
     assert len(received) == len(sizes)
@@ -189,7 +190,7 @@ def test_triage_of_peer_garbage_applies_the_same_input_as_receive_datagram(messa
         plain.receive_datagram(m, 0.0)
     first, rest = triaged.triage(messages)
     for f in first + rest:
-        triaged.receive_frame(f, 0.0)
+        triaged.receive_datagram(f, 0.0)
     assert plain.stats() == triaged.stats()
     assert plain.channel_ids == triaged.channel_ids
 
@@ -200,6 +201,17 @@ def test_triage_of_peer_garbage_applies_the_same_input_as_receive_datagram(messa
         return out
 
     assert per_channel(take(plain)) == per_channel(take(triaged))
+
+
+def test_triage_without_high_channels_hands_back_the_messages_unread():
+    a, b = _pair()
+    a.open_channel("bulk", Reliability.RELIABLE, Priority.VERY_LOW)
+    _deliver(a, b)
+    messages = [b"\x01\x03garbage", bytearray(b"x"), memoryview(b"")]
+    first, rest = b.triage(messages)
+    assert first == []
+    assert [bytes(m) for m in rest] == [bytes(m) for m in messages]
+    assert b.stats().frames_received == 1  # the OPEN only: triage read nothing
 
 
 def test_split_frames_keeps_a_bad_tail_whole_and_reports_an_empty_message():
