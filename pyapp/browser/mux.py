@@ -73,6 +73,7 @@ from pyapp.core.mux import (
     Event,
     MessageDropped,
     MessageReceived,
+    MessagesReceived,
     Multiplexer,
     MuxStats,
     OutgoingFrame,
@@ -161,6 +162,7 @@ class MuxSession(_SessionTransports):
                  batch_bytes: int = 64 * 1024,
                  **mux_options: Any) -> None:
         self.role = role if role is not None else (Role.RESPONDER if pc.polite else Role.INITIATOR)
+        mux_options.setdefault("batch_events", True)  # runs of small messages: one event each
         self.mux = Multiplexer(self.role, **mux_options)
         self.events = Emitter()
         self.inbox_limit = inbox_limit
@@ -321,6 +323,10 @@ class MuxSession(_SessionTransports):
             channel = self.channels.get(event.channel_id)
             if channel is not None:
                 channel._deliver(event.data)
+        elif isinstance(event, MessagesReceived):
+            channel = self.channels.get(event.channel_id)
+            if channel is not None:
+                channel._deliver_many(event.messages)
         elif isinstance(event, SendWindowOpened):
             channel = self.channels.get(event.channel_id)
             if channel is not None:

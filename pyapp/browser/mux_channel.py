@@ -19,7 +19,7 @@ Example (in the page)::
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from typing import TYPE_CHECKING
 
 from pyapp._events import Emitter
@@ -46,7 +46,9 @@ class MultiplexedChannel:
     send queue is full; ``await receive()`` / ``async for`` yield messages;
     ``close()`` closes gracefully (queued data is still delivered).
     Events (``channel.events.on``): ``message`` (when a callback is registered,
-    messages go to it instead of the inbox), ``open``, ``close``, ``reset`` (reason).
+    messages go to it instead of the inbox), ``messages`` (a list of messages in
+    arrival order, as many as arrived together; when registered it takes them
+    instead of ``message`` and the inbox), ``open``, ``close``, ``reset`` (reason).
     """
 
     def __init__(self, session: MuxSession, channel_id: int, label: str,
@@ -122,6 +124,34 @@ class MultiplexedChannel:
             self._window.clear()
             await self._window.wait()
 
+    async def send_many(self, messages: Iterable[bytes | bytearray | memoryview | str]) -> None:
+        """Send each item as its own message, in order: the way to send many small ones.
+
+        The same as ``await send(m)`` for each ``m`` (same waiting while the send
+        queue is full, same errors), but the multiplexer queues them as a run
+        (:meth:`~pyapp.core.mux.Multiplexer.send_many`) and packs them into a few
+        data-channel messages. On an error the messages before the failing one
+        have been queued and are delivered.
+        """
+        pending = messages if isinstance(messages, list | tuple) else list(messages)
+        session = self.session
+        mux = session.mux
+        start, total = 0, len(pending)
+        while start < total:
+            self._raise_if_done()
+            if session._paused or session._paused_unreliable:
+                for data in pending[start:]:  # one at a time while power saving pauses senders
+                    await self.send(data)
+                return
+            self._window.clear()  # before the attempt: a window opening after it is seen
+            try:
+                taken = mux.send_many(self.channel_id, pending[start:] if start else pending, _now())
+            finally:
+                session._after_local_action()
+            start += taken
+            if start < total and not taken:
+                await self._window.wait()
+
     def send_nowait(self, data: bytes | bytearray | memoryview | str) -> None:
         """Queue one message without waiting (for callbacks, e.g. an echo).
 
@@ -142,6 +172,9 @@ class MultiplexedChannel:
     # ------------------------------------------------------------------ receiving
 
     def _deliver(self, data: bytes | str) -> None:
+        if self.events.has_listeners("messages"):
+            self.events.emit("messages", [data])
+            return
         if self.events.has_listeners("message"):
             self.events.emit("message", data)
             return
@@ -151,6 +184,23 @@ class MultiplexedChannel:
             self.session._reset_local(self, "receive queue overflow (consumer too slow)")
             return
         self._inbox.put(data)
+
+    def _deliver_many(self, messages: tuple[bytes | str, ...]) -> None:
+        """A run of messages, in order: one ``messages`` event, or each as ``_deliver``."""
+        events = self.events
+        if events.has_listeners("messages"):
+            events.emit("messages", list(messages))
+        elif events.has_listeners("message"):
+            emit = events.emit
+            for data in messages:
+                if self._done:
+                    return  # a callback ended the channel: nothing more is delivered
+                emit("message", data)
+        else:
+            for data in messages:
+                if self._done:
+                    return
+                self._deliver(data)
 
     async def receive(self) -> bytes | str:
         """The next message. After the channel ends, the remaining messages are

@@ -282,7 +282,7 @@ class _SessionTransports:
                     if urgent_only and not (reliable.has_room(need, URGENT_HEADROOM)
                                             and unreliable.has_room(need, URGENT_HEADROOM)):
                         break
-                    frame = mux.next_frame(now, urgent_only)
+                    frame = mux.next_frame(now, urgent_only, True)  # small messages packed
                     if frame is None:
                         break
                 channel = reliable if frame.transport is Transport.RELIABLE else unreliable

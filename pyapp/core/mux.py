@@ -82,6 +82,7 @@ from pyapp.core.mux_events import (
     Event,
     MessageDropped,
     MessageReceived,
+    MessagesReceived,
     MuxStats,
     OutgoingFrame,
     ProtocolErrorEvent,
@@ -111,6 +112,7 @@ __all__ = [
     "Event",
     "MessageDropped",
     "MessageReceived",
+    "MessagesReceived",
     "MuxStats",
     "Multiplexer",
     "OutgoingFrame",
@@ -161,6 +163,9 @@ class Multiplexer(MuxInput):
         partial message is given up, and a sequence gap counted as lost (see get_timer).
     :param drain_timeout: unreliable channels: seconds a peer's CLOSE waits for the DATA
         it overtook before the missing messages are counted as lost and the close applies.
+    :param batch_events: a run of whole messages of one channel that arrived packed in
+        one data-channel message comes out as one MessagesReceived instead of one
+        MessageReceived each (same messages, same order).
 
     Bad arguments raise :class:`~pyapp.exceptions.InvalidArgumentError`.
     """

@@ -194,6 +194,21 @@ class MessageReceived(Event):
 
 
 @dataclass(frozen=True, slots=True)
+class MessagesReceived(Event):
+    """Several complete messages of one channel, in order (only with ``batch_events=True``).
+
+    A run of whole messages that arrived packed in one data-channel message (see
+    ``next_frame(pack=True)``): the same as one MessageReceived per message, in
+    one event, so a receiver of many small messages handles one event per run.
+    """
+
+    channel_id: int
+    """the channel they arrived on"""
+    messages: tuple[bytes | str, ...]
+    """the messages, oldest first: ``str`` when sent as text, else ``bytes``"""
+
+
+@dataclass(frozen=True, slots=True)
 class ChannelClosed(Event):
     """A channel closed gracefully; all of the peer's data has been delivered."""
 

@@ -111,6 +111,7 @@ class MuxLifecycle:
         inflight_limit: int = 256 << 10,
         reorder_timeout: float = 5.0,
         drain_timeout: float = 1.0,
+        batch_events: bool = False,
     ) -> None:
         if not isinstance(role, Role):
             raise InvalidArgumentError(f"role must be a Role, got {role!r}")
@@ -142,6 +143,7 @@ class MuxLifecycle:
         self._window = reorder_window
         self._reorder_timeout = float(reorder_timeout)
         self._drain_timeout = float(drain_timeout)
+        self._batch_events = bool(batch_events)
         # Channels that may have a deadline (see Multiplexer.get_timer): a send
         # queue with a lifetime, unreliable reassembly in progress, a pending drain.
         self._timed: set[Channel] = set()

@@ -39,7 +39,7 @@ from pyapp.core.framing import (
     FrameType,
 )
 from pyapp.core.mux_channel import Channel, Partial, behind
-from pyapp.core.mux_events import ChannelState, MessageDropped, MessageReceived
+from pyapp.core.mux_events import ChannelState, MessageDropped, MessageReceived, MessagesReceived
 from pyapp.core.mux_lifecycle import MuxLifecycle
 from pyapp.exceptions import FrameError
 
@@ -132,9 +132,9 @@ class MuxReceiver(MuxLifecycle):
         """
         start = offset
         limit = min(MAX_FRAGMENT_PAYLOAD, self._max_message_bytes, self._recv_limit)
-        events = self._events
+        run: list[bytes | str] = []
         ch: Channel | None = None
-        cid = expected = text = count = payload = 0
+        cid = expected = text = payload = 0
         while size - offset >= HEADER_SIZE and view[offset + 1] == _DATA:
             version, _, frame_cid, flags, reserved, seq, fragment, length = _unpack_header(view, offset)
             end = offset + HEADER_SIZE + length
@@ -158,12 +158,16 @@ class MuxReceiver(MuxLifecycle):
                     message = str(body, "utf-8")
                 except UnicodeDecodeError:
                     break  # the general path reports it
-            events.append(MessageReceived(cid, message))
+            run.append(message)
             expected = (expected + 1) & SEQ_MASK
-            count += 1
             payload += length
             offset = end
-        if count and ch is not None:
+        if run and ch is not None:
+            count = len(run)
+            if self._batch_events and count > 1:
+                self._events.append(MessagesReceived(cid, tuple(run)))
+            else:
+                self._events.extend([MessageReceived(cid, message) for message in run])
             ch.frames_received += count
             ch.parts_text = text
             ch.recv_seq = expected

@@ -41,6 +41,7 @@ from pyapp.exceptions import FrameError
 _pack_header = HEADER.pack
 _DATA = FrameType.DATA
 _WHOLE = FLAG_FIRST | FLAG_LAST
+_HALF_SEQ = 1 << 31
 _HIGH = Priority.HIGH
 
 
@@ -179,17 +180,25 @@ class MuxSender(MuxReceiver):
         unacked = ch.unacked
         queue = ch.queue
         freed = 0
-        while unacked and behind(unacked[0].seq, ack):
+        # The unacknowledged messages carry consecutive numbers: the ACK frees the
+        # first (ack - first) of them (none when ack is not past the first).
+        covered = (ack - unacked[0].seq) & SEQ_MASK if unacked else 0
+        if covered >= _HALF_SEQ:
+            covered = 0
+        inflight = self._inflight
+        for _ in range(min(covered, len(unacked))):
             msg = unacked[0]
             if not msg.done:
+                self._inflight = inflight
                 raise FrameError(f"ACK {ack} covers a message not yet sent", cid)
             unacked.popleft()
             freed += msg.size
-            self._inflight -= msg.offset
+            inflight -= msg.offset
             if queue and queue[0] is msg:
                 # Being replayed after a restore, but the peer had it already.
                 queue.popleft()
                 ch.queued_bytes -= msg.size - msg.offset
+        self._inflight = inflight
         if freed:
             ch.unacked_bytes -= freed
             self._replay_bytes -= freed

@@ -18,6 +18,7 @@ from pyapp.core.framing import HEADER_SIZE, FrameType, decode_frame
 from pyapp.core.mux import (
     ChannelStats,
     MessageReceived,
+    MessagesReceived,
     Multiplexer,
     Priority,
     Reliability,
@@ -38,8 +39,8 @@ _message = st.one_of(
 )
 
 
-def _pair(**options: Any) -> tuple[Multiplexer, Multiplexer]:
-    return Multiplexer(Role.INITIATOR, **options), Multiplexer(Role.RESPONDER)
+def _pair(batch_events: bool = False, **options: Any) -> tuple[Multiplexer, Multiplexer]:
+    return Multiplexer(Role.INITIATOR, **options), Multiplexer(Role.RESPONDER, batch_events=batch_events)
 
 
 def _drain(a: Multiplexer, b: Multiplexer, pack: bool, limit: int = 0) -> list[bytes]:
@@ -60,8 +61,9 @@ def _counters(stats: ChannelStats) -> tuple[int, ...]:
             stats.bytes_received, stats.frames_received, stats.unacked_messages, stats.queued_bytes)
 
 
-def _run(plan: list[tuple[int, list[Any]]], batched: bool, max_message_size: int) -> tuple[Any, ...]:
-    a, b = _pair(max_message_size=max_message_size, inflight_limit=0)
+def _run(plan: list[tuple[int, list[Any]]], batched: bool, max_message_size: int,
+         batch_events: bool = False) -> tuple[Any, ...]:
+    a, b = _pair(batch_events, max_message_size=max_message_size, inflight_limit=0)
     channels = [a.open_channel("r"), a.open_channel("h", priority=Priority.HIGH),
                 a.open_channel("u", Reliability(ordered=False, max_retransmits=0))]
     _drain(a, b, False)
@@ -80,6 +82,9 @@ def _run(plan: list[tuple[int, list[Any]]], batched: bool, max_message_size: int
     for e in take(b):
         if isinstance(e, MessageReceived):
             received.setdefault(e.channel_id, []).append(e.data)
+        elif isinstance(e, MessagesReceived):
+            assert batch_events and len(e.messages) > 1
+            received.setdefault(e.channel_id, []).extend(e.messages)
     stats = tuple(_counters(a.channel_stats(c)) + _counters(b.channel_stats(c)) for c in channels)
     totals = (a.stats().frames_sent, b.stats().frames_received, b.stats().protocol_errors)
     return received, stats, totals
@@ -92,6 +97,7 @@ def test_batched_paths_deliver_what_one_at_a_time_delivers(plan: list[tuple[int,
                                                            max_message_size: int) -> None:
     batched, single = _run(plan, True, max_message_size), _run(plan, False, max_message_size)
     assert batched == single
+    assert _run(plan, True, max_message_size, batch_events=True) == batched
     expected: dict[int, list[Any]] = {}
     for which, messages in plan:
         for m in messages:
@@ -113,6 +119,14 @@ def test_pack_puts_many_whole_messages_in_one_fragments_room() -> None:
     assert all(f.type == FrameType.DATA and f.fragment == 0 for f in frames)
     got = [e.data for e in take(b) if isinstance(e, MessageReceived)]
     assert got == [bytes([i % 256]) * 100 for i in range(400)]
+    # With batch_events, each packed run is one event.
+    a, b = _pair(True, inflight_limit=0)
+    cid = a.open_channel("ticks")
+    a.send_many(cid, [bytes([i % 256]) * 100 for i in range(400)], 0.0)
+    _drain(a, b, True)
+    runs = [e for e in take(b) if isinstance(e, MessagesReceived)]
+    assert [len(e.messages) for e in runs] == [141, 141, 118]
+    assert [m for e in runs for m in e.messages] == [bytes([i % 256]) * 100 for i in range(400)]
 
 
 def test_pack_stops_at_the_inflight_window_but_not_for_high() -> None:
