@@ -129,14 +129,14 @@ _RELIABLE = Transport.RELIABLE
 _HIGH = Priority.HIGH
 
 
-def _message_view(data: object) -> tuple[memoryview, int]:
+def _message_view(data: object) -> tuple[bytes, int]:
     """What ``send`` queues for ``data``, and its flags: ``str`` is sent as text."""
     if isinstance(data, str):
-        return memoryview(data.encode()), FLAG_TEXT
+        return data.encode(), FLAG_TEXT
     if isinstance(data, bytes):
-        return memoryview(data), 0
+        return data, 0
     if isinstance(data, bytearray | memoryview):
-        return memoryview(bytes(data)), 0  # the caller may mutate it after send
+        return bytes(data), 0  # the caller may mutate it after send
     raise InvalidArgumentError(
         f"data must be bytes, bytearray, memoryview or str, got {type(data).__name__}")
 
@@ -308,7 +308,7 @@ class Multiplexer(MuxInput):
         try:
             for data in messages:
                 if type(data) is bytes:
-                    view, flags = memoryview(data), 0
+                    view, flags = data, 0
                 else:
                     view, flags = _message_view(data)
                 size = len(view)

@@ -28,7 +28,7 @@ _HALF = 1 << 31
 class OutMessage:
     __slots__ = ("data", "done", "enqueued", "flags", "fragment", "offset", "seq", "size")
 
-    def __init__(self, seq: int, data: memoryview, flags: int, enqueued: float) -> None:
+    def __init__(self, seq: int, data: bytes, flags: int, enqueued: float) -> None:
         self.seq = seq
         self.data = data
         self.size = len(data)

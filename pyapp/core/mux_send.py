@@ -83,7 +83,8 @@ class MuxSender(MuxReceiver):
             end = size
             flags |= FLAG_LAST
         n = end - offset
-        data = _pack_header(VERSION, _DATA, ch.id, flags, 0, msg.seq, msg.fragment, n) + msg.data[offset:end]
+        payload = msg.data if n == size else memoryview(msg.data)[offset:end]  # no copy but the one below
+        data = _pack_header(VERSION, _DATA, ch.id, flags, 0, msg.seq, msg.fragment, n) + payload
         msg.fragment += 1
         msg.offset = end
         if ch.reliable:
@@ -127,7 +128,7 @@ class MuxSender(MuxReceiver):
         room = HEADER_SIZE + self._fragment_size - len(first)
         limit = self._inflight_limit if ch.priority is not _HIGH else 0
         cid = ch.id
-        parts: list[bytes | memoryview] = [first]
+        parts = [first]
         added = sent = 0
         delay_total = 0.0
         delay_max = ch.delay_max
