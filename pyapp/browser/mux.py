@@ -54,6 +54,7 @@ from pyapp.browser.datachannel import DataChannel
 from pyapp.browser.end_of_task import end_of_task
 from pyapp.browser.mux_channel import MultiplexedChannel
 from pyapp.browser.mux_transport import (
+    DEFAULT_BATCH_BYTES,
     HELLO_PREFIX,
     RELIABLE_LABEL,
     RELIABLE_TRANSPORT_ID,
@@ -159,7 +160,7 @@ class MuxSession(_SessionTransports):
     def __init__(self, pc: PeerConnection, role: Role | None = None, *,
                  high_water: int = 256 * 1024, low_water: int = 64 * 1024, min_high_water: int = 64 * 1024,
                  inbox_limit: int = 64 * 1024 * 1024, unreliable_max_retransmits: int = 0,
-                 batch_bytes: int = 64 * 1024,
+                 batch_bytes: int = DEFAULT_BATCH_BYTES,
                  **mux_options: Any) -> None:
         self.role = role if role is not None else (Role.RESPONDER if pc.polite else Role.INITIATOR)
         mux_options.setdefault("batch_events", True)  # runs of small messages: one event each
@@ -191,7 +192,7 @@ class MuxSession(_SessionTransports):
         self._lost = False
         self._open = False
         self.batch_bytes = batch_bytes
-        self._batch_limit = min(batch_bytes, 65536)
+        self._batch_limit = min(batch_bytes, DEFAULT_BATCH_BYTES)
         self._pumping = False
         self._pump_scheduled = False
         self._failed: BaseException | None = None

@@ -55,6 +55,10 @@ URGENT_HEADROOM = 64 * 1024
 """Bytes above a transport's high-water mark that urgent frames (control frames,
 HIGH channels' DATA) may still use while bulk data waits for ``bufferedamountlow``."""
 _MAX_FRAME = _ONE_FRAME = HEADER_SIZE + MAX_FRAGMENT_PAYLOAD
+DEFAULT_BATCH_BYTES = 4 * _MAX_FRAME
+"""Default ``batch_bytes``: four full fragments with their headers (65,600 bytes), so a
+64 KiB message leaves in one data-channel message, not split 3 + 1 across two (as a
+64 KiB limit did). The negotiated maxMessageSize caps it (aiortc's is 65,536)."""
 RELIABLE_LABEL = "pyapp-mux"
 """Label of the reliable, ordered transport (control frames and reliable channels' DATA)."""
 UNRELIABLE_LABEL = "pyapp-mux-u"
