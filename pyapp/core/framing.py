@@ -37,6 +37,7 @@ __all__ = [
     "FLAG_LAST",
     "FLAG_REPLAY",
     "FLAG_TEXT",
+    "FLAG_URGENT_STREAM",
     "HEADER",
     "HEADER_SIZE",
     "MAX_FRAGMENT_PAYLOAD",
@@ -93,10 +94,14 @@ FLAG_REPLAY = 0x08  #: re-sent after a transport was restored; may be a duplicat
 #: CLOSE of an unreliable channel: ``seq`` is the drain point, the sequence number
 #: after the sender's last DATA message (its count of messages sent, mod 2**32).
 FLAG_DRAIN = 0x10
+#: OPEN: every frame of this channel, in both directions, travels on the URGENT
+#: transport (its own SCTP stream), not the shared reliable one. Sent only to a
+#: peer that announced that transport (a hello on it); reliable channels only.
+FLAG_URGENT_STREAM = 0x20
 
 #: Flag bits each frame type may carry; any other bit is a protocol error.
 ALLOWED_FLAGS: dict[int, int] = {
-    FrameType.OPEN: FLAG_REPLAY,
+    FrameType.OPEN: FLAG_REPLAY | FLAG_URGENT_STREAM,
     FrameType.ACCEPT: FLAG_REPLAY,
     FrameType.DATA: FLAG_FIRST | FLAG_LAST | FLAG_TEXT | FLAG_REPLAY,
     FrameType.CLOSE: FLAG_REPLAY | FLAG_DRAIN,
@@ -106,12 +111,16 @@ ALLOWED_FLAGS: dict[int, int] = {
 
 
 class Transport(enum.Enum):
-    """Which of the two underlying RTCDataChannels carries a frame."""
+    """Which of the underlying RTCDataChannels carries a frame."""
 
     RELIABLE = "reliable"
-    """ordered, fully reliable: every control frame and reliable channels' DATA"""
+    """ordered, fully reliable: control frames and reliable channels' DATA"""
     UNRELIABLE = "unreliable"
     """``ordered: false`` with a retransmit/lifetime limit: unreliable channels' DATA"""
+    URGENT = "urgent"
+    """ordered, fully reliable, its own SCTP stream: every frame of the channels opened
+    with FLAG_URGENT_STREAM (HIGH reliable channels, once the peer announced it), so
+    they do not wait behind bulk data queued on the RELIABLE stream"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,9 +219,9 @@ def encode_data(
 
 def encode_open(
     channel_id: int, label: str, reliability: Reliability, priority: Priority,
-    *, replay: bool = False,
+    *, replay: bool = False, urgent_stream: bool = False,
 ) -> bytes:
-    """Encode an OPEN frame."""
+    """Encode an OPEN frame (``urgent_stream``: FLAG_URGENT_STREAM, see there)."""
     rel_flags = _REL_ORDERED if reliability.ordered else 0
     rtx = reliability.max_retransmits
     life = reliability.max_packet_life_time
@@ -225,7 +234,8 @@ def encode_open(
         raise InvalidArgumentError(
             f"label must be at most {MAX_PAYLOAD - OPEN_FIXED.size} UTF-8 bytes, "
             f"got {len(payload) - OPEN_FIXED.size}")
-    return encode_frame(FrameType.OPEN, channel_id, FLAG_REPLAY if replay else 0, payload=payload)
+    flags = (FLAG_REPLAY if replay else 0) | (FLAG_URGENT_STREAM if urgent_stream else 0)
+    return encode_frame(FrameType.OPEN, channel_id, flags, payload=payload)
 
 
 def encode_accept(channel_id: int, *, replay: bool = False) -> bytes:

@@ -44,12 +44,14 @@ from collections import deque
 from pyapp.core.framing import (
     FLAG_DRAIN,
     FLAG_REPLAY,
+    FLAG_URGENT_STREAM,
     HEADER_SIZE,
     MAX_FRAGMENT_PAYLOAD,
     OPEN_FIXED,
     SEQ_MASK,
     Frame,
     FrameType,
+    Transport,
     decode_open,
     decode_reason,
     encode_accept,
@@ -81,6 +83,8 @@ from pyapp.exceptions import (
 # so the API reference documents them once, there).
 
 _DATA = FrameType.DATA
+_RELIABLE = Transport.RELIABLE
+_URGENT = Transport.URGENT
 
 log = logging.getLogger("pyapp.mux")
 """Peer protocol errors are logged as warnings: once per channel (the channel is
@@ -165,6 +169,11 @@ class MuxLifecycle:
         self._recent_resets: deque[tuple[int, str]] = deque(maxlen=256)
         self._control: deque[bytes] = deque()
         self._pending_acks: dict[int, int] = {}
+        # The URGENT transport (see Multiplexer.use_urgent_transport): whether the
+        # peer announced it, and the channels -- live or tombstoned, so a late RESET
+        # still follows the channel's frames -- whose every frame rides it.
+        self._urgent_peer = False
+        self._urgent_ids: set[int] = set()
         self._sched: DeficitRoundRobin[Channel] = DeficitRoundRobin(
             MAX_FRAGMENT_PAYLOAD + HEADER_SIZE
         )
@@ -191,11 +200,13 @@ class MuxLifecycle:
     def _on_open(self, frame: Frame) -> None:
         cid = frame.channel_id
         params = decode_open(frame.payload, cid)
+        urgent = bool(frame.flags & FLAG_URGENT_STREAM)
         ch = self._channels.get(cid)
         if ch is not None:
             if (
                 frame.flags & FLAG_REPLAY and not ch.local
                 and (ch.label, ch.reliability, ch.priority) == tuple(params)
+                and (ch.transport is _URGENT) == urgent
             ):
                 self._control.append(encode_accept(cid, replay=True))  # our ACCEPT was lost
                 return
@@ -205,15 +216,27 @@ class MuxLifecycle:
                 self._frames_ignored += 1
                 return
             del self._tombstones[cid]
+        self._urgent_ids.discard(cid)  # a fresh channel: _route below decides again
         if cid & 1 == self._parity:
             self._control.append(encode_reset(cid, "wrong channel id parity"))
             raise FrameError(f"OPEN with channel id {cid} of the wrong parity", cid)
         if len(self._channels) >= self._max_channels:
             self._control.append(encode_reset(cid, "too many channels"))
             raise FrameError(f"OPEN beyond the limit of {self._max_channels} channels", cid)
+        if urgent and not (self._urgent_peer and params.reliability.reliable):
+            # Unreliable DATA has its own transport. And the urgent transport is up
+            # for a frame that needs it only once a message came on it (the adapter
+            # calls use_urgent_transport first): a peer that sets the flag sooner
+            # sent the OPEN on another stream, or to a side that has no such stream.
+            # The RESET goes where the answer goes without the flag: RELIABLE.
+            why = ("it is unreliable" if not params.reliability.reliable
+                   else "that transport is not up (nothing arrived on it)")
+            self._control.append(encode_reset(cid, "urgent transport refused"))
+            raise FrameError(f"OPEN of channel {cid} asks for the urgent transport, but {why}", cid)
         ch = Channel(cid, params.label, params.reliability, params.priority, False,
                       ChannelState.OPEN)
         self._channels[cid] = ch
+        self._route(ch, urgent)
         ch.frames_received += 1
         self._control.append(encode_accept(cid))
         self._events.append(ChannelOpened(cid, params.label, params.reliability, params.priority))
@@ -424,7 +447,10 @@ class MuxLifecycle:
         tombstones.pop(ch.id, None)  # re-inserted as the newest
         tombstones[ch.id] = final
         if len(tombstones) > 4096:
-            del tombstones[next(iter(tombstones))]
+            oldest = next(iter(tombstones))
+            del tombstones[oldest]
+            if oldest not in self._channels:
+                self._urgent_ids.discard(oldest)
 
     def _incomplete(self, ch: Channel, size: int) -> None:
         self._drop_inbound(ch, size, "incomplete")
@@ -449,6 +475,24 @@ class MuxLifecycle:
             return
         ch.scheduled = True
         self._sched.add(ch, ch.priority)
+
+    def _route(self, ch: Channel, urgent: bool) -> None:
+        """Fix the transport of a new channel's frames (all of them, both ways)."""
+        if urgent:
+            ch.transport = _URGENT
+            self._urgent_ids.add(ch.id)
+        else:
+            self._urgent_ids.discard(ch.id)
+
+    def _transport_of(self, cid: int) -> Transport:
+        """Where a control frame (OPEN, ACCEPT, ACK, CLOSE, RESET) of channel ``cid`` goes.
+
+        The channel's own stream when it rides URGENT, so each of its frames stays
+        in order with its DATA exactly as on one shared stream (OPEN before DATA,
+        CLOSE after it, RESET after both); the reliable transport otherwise
+        (unreliable channels' CLOSE carries a drain point instead).
+        """
+        return _URGENT if cid in self._urgent_ids else _RELIABLE
 
     def _allocate_id(self) -> int:
         for _ in range(0x8000):
