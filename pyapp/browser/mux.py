@@ -1,9 +1,10 @@
 """Multiplexed logical channels over one PeerConnection (the browser side of :mod:`pyapp.core.mux`).
 
-A :class:`MuxSession` owns two negotiated RTCDataChannels on a PeerConnection —
-``pyapp-mux`` (reliable, ordered) and ``pyapp-mux-u`` (``ordered: false``,
-``maxRetransmits: 0``) — and runs the sans-I/O :class:`~pyapp.core.mux.Multiplexer`
-over them. Every logical channel (:class:`MultiplexedChannel`) gets a u16 id
+A :class:`MuxSession` owns three negotiated RTCDataChannels on a PeerConnection —
+``pyapp-mux`` (reliable, ordered), ``pyapp-mux-u`` (``ordered: false``,
+``maxRetransmits: 0``) and ``pyapp-mux-h`` (reliable, ordered: HIGH reliable
+channels, once the peer's hello on it shows it has one, see :data:`URGENT_LABEL`)
+— and runs the sans-I/O :class:`~pyapp.core.mux.Multiplexer` over them. Every logical channel (:class:`MultiplexedChannel`) gets a u16 id
 (even ids for the impolite/initiating side, odd for the polite side), a
 reliability, a priority, and its own counters.
 
@@ -61,6 +62,8 @@ from pyapp.browser.mux_transport import (
     TRANSPORT_HELLO,
     UNRELIABLE_LABEL,
     UNRELIABLE_TRANSPORT_ID,
+    URGENT_LABEL,
+    URGENT_TRANSPORT_ID,
     _SessionTransports,
 )
 from pyapp.browser.timer import TimerDriver
@@ -106,9 +109,11 @@ __all__ = [
     "RELIABLE_TRANSPORT_ID",
     "HELLO_PREFIX",
     "UNRELIABLE_TRANSPORT_ID",
+    "URGENT_TRANSPORT_ID",
     "TRANSPORT_HELLO",
     "RELIABLE_LABEL",
     "UNRELIABLE_LABEL",
+    "URGENT_LABEL",
     "RESERVED_PREFIX",
     "is_reserved_label",
     "supports_priority_hint",
@@ -160,7 +165,7 @@ class MuxSession(_SessionTransports):
     def __init__(self, pc: PeerConnection, role: Role | None = None, *,
                  high_water: int = 256 * 1024, low_water: int = 64 * 1024, min_high_water: int = 64 * 1024,
                  inbox_limit: int = 64 * 1024 * 1024, unreliable_max_retransmits: int = 0,
-                 batch_bytes: int = DEFAULT_BATCH_BYTES,
+                 batch_bytes: int = DEFAULT_BATCH_BYTES, urgent_transport: bool = True,
                  **mux_options: Any) -> None:
         self.role = role if role is not None else (Role.RESPONDER if pc.polite else Role.INITIATOR)
         mux_options.setdefault("batch_events", True)  # runs of small messages: one event each
@@ -172,6 +177,9 @@ class MuxSession(_SessionTransports):
         self.buffer_tuner = BufferTuner(min(min_high_water, high_water), high_water)
         """Marks of the reliable transport's send buffer, between ``min_high_water`` and ``high_water``."""
         self.unreliable_max_retransmits = unreliable_max_retransmits
+        self.urgent_transport_enabled = urgent_transport
+        """Whether this side offers the urgent transport (``pyapp-mux-h``); False acts as an
+        older pyapp would (for tests and for peers that mishandle unknown streams)."""
         self.channels: dict[int, MultiplexedChannel] = {}
         self.protocol_errors: list[RemoteProtocolError] = []
         self.delivery_failures: list[DeliveryFailed] = []
@@ -206,6 +214,7 @@ class MuxSession(_SessionTransports):
         self.pc: PeerConnection = pc
         self.reliable: DataChannel
         self.unreliable: DataChannel
+        self.urgent: DataChannel | None = None
         self._attach(pc)
 
     # ------------------------------------------------------------------ transports
@@ -214,6 +223,12 @@ class MuxSession(_SessionTransports):
     def transports_open(self) -> bool:
         """Both underlying data channels are open."""
         return self._open
+
+    @property
+    def urgent_transport(self) -> bool:
+        """The peer has the urgent transport (``pyapp-mux-h``): HIGH reliable channels opened
+        from now on ride it (see :data:`~pyapp.browser.mux.URGENT_LABEL`)."""
+        return self.mux.urgent_transport
 
     async def wait_open(self, timeout: float | None = None) -> None:
         """Wait until both underlying data channels are open."""
@@ -249,7 +264,7 @@ class MuxSession(_SessionTransports):
         if self._failed is not None:
             raise ConnectionClosedError(f"mux session failed: {self._failed}")
         self.transport_lost()
-        for channel in (self.reliable, self.unreliable):
+        for channel in self._transports():
             channel.events.clear()
             if not channel.closed:
                 channel.close()

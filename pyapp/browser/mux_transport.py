@@ -1,9 +1,11 @@
-"""The two negotiated data channels under a :class:`~pyapp.browser.mux.MuxSession`.
+"""The negotiated data channels under a :class:`~pyapp.browser.mux.MuxSession`.
 
-Opening them, the transport hello (``TRANSPORT_HELLO``) that holds every frame
-until the peer's channels exist, and the transmit loop that packs the core's
-frames into data-channel messages under each channel's high-water mark. This
-is the private base of :class:`~pyapp.browser.mux.MuxSession`; use the session.
+Opening them (``pyapp-mux``, ``pyapp-mux-u`` and ``pyapp-mux-h``), the transport
+hello (``TRANSPORT_HELLO``) that holds every frame until the peer's channels
+exist, the urgent transport's hello that tells whether the peer has
+``pyapp-mux-h`` at all, and the transmit loop that packs the core's frames into
+data-channel messages under each channel's high-water mark. This is the private
+base of :class:`~pyapp.browser.mux.MuxSession`; use the session.
 
 Example (in the page)::
 
@@ -36,6 +38,8 @@ RELIABLE_TRANSPORT_ID = 1000
 """SCTP stream id of the negotiated reliable transport (both sides create it)."""
 UNRELIABLE_TRANSPORT_ID = 1001
 """SCTP stream id of the negotiated unreliable transport."""
+URGENT_TRANSPORT_ID = 1002
+"""SCTP stream id of the negotiated urgent transport (HIGH reliable channels, see ``URGENT_LABEL``)."""
 HELLO_PREFIX = b"PYMX\x01"
 TRANSPORT_HELLO = HELLO_PREFIX
 """Sent on the reliable transport until the peer's arrives, before any frame.
@@ -59,10 +63,25 @@ DEFAULT_BATCH_BYTES = 4 * _MAX_FRAME
 """Default ``batch_bytes``: four full fragments with their headers (65,600 bytes), so a
 64 KiB message leaves in one data-channel message, not split 3 + 1 across two (as a
 64 KiB limit did). The negotiated maxMessageSize caps it (aiortc's is 65,536)."""
+_RELIABLE, _UNRELIABLE = Transport.RELIABLE, Transport.UNRELIABLE
 RELIABLE_LABEL = "pyapp-mux"
 """Label of the reliable, ordered transport (control frames and reliable channels' DATA)."""
 UNRELIABLE_LABEL = "pyapp-mux-u"
 """Label of the unordered transport (unreliable channels' DATA)."""
+URGENT_LABEL = "pyapp-mux-h"
+"""Label of the urgent transport: reliable, ordered, its own SCTP stream, every frame of
+HIGH reliable channels once the peer's hello on it was heard.
+
+Chromium sends one SCTP message of a stream after another and switches streams only
+between whole messages (no RFC 8260 interleaving), so a HIGH frame on this stream
+waits for at most the one message being sent, instead of everything queued on the
+reliable stream. Each side sends ``HELLO_PREFIX + session_id`` on it with each of its
+reliable-transport hellos (just before them) and once more when it heard the peer's
+reliable hello; the first message that arrives on it (hello or frame) makes the
+session call :meth:`~pyapp.core.mux.Multiplexer.use_urgent_transport`. A peer that
+has no such channel (an older pyapp, a third-party peer) never answers: its browser
+drops what arrives on a stream it has no channel for, and HIGH channels keep riding
+the reliable transport, as before."""
 
 
 class _SessionTransports:
@@ -72,6 +91,8 @@ class _SessionTransports:
     pc: PeerConnection
     reliable: DataChannel
     unreliable: DataChannel
+    urgent: DataChannel | None
+    urgent_transport_enabled: bool
     events: Emitter
     buffer_tuner: BufferTuner
     high_water: int
@@ -115,6 +136,19 @@ class _SessionTransports:
         self.unreliable = pc.create_data_channel(
             UNRELIABLE_LABEL, negotiated=True, id=UNRELIABLE_TRANSPORT_ID, ordered=False,
             max_retransmits=self.unreliable_max_retransmits)
+        # Created with the others, before any hello: once the peer hears our reliable
+        # hello, our urgent channel exists too, so what it sends there is not lost.
+        self.urgent = (pc.create_data_channel(URGENT_LABEL, negotiated=True, id=URGENT_TRANSPORT_ID)
+                       if self.urgent_transport_enabled else None)
+        if self.urgent is not None:
+            urgent = self.urgent
+            urgent.high_water = self.high_water
+            urgent.low_water = self.low_water
+            urgent.js_channel.bufferedAmountLowThreshold = self.low_water
+            urgent.events.on("messages", self._on_urgent_frames)
+            urgent.events.on("open", self._on_urgent_open)
+            urgent.events.on("close", self._on_transport_close)
+            urgent.events.on("bufferedamountlow", self._pump)
         for channel in (self.reliable, self.unreliable):
             channel.high_water = self.high_water
             channel.low_water = self.low_water
@@ -140,6 +174,27 @@ class _SessionTransports:
             self._apply_buffer_marks()
         self._pump()
 
+    def _transports(self) -> list[DataChannel]:
+        """Every underlying data channel of the current connection."""
+        channels = [self.reliable, self.unreliable]
+        if self.urgent is not None:
+            channels.append(self.urgent)
+        return channels
+
+    def _say_urgent_hello(self) -> None:
+        """Our hello on the urgent transport (see ``URGENT_LABEL``), when it is open."""
+        urgent = self.urgent
+        if urgent is not None and urgent.ready_state == "open":
+            try:
+                urgent.send_nowait(HELLO_PREFIX + self.session_id)
+            except ConnectionClosedError:
+                pass  # its close event reports the loss (_on_transport_close)
+
+    def _on_urgent_open(self) -> None:
+        # Normally open with the others; if later, greet the peer on it now.
+        if self._peer_ready and self._open:
+            self._say_urgent_hello()
+
     def _check_open(self) -> bool:
         self._open = (not self._lost and self.reliable.ready_state == "open"
                       and self.unreliable.ready_state == "open")
@@ -162,6 +217,7 @@ class _SessionTransports:
         """Repeat TRANSPORT_HELLO until the peer's arrives (see ``TRANSPORT_HELLO``)."""
         delay = 0.02
         while not self._peer_ready and self._open and self._failed is None:
+            self._say_urgent_hello()
             try:
                 self.reliable.send_nowait(HELLO_PREFIX + self.session_id)
             except ConnectionClosedError:
@@ -189,7 +245,9 @@ class _SessionTransports:
 
     def _hello_and_go(self) -> None:
         # One more hello tells the peer we are ready even if every earlier one of
-        # ours was dropped (sent before the peer had created its channels).
+        # ours was dropped (sent before the peer had created its channels). The
+        # urgent one first: the peer's urgent channel, if it has one, exists now.
+        self._say_urgent_hello()
         try:
             self.reliable.send_nowait(HELLO_PREFIX + self.session_id)
         except ConnectionClosedError:
@@ -218,6 +276,13 @@ class _SessionTransports:
             datagrams.append(data)
         if datagrams:
             self._receive(datagrams)
+
+    def _on_urgent_frames(self, messages: list[bytes | memoryview | str]) -> None:
+        """Messages on the urgent transport: the first one says the peer has it."""
+        if not self.mux.urgent_transport:
+            self.mux.use_urgent_transport()
+            self.events.emit("transport", "urgent")
+        self._on_frames(messages)
 
     def _receive(self, datagrams: list[bytes | memoryview]) -> None:
         """Feed the core; HIGH channels' frames first when there is more than one frame.
@@ -269,6 +334,7 @@ class _SessionTransports:
         self._pumping = True
         mux = self.mux
         reliable, unreliable = self.reliable, self.unreliable
+        urgent_channel = self.urgent or reliable  # URGENT frames exist only with self.urgent
         limit = self._batch_limit
         batch: list[bytes] = []
         batch_size = 0
@@ -289,7 +355,9 @@ class _SessionTransports:
                     frame = mux.next_frame(now, urgent_only, True)  # small messages packed
                     if frame is None:
                         break
-                channel = reliable if frame.transport is Transport.RELIABLE else unreliable
+                transport = frame.transport
+                channel = (reliable if transport is _RELIABLE else
+                           unreliable if transport is _UNRELIABLE else urgent_channel)
                 size = len(frame.data)
                 urgent = frame.urgent
                 if batch and (channel is not batch_channel or batch_size + size > limit

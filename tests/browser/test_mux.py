@@ -156,3 +156,69 @@ def test_received_batch_is_worked_through_high_first(pypage):
     assert result["echoes"] == ["ping"]
     assert result["unacked"] == 0
     assert result["errors"] == []
+
+
+URGENT = "tests.pyodide.mux_urgent_cases"
+
+
+def _went_on(result: dict, transport: str) -> None:
+    """Every message of the round trip (OPEN, 3 DATA, ACCEPT, 3 DATA back, ACKs, CLOSEs)
+    went on ``transport`` alone, in both directions."""
+    for side in ("a_sent", "b_sent"):
+        assert result[side][transport] >= 3, (side, result)
+        assert sum(result[side].values()) == result[side][transport], (side, result)
+
+
+def test_high_channels_ride_the_urgent_transport(pypage):
+    result = pypage.call(f"{URGENT}:high_channels_ride_the_urgent_transport", timeout=60)
+    assert result["up"] == [True, True]
+    for kind in ("high", "medium", "unreliable_high"):
+        r = result[kind]
+        assert r["got_b"] == [f"{r['got_b'][0].split()[0]} {i}" for i in range(3)], r
+        assert r["got_a"] == ["re 0", "re 1", "re 2"], r
+        assert r["state"] == ["closed", "closed"], r
+    high = result["high"]
+    assert high["transport"] == high["peer_transport"] == "URGENT"
+    _went_on(high, "urgent")
+    medium = result["medium"]
+    assert medium["transport"] == medium["peer_transport"] == "RELIABLE"
+    _went_on(medium, "reliable")
+    game = result["unreliable_high"]
+    assert game["transport"] == "UNRELIABLE" and game["a_sent"]["urgent"] == 0
+    assert game["a_sent"]["unreliable"] >= 1 and game["b_sent"]["unreliable"] >= 1
+    assert game["b_sent"]["urgent"] == 0
+    assert result["errors"] == []
+
+
+@pytest.mark.parametrize("old_side", ["a", "b"])
+def test_a_peer_without_the_urgent_transport_keeps_working(pypage, old_side):
+    result = pypage.call(f"{URGENT}:a_peer_without_the_urgent_transport", timeout=60,
+                         old_side=old_side)
+    assert result["up"] == [False, False]
+    for kind in ("a_opens", "b_opens"):
+        r = result[kind]
+        assert r["transport"] == r["peer_transport"] == "RELIABLE", r
+        assert len(r["got_b"]) == 3 and r["got_a"] == ["re 0", "re 1", "re 2"], r
+        assert r["state"] == ["closed", "closed"], r
+        for side in ("a_sent", "b_sent"):
+            assert r[side].get("urgent", 0) == 0 and r[side]["reliable"] >= 3, r
+    assert result["errors"] == []
+
+
+def test_urgent_message_skips_the_queued_bulk(pypage):
+    result = pypage.call(f"{URGENT}:urgent_message_skips_the_queued_bulk", timeout=60)
+    assert result["buffered"] + 16 * 1024 > result["high"], result  # the reliable buffer was full
+    assert result["sent"] == {"reliable": 0, "unreliable": 0, "urgent": 1}, result
+    assert result["count"] == 17 and result["bulk_sizes"] == [65536], result
+    assert 0 <= result["position"] < 16, result          # it overtook bulk sent before it
+    assert result["errors"] == []
+
+
+def test_a_high_channel_on_the_urgent_transport_resumes_without_loss(pypage):
+    result = pypage.call(
+        f"{PAGE}:reliable_channels_resume_on_a_fresh_connection_without_loss_or_duplicates",
+        timeout=120, priority="HIGH")
+    assert result["transport"] == "URGENT"
+    assert result["count"] == result["unique"] == 300 and result["in_order"] and result["sha_ok"]
+    assert result["unacked_at_loss"] > 0
+    assert result["state"] == "open"

@@ -9,7 +9,10 @@ Covered: the two negotiated transports (ids 1000/1001), the transport hello
 with fragmentation and the TEXT flag, cumulative ACKs, unreliable channels (DATA on
 the unreliable transport, only after ACCEPT, never ACKed), CLOSE, RESET, packed
 frames. Not covered: replay after a transport loss, priorities, unreliable
-reassembly of out-of-order fragments (single-fragment messages only).
+reassembly of out-of-order fragments (single-fragment messages only), and the
+optional urgent transport (``pyapp-mux-h``, id 1002): this peer creates only the
+first two, so it is also the "peer without the urgent stream" of the interop tests
+(the page keeps its HIGH channels on ``pyapp-mux``).
 """
 
 from __future__ import annotations

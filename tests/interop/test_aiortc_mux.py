@@ -87,6 +87,8 @@ def mux_round(cpage: PyPage, peer_thread: PeerThread, server: ServerProcess,
         assert page["peer_session"] == doc["session"] and doc["peer_session"] == page["session"]
         assert len(bytes.fromhex(doc["peer_session"])) == 8 and doc["hellos"] >= 2
         assert page["errors"] == []
+        # The doc peer has no pyapp-mux-h: the page's HIGH channel stayed on pyapp-mux.
+        assert page["urgent_transport"] is False and page["orders_transport"] == "RELIABLE"
     finally:
         link.close()
 

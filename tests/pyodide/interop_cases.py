@@ -18,7 +18,7 @@ import js
 from pyapp.browser.connection import Connection
 from pyapp.browser.datachannel import DataChannel
 from pyapp.browser.identity import new_identity
-from pyapp.browser.mux import DataChannelReliability, MuxSession
+from pyapp.browser.mux import DataChannelPriority, DataChannelReliability, MuxSession
 from pyapp.browser.secure import receive_encrypted, send_encrypted
 from pyapp.browser.signaling import SignalingClient
 from pyapp.core.security.fingerprint import remote_fingerprints
@@ -248,7 +248,9 @@ async def mux_round() -> dict[str, Any]:
     pc = _pc()
     mux = IO.mux = pc.multiplexer()
     await mux.wait_open(15)
-    orders = pc.create_multiplexed_channel(label="orders")
+    # HIGH: it would ride pyapp-mux-h (stream 1002) if the peer had one; the doc peer
+    # has none (it never answers the page's hello there), so it rides pyapp-mux.
+    orders = pc.create_multiplexed_channel(label="orders", priority=DataChannelPriority.HIGH)
     await orders.send("buy 1 @ 42")
     await orders.send(bytes(range(256)) * 160)
     theirs = await mux.accept(15)
@@ -259,11 +261,13 @@ async def mux_round() -> dict[str, Any]:
         await ticks.send(f"tick {i}")
     quotes = await mux.accept(15)
     quote = [quotes.label, quotes.channel_id, _hex(await quotes.receive())]
+    orders_transport = mux.mux.transport_of(orders.channel_id).name
     orders.close()
     assert mux.peer_session_id is not None, "no hello from the peer"
     return {"orders_id": orders.channel_id, "got": got, "reply": reply, "quote": quote,
             "errors": [str(e) for e in mux.protocol_errors], "peer_session": mux.peer_session_id.hex(),
-            "session": mux.session_id.hex()}
+            "session": mux.session_id.hex(), "urgent_transport": mux.urgent_transport,
+            "orders_transport": orders_transport}
 
 
 async def encrypted_over_mux() -> dict[str, Any]:

@@ -351,11 +351,13 @@ async def priority_hint_is_feature_detected() -> Any:
 
 
 
-async def reliable_channels_resume_on_a_fresh_connection_without_loss_or_duplicates() -> Any:
+async def reliable_channels_resume_on_a_fresh_connection_without_loss_or_duplicates(
+        priority: str = "MEDIUM") -> Any:
     a, b = await connected_pair()
     ma, mb = a.multiplexer(), b.multiplexer()
     await asyncio.gather(ma.wait_open(10), mb.wait_open(10))
-    ch = a.create_multiplexed_channel(label="orders")
+    ch = a.create_multiplexed_channel(label="orders", priority=P[priority])
+    transport = ma.mux.transport_of(ch.channel_id).name
     peer = await mb.accept(5)
     N, SIZE = 300, 32 * 1024
     received, seqs = hashlib.sha256(), []
@@ -393,7 +395,7 @@ async def reliable_channels_resume_on_a_fresh_connection_without_loss_or_duplica
     out = {"count": len(seqs), "unique": len(set(seqs)), "in_order": seqs == sorted(seqs),
            "sha_ok": sent.hexdigest() == received.hexdigest(), "unacked_at_loss": unacked_at_loss,
            "duplicates_dropped": _stats(peer).duplicates_ignored,
-           "state": ch.state, "got_during_outage": got_during_outage}
+           "state": ch.state, "got_during_outage": got_during_outage, "transport": transport}
     a2.close()
     b2.close()
     return out
@@ -471,9 +473,11 @@ async def peer_creating_its_session_late_loses_nothing() -> Any:
     return out
 
 
-async def _bulk_and_urgent() -> tuple[Any, Any, MuxSession, MuxSession,
+async def _bulk_and_urgent(**options: Any) -> tuple[Any, Any, MuxSession, MuxSession,
                                       MultiplexedChannel, MultiplexedChannel, dict[str, MultiplexedChannel]]:
-    a, b, ma, mb = await _sessions()
+    a, b = await connected_pair()
+    ma, mb = a.multiplexer(**options), b.multiplexer(**options)
+    await asyncio.gather(ma.wait_open(10), mb.wait_open(10))
     bulk = ma.create_data_channel_with_priority("bulk", P.VERY_LOW)
     urgent = ma.create_data_channel_with_priority("urgent", P.HIGH)
     await asyncio.gather(bulk.wait_accepted(10), urgent.wait_accepted(10))
@@ -487,8 +491,9 @@ async def _bulk_and_urgent() -> tuple[Any, Any, MuxSession, MuxSession,
 async def urgent_frame_overtakes_a_full_send_buffer() -> dict[str, Any]:
     """With the reliable transport's buffer full of bulk data (and more bulk queued in
     the multiplexer), a HIGH message still leaves at the next pump, as a message of its
-    own; then everything arrives intact."""
-    a, b, ma, mb, bulk, urgent, peers = await _bulk_and_urgent()
+    own; then everything arrives intact. Without the urgent transport (as with a peer
+    that has no pyapp-mux-h), so the HIGH message shares the reliable one."""
+    a, b, ma, mb, bulk, urgent, peers = await _bulk_and_urgent(urgent_transport=False)
     got: dict[str, list[bytes | str]] = {"bulk": [], "urgent": []}
     for label, ch in peers.items():
         ch.events.on("message", got[label].append)
@@ -521,7 +526,8 @@ async def received_batch_is_worked_through_high_first() -> dict[str, Any]:
     each channel keeps its order, and the session goes on normally."""
     from pyapp.browser.timer import now
 
-    a, b, ma, mb, bulk, urgent, peers = await _bulk_and_urgent()
+    # Without the urgent transport: the HIGH frames arrive in the same batch as the bulk.
+    a, b, ma, mb, bulk, urgent, peers = await _bulk_and_urgent(urgent_transport=False)
     order: list[str] = []
     at_first_bulk: list[int] = []
     sends_before = mb.reliable.messages_sent

@@ -45,6 +45,10 @@ GOLDEN = {
         encode_open(4, "v", Reliability(max_packet_life_time=500), Priority.VERY_LOW, replay=True),
         "01 01 00 04 08 00 00 00 00 00 00 00 00 00 00 07 00 05 00 00 01 f4 76",
     ),
+    "open_urgent_stream": (
+        encode_open(6, "px", Reliability.RELIABLE, Priority.HIGH, urgent_stream=True),
+        "01 01 00 06 20 00 00 00 00 00 00 00 00 00 00 08 03 01 00 00 00 00 70 78",
+    ),
     "accept": (encode_accept(3), "01 02 00 03 00 00 00 00 00 00 00 00 00 00 00 00"),
     "data_first": (
         encode_data(2, seq=1, fragment=0, flags=FLAG_FIRST, payload=b"ab"),
