@@ -9,10 +9,10 @@ Covered: the two negotiated transports (ids 1000/1001), the transport hello
 with fragmentation and the TEXT flag, cumulative ACKs, unreliable channels (DATA on
 the unreliable transport, only after ACCEPT, never ACKed), CLOSE, RESET, packed
 frames. Not covered: replay after a transport loss, priorities, unreliable
-reassembly of out-of-order fragments (single-fragment messages only), and the
-optional urgent transport (``pyapp-mux-h``, id 1002): this peer creates only the
-first two, so it is also the "peer without the urgent stream" of the interop tests
-(the page keeps its HIGH channels on ``pyapp-mux``).
+reassembly of out-of-order fragments (single-fragment messages only). The optional
+urgent transport (``pyapp-mux-h``, id 1002, OPEN flag URGENT_STREAM) only with
+``urgent=True``; without it this is the "peer without the urgent stream" of the
+interop tests (the page keeps its HIGH channels on ``pyapp-mux``).
 """
 
 from __future__ import annotations
@@ -29,9 +29,10 @@ HEADER = struct.Struct(">BBHBBIIH")  # version, type, channel, flags, reserved, 
 VERSION = 1
 OPEN, ACCEPT, DATA, CLOSE, RESET, ACK = 1, 2, 3, 4, 5, 6
 FIRST, LAST, TEXT, REPLAY = 0x01, 0x02, 0x04, 0x08
+URGENT_STREAM = 0x20  # OPEN: every frame of the channel rides pyapp-mux-h
 MAX_FRAGMENT = 16384
 HELLO = b"PYMX\x01"
-RELIABLE_ID, UNRELIABLE_ID = 1000, 1001
+RELIABLE_ID, UNRELIABLE_ID, URGENT_ID = 1000, 1001, 1002
 
 
 def frame(ftype: int, cid: int, *, flags: int = 0, seq: int = 0, fragment: int = 0,
@@ -66,6 +67,7 @@ class LogicalChannel:
     cid: int
     label: str
     reliable: bool
+    urgent: bool = False  # rides pyapp-mux-h (all of its frames)
     send_seq: int = 0
     recv_seq: int = 0
     parts: list[bytes] = field(default_factory=list)
@@ -84,12 +86,17 @@ class DocMux:
     the one whose handshake role is OFFERER, see the document).
     """
 
-    def __init__(self, peer: AiortcPeer, *, even: bool) -> None:
+    def __init__(self, peer: AiortcPeer, *, even: bool, urgent: bool = False) -> None:
         self.even = even
         self.next_id = 0 if even else 1
         self.reliable: Channel = peer.create_channel("pyapp-mux", negotiated=True, id=RELIABLE_ID)
         self.unreliable: Channel = peer.create_channel(
             "pyapp-mux-u", negotiated=True, id=UNRELIABLE_ID, ordered=False, maxRetransmits=0)
+        # Created with the others, before any hello (the document's rule).
+        self.urgent: Channel | None = (peer.create_channel("pyapp-mux-h", negotiated=True, id=URGENT_ID)
+                                       if urgent else None)
+        self.urgent_up = False  # something arrived on pyapp-mux-h
+        self.arrivals: list[tuple[str, int, int]] = []  # (transport, frame type, channel)
         self.session_id = os.urandom(8)
         self.peer_session_id: bytes | None = None
         self.channels: dict[int, LogicalChannel] = {}
@@ -103,8 +110,12 @@ class DocMux:
         """Open the transports and exchange hellos; frames may flow afterwards."""
         await self.reliable.wait_open(timeout)
         await self.unreliable.wait_open(timeout)
-        for transport in (self.reliable, self.unreliable):
-            self._tasks.append(asyncio.ensure_future(self._read(transport)))
+        transports = {"reliable": self.reliable, "unreliable": self.unreliable}
+        if self.urgent is not None:
+            await self.urgent.wait_open(timeout)
+            transports["urgent"] = self.urgent
+        for name, transport in transports.items():
+            self._tasks.append(asyncio.ensure_future(self._read(transport, name)))
         delay = 0.02
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
@@ -119,25 +130,34 @@ class DocMux:
         self._hello()  # once more: the peer may have dropped every earlier one
 
     def _hello(self) -> None:
+        if self.urgent is not None:
+            self.urgent.send(HELLO + self.session_id)  # just before each reliable one
         self.reliable.send(HELLO + self.session_id)
         self.hellos_sent += 1
 
-    async def _read(self, transport: Channel) -> None:
+    async def _read(self, transport: Channel, name: str) -> None:
         while True:
             try:
                 message = await transport.receive(timeout=3600)
             except ConnectionError:
                 return
             assert isinstance(message, bytes), "a text message on a mux transport"
+            if name == "urgent":
+                self.urgent_up = True  # the peer has pyapp-mux-h
             if message[:5] == HELLO and len(message) in (5, 13):
                 self.peer_session_id = message[5:] or None
                 self._peer_ready.set()
                 continue
             self._peer_ready.set()  # the peer sends frames only once it heard us
             for ftype, cid, flags, seq, frag, payload in frames(message):
+                self.arrivals.append((name, ftype, cid))
                 self._on_frame(ftype, cid, flags, seq, frag, payload)
 
-    def _send(self, data: bytes, *, reliable: bool = True) -> None:
+    def _send(self, data: bytes, *, reliable: bool = True, urgent: bool = False) -> None:
+        if urgent:
+            assert self.urgent is not None
+            self.urgent.send(data)
+            return
         (self.reliable if reliable else self.unreliable).send(data)
 
     def _on_frame(self, ftype: int, cid: int, flags: int, seq: int, frag: int,
@@ -146,9 +166,11 @@ class DocMux:
             assert (cid % 2 == 0) != self.even, f"peer opened {cid} with our parity"
             priority, rel, _mr, _life = struct.unpack_from(">BBHH", payload)
             assert priority <= 3
-            ch = LogicalChannel(cid, payload[6:].decode(), reliable=(rel & 0x06) == 0)
+            ch = LogicalChannel(cid, payload[6:].decode(), reliable=(rel & 0x06) == 0,
+                                urgent=bool(flags & URGENT_STREAM))
+            assert not ch.urgent or (self.urgent_up and ch.reliable), "URGENT_STREAM not allowed"
             self.channels[cid] = ch
-            self._send(frame(ACCEPT, cid))
+            self._send(frame(ACCEPT, cid), urgent=ch.urgent)
             self.incoming.put_nowait(ch)
         elif ftype == ACCEPT:
             self.channels[cid].accepted.set()
@@ -168,7 +190,7 @@ class DocMux:
                 ch.inbox.put_nowait(data.decode() if ch.text else data)
                 if ch.reliable:
                     ch.recv_seq = (seq + 1) & 0xFFFFFFFF
-                    self._send(frame(ACK, cid, seq=ch.recv_seq))
+                    self._send(frame(ACK, cid, seq=ch.recv_seq), urgent=ch.urgent)
         elif ftype == ACK:
             self.acks_received.append((cid, seq))
         elif ftype == CLOSE:
@@ -187,11 +209,15 @@ class DocMux:
     def open_channel(self, label: str, priority: int = 2, *, reliable: bool = True) -> LogicalChannel:
         cid = self.next_id
         self.next_id += 2
-        ch = LogicalChannel(cid, label, reliable=reliable)
+        # Reliable HIGH channels ride pyapp-mux-h once the peer was heard there.
+        urgent = reliable and priority == 3 and self.urgent_up
+        ch = LogicalChannel(cid, label, reliable=reliable, urgent=urgent)
         self.channels[cid] = ch
         payload = (open_payload(label, priority) if reliable
                    else open_payload(label, priority, ordered=False, max_retransmits=0))
-        self._send(frame(OPEN, cid, payload=payload))  # control frames: reliable transport
+        # Control frames: the channel's own stream (urgent) or the reliable transport.
+        self._send(frame(OPEN, cid, flags=URGENT_STREAM if urgent else 0, payload=payload),
+                   urgent=urgent)
         return ch
 
     def send(self, ch: LogicalChannel, message: bytes | str) -> int:
@@ -211,7 +237,7 @@ class DocMux:
             packed += frame(DATA, ch.cid, flags=flags, seq=ch.send_seq, fragment=i, payload=chunk)
             if len(packed) >= 48 * 1024 or i == len(chunks) - 1:
                 # Several whole frames per message are allowed (<= 64 KiB).
-                self._send(packed, reliable=ch.reliable)
+                self._send(packed, reliable=ch.reliable, urgent=ch.urgent)
                 packed = b""
         ch.send_seq = (ch.send_seq + 1) & 0xFFFFFFFF
         return len(chunks)
@@ -219,7 +245,7 @@ class DocMux:
     def close_channel(self, cid: int) -> None:
         ch = self.channels[cid]
         ch.close_sent = True
-        self._send(frame(CLOSE, cid))
+        self._send(frame(CLOSE, cid), urgent=ch.urgent)
 
     async def accept(self, timeout: float = 10.0) -> LogicalChannel:
         return await asyncio.wait_for(self.incoming.get(), timeout)

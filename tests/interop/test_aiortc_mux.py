@@ -38,7 +38,9 @@ async def doc_side(link: Link, mux: DocMux) -> dict[str, Any]:
     return {"label": orders.label, "cid": orders.cid, "first": first, "second_ok": second == BIG,
             "closed_by_peer": orders.closed_by_peer, "close_sent": orders.close_sent,
             "fills_id": fills.cid, "quotes_id": quotes.cid, "ticks": [ticks.label, ticks.reliable, tick_list], "hellos": mux.hellos_sent, "acks": mux.acks_received,
-            "session": mux.session_id.hex(), "peer_session": (mux.peer_session_id or b"").hex()}
+            "session": mux.session_id.hex(), "peer_session": (mux.peer_session_id or b"").hex(),
+            "arrivals": sorted({(name, cid) for name, _, cid in mux.arrivals}),
+            "fills_urgent": fills.urgent}
 
 
 @pytest.mark.parametrize("page_dials", [True, False], ids=["page-offers", "aiortc-offers"])
@@ -58,13 +60,19 @@ def test_firefox_page_mux_against_doc_mux(firefox: Any, peer_thread: PeerThread,
         assert not errors, errors
 
 
+def test_page_mux_against_doc_mux_with_the_urgent_stream(cpage: PyPage, peer_thread: PeerThread,
+                                                         server: ServerProcess) -> None:
+    """The doc peer implements pyapp-mux-h too: HIGH channels opened by either side ride it."""
+    mux_round(cpage, peer_thread, server, page_dials=True, urgent=True)
+
+
 def mux_round(cpage: PyPage, peer_thread: PeerThread, server: ServerProcess,
-              page_dials: bool) -> None:
+              page_dials: bool, urgent: bool = False) -> None:
     link = connect(cpage, peer_thread, server, page_dials=page_dials)
     try:
         # The impolite side (the dialer) takes even ids: computable from the document alone.
         doc_even = not page_dials
-        mux = peer_thread.run(_make(link, doc_even))
+        mux = peer_thread.run(_make(link, doc_even, urgent))
         fut = peer_thread.submit(doc_side(link, mux))
         page = link.page.call(f"{PAGE}:mux_round", timeout=60)
         doc = fut.result(30)
@@ -87,14 +95,21 @@ def mux_round(cpage: PyPage, peer_thread: PeerThread, server: ServerProcess,
         assert page["peer_session"] == doc["session"] and doc["peer_session"] == page["session"]
         assert len(bytes.fromhex(doc["peer_session"])) == 8 and doc["hellos"] >= 2
         assert page["errors"] == []
-        # The doc peer has no pyapp-mux-h: the page's HIGH channel stayed on pyapp-mux.
-        assert page["urgent_transport"] is False and page["orders_transport"] == "RELIABLE"
+        # HIGH channels (the page's orders, the doc's fills) ride pyapp-mux-h when the
+        # doc peer has it, pyapp-mux otherwise; every frame of theirs, both ways.
+        where = "urgent" if urgent else "reliable"
+        assert page["urgent_transport"] is urgent
+        assert page["orders_transport"] == ("URGENT" if urgent else "RELIABLE")
+        assert doc["fills_urgent"] is urgent
+        arrived = {cid: {name for name, c in doc["arrivals"] if c == cid}
+                   for cid in (doc["cid"], doc["fills_id"])}
+        assert arrived == {doc["cid"]: {where}, doc["fills_id"]: {where}}, doc["arrivals"]
     finally:
         link.close()
 
 
-async def _make(link: Link, even: bool) -> DocMux:
-    return DocMux(link.peer, even=even)
+async def _make(link: Link, even: bool, urgent: bool = False) -> DocMux:
+    return DocMux(link.peer, even=even, urgent=urgent)
 
 
 def test_send_encrypted_over_a_doc_mux_channel(cpage: PyPage, peer_thread: PeerThread,
