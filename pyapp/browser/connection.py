@@ -183,7 +183,7 @@ class Connection:
     def multiplexer(self, **options: Any) -> MuxSession:
         """This connection's :class:`~pyapp.browser.mux.MuxSession` (created on first use).
 
-        Both peers must call it (it creates two negotiated data channels). Options
+        Both peers must call it (it creates the negotiated data channels). Options
         (first call only) go to MuxSession, e.g. ``high_water``, ``inbox_limit``,
         ``max_message_bytes``.
         """
