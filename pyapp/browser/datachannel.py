@@ -319,6 +319,16 @@ class DataChannel:
             return
         self._inbox.put(message)
 
+    def flush_received(self) -> None:
+        """Hand what the JS inbox holds to the listeners now, not at its next task.
+
+        Messages wait in a JS-side inbox until a task of its own hands them over
+        (see ``_JS_HELPERS``); a caller about to do a long piece of work that should
+        come second (the multiplexer, before it works through bulk data) takes them
+        first with this. Nothing happens when the inbox is empty.
+        """
+        self._rx.flush()
+
     def _on_low(self, _event: Any) -> None:
         self._drain.set()
         self.events.emit("bufferedamountlow")

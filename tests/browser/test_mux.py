@@ -222,3 +222,11 @@ def test_a_high_channel_on_the_urgent_transport_resumes_without_loss(pypage):
     assert result["count"] == result["unique"] == 300 and result["in_order"] and result["sha_ok"]
     assert result["unacked_at_loss"] > 0
     assert result["state"] == "open"
+
+
+def test_urgent_inbox_is_taken_before_a_bulk_batch(pypage):
+    result = pypage.call(f"{URGENT}:urgent_inbox_is_taken_before_a_bulk_batch", timeout=60)
+    assert result["order"] == ["urgent 'ping'"] + ["bulk 40000"] * 3, result
+    assert result["transport"] == "URGENT"
+    assert result["echoes_before_bulk"] == [1], result   # the echo left on pyapp-mux-h first
+    assert result["errors"] == []

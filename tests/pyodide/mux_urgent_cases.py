@@ -127,3 +127,57 @@ async def urgent_message_skips_the_queued_bulk() -> dict[str, Any]:
     a.close()
     b.close()
     return out
+
+
+async def urgent_inbox_is_taken_before_a_bulk_batch() -> dict[str, Any]:
+    """A HIGH message waiting in pyapp-mux-h's JS inbox when a batch of bulk arrives on
+    pyapp-mux is delivered first, and its echo leaves before the bulk is worked through
+    (the two inboxes are handed over by separate tasks, so triage alone cannot)."""
+    from pyapp.browser.timer import now
+
+    a, b, ma, mb = await _sessions({}, {})
+    bulk = ma.create_data_channel_with_priority("bulk", P.VERY_LOW)
+    urgent = ma.create_data_channel_with_priority("urgent", P.HIGH)
+    await asyncio.gather(bulk.wait_accepted(10), urgent.wait_accepted(10))
+    peers = {}
+    for _ in range(2):
+        ch = await mb.accept(5)
+        peers[ch.label] = ch
+    order: list[str] = []
+    assert mb.urgent is not None
+    echoes_before_bulk: list[int] = []
+    urgent_sent = mb.urgent.messages_sent
+
+    def on_bulk(message: bytes | str) -> None:
+        if not echoes_before_bulk:
+            echoes_before_bulk.append(mb.urgent.messages_sent - urgent_sent)  # type: ignore[union-attr]
+        order.append(f"bulk {len(message)}")
+
+    def on_urgent(message: bytes | str) -> None:
+        order.append(f"urgent {message!r}")
+        peers["urgent"].send_nowait(message)
+
+    peers["bulk"].events.on("message", on_bulk)
+    peers["urgent"].events.on("message", on_urgent)
+    t = now()
+    for i in range(3):
+        ma.mux.send(bulk.channel_id, bytes([i]) * 40_000, t)
+    bulk_frames = [f.data for f in iter(lambda: ma.mux.next_frame(t), None)]
+    ma.mux.send(urgent.channel_id, "ping", t)
+    urgent_frames = [f.data for f in iter(lambda: ma.mux.next_frame(t), None)]
+    waiting: list[bytes | memoryview | str] = [b"".join(urgent_frames)]
+
+    def flush_received() -> None:  # what pyapp-mux-h's JS inbox hands over when flushed
+        batch = waiting.copy()
+        waiting.clear()
+        if batch:
+            mb._on_urgent_frames(batch)
+
+    mb.urgent.flush_received = flush_received  # type: ignore[method-assign]
+    mb._on_shared_frames([bytes(f) for f in bulk_frames])
+    out = {"order": order, "echoes_before_bulk": echoes_before_bulk,
+           "transport": ma.mux.transport_of(urgent.channel_id).name,
+           "errors": [str(e) for e in ma.protocol_errors + mb.protocol_errors]}
+    a.close()
+    b.close()
+    return out
