@@ -29,15 +29,18 @@ Example (in the page)::
 
 from __future__ import annotations
 
+from array import array
+from collections.abc import Sequence
 from typing import Any
 
 import js
 from pyodide.ffi import to_js
 
-from pyapp.browser._ffi import await_js, is_null, js_object, to_js_bytes
+from pyapp.browser._ffi import await_js, call_js, is_null, js_object, to_js_bytes
 from pyapp.core.security.interface import (
     AEAD_KEY_SIZE,
     AEAD_NONCE_SIZE,
+    AEAD_TAG_SIZE,
     AeadKey,
     EcdhKeyPair,
     InvalidKeyError,
@@ -63,22 +66,65 @@ return {
       throw e;
     }
   },
-  sealMany: (keys, ivs, pts, aads, prefixes) => Promise.all(pts.map(async (pt, i) => {
-    const ct = new Uint8Array(await s.encrypt(
-      {name: "AES-GCM", iv: ivs[i], additionalData: aads[i], tagLength: 128}, keys[i], pt));
-    const out = new Uint8Array(prefixes[i].length + ct.length);
-    out.set(prefixes[i]); out.set(ct, prefixes[i].length);
-    return out;
-  })),
-  openMany: (keys, ivs, cts, aads) => Promise.all(cts.map(async (ct, i) => {
+  // Batches (see aead_seal_many): the big buffers come as PyProxies of Python
+  // buffers and are read through views of the wasm heap. encrypt/decrypt copy
+  // their inputs before they return (WebCrypto spec: "get a copy of the bytes"),
+  // so each view is released at once and every call of the batch starts before
+  // the first finishes. meta = per item iv (12) || prefix || aad, lens = their
+  // lengths; the result is ONE buffer of the outputs back to back (one crossing).
+  sealMany: (keys, meta, lens, ...pts) => {
+    const m = meta.getBuffer("u8"), l = lens.getBuffer("u32"), jobs = [], pre = [];
+    let total = 0;
     try {
-      return new Uint8Array(await s.decrypt(
-        {name: "AES-GCM", iv: ivs[i], additionalData: aads[i], tagLength: 128}, keys[i], ct));
-    } catch (e) {
-      if (e && e.name === "OperationError") return null;
-      throw e;
-    }
-  })),
+      const md = m.data, ld = l.data;
+      for (let i = 0, off = 0; i < pts.length; i++) {
+        const iv = md.subarray(off, off + 12), np = ld[2 * i], na = ld[2 * i + 1];
+        const prefix = md.slice(off + 12, off + 12 + np), aad = md.subarray(off + 12 + np, off + 12 + np + na);
+        off += 12 + np + na;
+        const b = pts[i].getBuffer("u8");
+        try {
+          jobs.push(s.encrypt({name: "AES-GCM", iv, additionalData: aad, tagLength: 128}, keys[i], b.data));
+        } finally { b.release(); }
+        pre.push(prefix);
+      }
+    } finally { m.release(); l.release(); }
+    return Promise.all(jobs).then((cts) => {
+      for (let i = 0; i < cts.length; i++) total += pre[i].length + cts[i].byteLength;
+      const out = new Uint8Array(total);
+      for (let i = 0, off = 0; i < cts.length; i++) {
+        out.set(pre[i], off); off += pre[i].length;
+        out.set(new Uint8Array(cts[i]), off); off += cts[i].byteLength;
+      }
+      return out;
+    });
+  },
+  // meta = per item iv (12) || aad, lens = aad lengths; resolves to [packed plaintexts,
+  // Int32Array of their lengths, -1 where the tag did not verify].
+  openMany: (keys, meta, lens, ...cts) => {
+    const m = meta.getBuffer("u8"), l = lens.getBuffer("u32"), jobs = [];
+    try {
+      const md = m.data, ld = l.data;
+      for (let i = 0, off = 0; i < cts.length; i++) {
+        const iv = md.subarray(off, off + 12), aad = md.subarray(off + 12, off + 12 + ld[i]);
+        off += 12 + ld[i];
+        const b = cts[i].getBuffer("u8");
+        try {
+          jobs.push(s.decrypt({name: "AES-GCM", iv, additionalData: aad, tagLength: 128}, keys[i], b.data)
+            .catch((e) => { if (e && e.name === "OperationError") return null; throw e; }));
+        } finally { b.release(); }
+      }
+    } finally { m.release(); l.release(); }
+    return Promise.all(jobs).then((pts) => {
+      const sizes = new Int32Array(pts.length);
+      let total = 0;
+      pts.forEach((p, i) => { sizes[i] = p === null ? -1 : p.byteLength; total += p === null ? 0 : p.byteLength; });
+      const out = new Uint8Array(total);
+      for (let i = 0, off = 0; i < pts.length; i++) {
+        if (pts[i] !== null) { out.set(new Uint8Array(pts[i]), off); off += pts[i].byteLength; }
+      }
+      return [out, sizes];
+    });
+  },
   hkdf: async (ikm, salt, info, bits) => {
     const k = await s.importKey("raw", ikm, "HKDF", false, ["deriveBits"]);
     return u8(await s.deriveBits({name: "HKDF", hash: "SHA-256", salt, info}, k, bits));
@@ -112,6 +158,22 @@ return {
 """
 
 _HELPERS: Any = None
+
+Buffer = bytes | bytearray | memoryview
+
+
+def _contiguous(data: Buffer) -> Buffer:
+    """``data`` as one run of bytes JS can view (a strided memoryview is copied)."""
+    if isinstance(data, memoryview):
+        if not data.c_contiguous:
+            return data.tobytes()
+        if data.format != "B":
+            return data.cast("B")
+    return data
+
+
+def _nbytes(data: Buffer) -> int:
+    return data.nbytes if isinstance(data, memoryview) else len(data)
 
 
 def subtle() -> Any:
@@ -217,7 +279,7 @@ class WebCrypto:
         return None if is_null(out) else bytes(out.to_bytes())
 
     async def aead_seal_many(
-        self, items: list[tuple[AeadKey, bytes, bytes, bytes, bytes]]
+        self, items: Sequence[tuple[AeadKey, bytes, Buffer, bytes, bytes]]
     ) -> list[bytes]:
         """Seal several messages with one JS call: ``(key, nonce, plaintext, aad, prefix)`` each.
 
@@ -225,33 +287,64 @@ class WebCrypto:
         an envelope header, joined in JS to save a copy). Not part of the core
         Protocol: :class:`~pyapp.browser.secure.EncryptedChannel` uses it to
         pay one event-loop turn per batch instead of one per message.
+
+        The plaintexts cross the FFI as views of their Python buffers (WebCrypto
+        copies its input when called), every encrypt of the batch starts at once,
+        and the envelopes come back as one buffer: no ``to_js`` copy of a
+        plaintext, one crossing back for the batch.
         """
-        keys, ivs, pts, aads, prefixes = (js.Array.new() for _ in range(5))
+        if not items:
+            return []
+        meta, lens, keys, pts = bytearray(), array("I"), [], []
         for key, nonce, plaintext, aad, prefix in items:
             if len(nonce) != AEAD_NONCE_SIZE:
                 raise LocalProtocolError("AES-GCM nonces are 12 bytes")
-            keys.push(key.handle)
-            ivs.push(to_js_bytes(nonce))
-            pts.push(to_js_bytes(plaintext))
-            aads.push(to_js_bytes(aad))
-            prefixes.push(to_js_bytes(prefix))
-        out = await await_js(self._h.sealMany(keys, ivs, pts, aads, prefixes))
-        return [bytes(x.to_bytes()) for x in out]
+            meta += nonce
+            meta += prefix
+            meta += aad
+            lens.append(len(prefix))
+            lens.append(len(aad))
+            keys.append(key.handle)
+            pts.append(_contiguous(plaintext))
+        packed = await await_js(call_js(self._h.sealMany, to_js(keys), meta, lens, *pts))
+        raw = packed.to_bytes()
+        out, offset = [], 0
+        for (_k, _n, _p, _a, prefix), pt in zip(items, pts, strict=True):
+            end = offset + len(prefix) + _nbytes(pt) + AEAD_TAG_SIZE
+            out.append(raw[offset:end])
+            offset = end
+        return out
 
     async def aead_open_many(
-        self, items: list[tuple[AeadKey, bytes, bytes, bytes]]
+        self, items: Sequence[tuple[AeadKey, bytes, Buffer, bytes]]
     ) -> list[bytes | None]:
-        """Open several ``(key, nonce, sealed, aad)`` with one JS call; ``None`` where the tag fails."""
-        keys, ivs, cts, aads = (js.Array.new() for _ in range(4))
+        """Open several ``(key, nonce, sealed, aad)`` with one JS call; ``None`` where the tag fails.
+
+        Like :meth:`aead_seal_many`: views in, every decrypt at once, one buffer back.
+        """
+        if not items:
+            return []
+        meta, lens, keys, cts = bytearray(), array("I"), [], []
         for key, nonce, sealed, aad in items:
             if len(nonce) != AEAD_NONCE_SIZE:
                 raise LocalProtocolError("AES-GCM nonces are 12 bytes")
-            keys.push(key.handle)
-            ivs.push(to_js_bytes(nonce))
-            cts.push(to_js_bytes(sealed))
-            aads.push(to_js_bytes(aad))
-        out = await await_js(self._h.openMany(keys, ivs, cts, aads))
-        return [None if is_null(x) else bytes(x.to_bytes()) for x in out]
+            meta += nonce
+            meta += aad
+            lens.append(len(aad))
+            keys.append(key.handle)
+            cts.append(_contiguous(sealed))
+        result = await await_js(call_js(self._h.openMany, to_js(keys), meta, lens, *cts))
+        packed, sizes = result[0], result[1]
+        raw = packed.to_bytes()
+        out: list[bytes | None] = []
+        offset = 0
+        for n in sizes.to_py():
+            if n < 0:
+                out.append(None)
+            else:
+                out.append(raw[offset:offset + n])
+                offset += n
+        return out
 
     async def generate_signing_key(
         self, alg: SignatureAlgorithm, *, extractable: bool = False

@@ -13,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from pyapp.core.security.envelope import SecureChannel, parse_envelope
 from pyapp.core.security.handshake import Handshake, HandshakeComplete
@@ -202,3 +203,32 @@ def test_peer_closed_status_events_and_unsupported_fingerprint(page):
     assert out["state"] == ["failed", "peer_closed", True]
     assert out["fps"] == [["sha-256"], ["sha-256"]]  # two Chromium peers: one line each
     assert out["sha1"] == ["unsupported_fingerprint_algorithm", True]
+
+
+def test_batched_seal_and_open_match_the_oracle(page):
+    """aead_seal_many / aead_open_many pass Python buffers to WebCrypto as views and get one
+    buffer back: every kind of buffer (bytes, bytearray, slices, strided and non-byte
+    memoryviews), two keys in one batch, and tampered / wrong-key / wrong-AAD items that
+    come back as None in their place while the others open."""
+    keys = [bytes(range(32)), bytes(range(32, 64))]
+    good = b"genuine " * 5000
+    cases = []  # (key index, nonce, aad, plaintext, sealed)
+    for i in range(6):
+        nonce, aad = bytes([0xA0 + i]) * 12, b"ctx %d" % i
+        ct = AESGCM(keys[i % 2]).encrypt(nonce, good[: 1000 * i], aad)
+        cases.append([i % 2, nonce, aad, good[: 1000 * i], ct])
+    cases[1][4] = bytes([cases[1][4][0] ^ 1]) + cases[1][4][1:]  # tampered ciphertext
+    cases[3][0] = 0                                               # opened with the other key
+    cases[4][2] = b"other aad"                                    # AAD does not match
+    out = page.call(f"{PAGE}:batched_aead", keys=[k.hex() for k in keys],
+                    sealed=[[c[0], c[1].hex(), c[2].hex(), c[4].hex()] for c in cases])
+    assert out["types"] == ["bytes"]
+    for i, (pt_hex, env_hex) in enumerate(zip(out["plaintexts"], out["envelopes"], strict=True)):
+        prefix = b"prefix-%d|" % i
+        expected = prefix + AESGCM(keys[i % 2]).encrypt(bytes([i]) * 12, bytes.fromhex(pt_hex), b"aad %d" % i)
+        assert bytes.fromhex(env_hex) == expected, i
+    assert len(out["plaintexts"]) == 7 and len(bytes.fromhex(out["plaintexts"][2])) == 65503
+    assert len(bytes.fromhex(out["plaintexts"][6])) == 40  # a memoryview of 20 uint16 is 40 bytes
+    assert out["opened"] == [c[3].hex() if i in (0, 2, 5) else None for i, c in enumerate(cases)]
+    assert out["empty"] == [[], []]
+    assert out["errors"] == ["AES-GCM nonces are 12 bytes"] * 2

@@ -558,3 +558,49 @@ async def peer_closed_and_unsupported_fingerprint() -> dict[str, Any]:
     b.close()
     return res
 
+
+
+def _plaintexts() -> list[Any]:
+    """Every kind of buffer aead_seal_many takes, at the sizes that matter."""
+    big = bytes(i % 251 for i in range(65503))
+    wide = memoryview(bytes(range(40))).cast("H")  # itemsize 2: must go out as its 40 bytes
+    return [b"", b"x", big, bytearray(b"a bytearray"), memoryview(b"..slice of a buffer..")[2:-2],
+            memoryview(bytes(range(64)))[::2], wide]
+
+
+async def batched_aead(keys: list[str], sealed: list[list[str]]) -> dict[str, Any]:
+    """WebCrypto's batched calls (views of Python buffers, one buffer back) against the oracle.
+
+    ``sealed``: (key index, nonce, aad, ciphertext||tag) made by the oracle, opened here
+    in one batch as memoryviews of one packed buffer (as received batches arrive)."""
+    handles = [await C.import_aead_key(h(k)) for k in keys]
+    items = []
+    for i, pt in enumerate(_plaintexts()):
+        items.append((handles[i % 2], bytes([i]) * 12, pt, b"aad %d" % i, b"prefix-%d|" % i))
+    envelopes = await C.aead_seal_many(items)
+    packed = memoryview(b"".join(h(s[3]) for s in sealed))
+    views, offset = [], 0
+    for s in sealed:
+        n = len(h(s[3]))
+        views.append(packed[offset:offset + n])
+        offset += n
+    opened = await C.aead_open_many([(handles[int(s[0])], h(s[1]), v, h(s[2]))
+                                     for s, v in zip(sealed, views, strict=True)])
+    errors = []
+    try:
+        await C.aead_seal_many([(handles[0], b"short", b"x", b"", b"")])
+    except LocalProtocolError as exc:
+        errors.append(str(exc))
+    try:
+        await C.aead_open_many([(handles[0], b"short", b"x" * 16, b"")])
+    except LocalProtocolError as exc:
+        errors.append(str(exc))
+    return {
+        "plaintexts": [bytes(p).hex() if not isinstance(p, memoryview) else p.tobytes().hex()
+                       for p in _plaintexts()],
+        "envelopes": [e.hex() for e in envelopes],
+        "types": sorted({type(e).__name__ for e in envelopes}),
+        "opened": [None if o is None else o.hex() for o in opened],
+        "empty": [await C.aead_seal_many([]), await C.aead_open_many([])],
+        "errors": errors,
+    }

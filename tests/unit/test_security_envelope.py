@@ -22,6 +22,7 @@ from pyapp.core.security.envelope import (
     parse_envelope,
     seal_envelope,
 )
+from pyapp.core.security.interface import AeadKey
 from pyapp.core.security.keys import Direction, Role, derive_envelope_key, derive_psk_secrets
 from pyapp.exceptions import DecryptionError, LocalProtocolError
 from tests.support.oracle_crypto import OracleCrypto
@@ -391,5 +392,86 @@ def test_open_many_gives_what_open_gives_one_by_one(ops: list[tuple[str, object]
         assert got == expected
         assert batched.opener.rejected == one_by_one.opener.rejected
         assert batched.opener.opened == one_by_one.opener.opened
+
+    run(go)
+
+
+class _BatchingOracle(OracleCrypto):
+    """The oracle with WebCrypto's extra ``aead_open_many``: records what it was handed."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.batches: list[list[object]] = []
+
+    async def aead_open_many(self, items: list[tuple[AeadKey, bytes, memoryview, bytes]]) -> list[bytes | None]:
+        self.batches.append([sealed for _k, _n, sealed, _a in items])
+        return [await self.aead_open(k, n, bytes(s), a) for k, n, s, a in items]
+
+
+@given(ops=_WIRE_OPS, reliable=st.booleans(), cuts=st.lists(st.integers(1, 6), max_size=30))
+@settings(max_examples=60, deadline=None)
+def test_open_many_batched_crypto_on_memoryviews_gives_what_open_gives(
+        ops: list[tuple[str, object]], reliable: bool, cuts: list[int]) -> None:
+    """Peer bytes arrive as memoryviews into one received buffer (DataChannel batches).
+    open_many through a crypto with ``aead_open_many`` (WebCrypto's batched call) gives
+    the same results, ``rejected`` and ``opened`` as open() on bytes one by one, and
+    hands the crypto views of the ciphertext, never copies."""
+
+    async def go() -> None:
+        sender, one_by_one = await pair(reliable=reliable)
+        crypto = _BatchingOracle()
+        batched = await SecureChannel.from_psk(crypto, PSK, Role.ANSWERER, 1, reliable=reliable)
+        wire: list[bytes | str] = []
+        sent: list[bytes] = []
+        for kind, arg in ops:
+            if kind == "message":
+                assert isinstance(arg, bytes)
+                sent.append(await sender.seal(arg, 0.0))
+                wire.append(sent[-1])
+            elif kind == "rekey":
+                sender.sealer.request_rekey()
+            elif kind == "replay" and sent:
+                assert isinstance(arg, int)
+                wire.append(sent[arg % len(sent)])
+            elif kind == "tamper" and sent:
+                assert isinstance(arg, int)
+                victim = bytearray(sent[arg % len(sent)])
+                victim[arg % len(victim)] ^= 0x01
+                wire.append(bytes(victim))
+            elif kind in ("text", "junk"):
+                assert isinstance(arg, (str, bytes))
+                wire.append(arg)
+        expected = []
+        for data in wire:
+            if isinstance(data, str):
+                expected.append(("error", "malformed envelope"))
+                one_by_one.opener.rejected["malformed envelope"] += 1
+                continue
+            try:
+                expected.append(_describe(await one_by_one.opener.open(data, 0.0)))
+            except DecryptionError as exc:
+                expected.append(_describe(exc))
+        # The binary messages as views of one packed buffer, as DataChannel._on_batch gives them.
+        packed = memoryview(b"".join(d for d in wire if isinstance(d, bytes)))
+        views: list[memoryview | str] = []
+        offset = 0
+        for data in wire:
+            if isinstance(data, str):
+                views.append(data)
+            else:
+                views.append(packed[offset:offset + len(data)])
+                offset += len(data)
+        got: list[object] = []
+        start, sizes = 0, iter(cuts)
+        while start < len(views):
+            size = next(sizes, len(views))
+            got += [_describe(r) for r in await batched.opener.open_many(views[start:start + size], 0.0)]
+            start += size
+        assert got == expected
+        assert batched.opener.opened == one_by_one.opener.opened
+        assert batched.opener.rejected == one_by_one.opener.rejected
+        for batch in crypto.batches:
+            for sealed in batch:
+                assert isinstance(sealed, memoryview) and sealed.obj is packed.obj
 
     run(go)

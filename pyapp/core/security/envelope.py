@@ -90,6 +90,7 @@ UNKNOWN_KEY_ID = "unknown key id"
 MALFORMED = "malformed envelope"
 
 _U32 = 2**32
+_OpenItem = tuple[AeadKey, bytes, memoryview, bytes]  # (key, nonce, ciphertext || tag, aad)
 _MAX_COUNTER = 2**64 - 1
 
 
@@ -119,16 +120,19 @@ class EnvelopeHeader:
         return self.prefix + self.counter.to_bytes(8, "big")
 
 
-def parse_envelope(data: bytes) -> tuple[EnvelopeHeader, bytes]:
-    """Split an envelope into header and ``ciphertext || tag``; ``DecryptionError`` if malformed."""
+def _parse_header(data: bytes | bytearray | memoryview) -> EnvelopeHeader:
     if len(data) < ENVELOPE_OVERHEAD or data[0] != ENVELOPE_VERSION:
         raise DecryptionError(MALFORMED)
-    header = EnvelopeHeader(
+    return EnvelopeHeader(
         key_id=int.from_bytes(data[1:5], "big"),
         prefix=bytes(data[5:9]),
         counter=int.from_bytes(data[9:17], "big"),
     )
-    return header, bytes(data[HEADER_SIZE:])
+
+
+def parse_envelope(data: bytes) -> tuple[EnvelopeHeader, bytes]:
+    """Split an envelope into header and ``ciphertext || tag``; ``DecryptionError`` if malformed."""
+    return _parse_header(data), bytes(data[HEADER_SIZE:])
 
 
 def envelope_aad(
@@ -427,7 +431,7 @@ class Opener:
         return plaintext
 
     async def open_many(
-        self, batch: Sequence[bytes | str], now: float, aad: bytes = b""
+        self, batch: Sequence[bytes | bytearray | memoryview | str], now: float, aad: bytes = b""
     ) -> list[bytes | DecryptionError]:
         """Open envelopes in arrival order: each result is the plaintext or its (counted) error.
 
@@ -438,17 +442,18 @@ class Opener:
         forged message never moves the window. Otherwise (a new epoch's first
         message among them) every message goes through :meth:`open`. A text
         (``str``) message cannot be an envelope: ``"malformed envelope"``.
+        Binary messages may be memoryviews (a received batch's slices); the
+        batched crypto is handed views of their ciphertext, not copies.
         """
         self._expire(now)
-        planned: list[tuple[EnvelopeHeader, _RecvEpoch, tuple[AeadKey, bytes, bytes, bytes]] | None]
-        planned = []
+        planned: list[tuple[EnvelopeHeader, _RecvEpoch, _OpenItem] | None] = []
         steady = len(batch) > 1
         for data in batch:
             if isinstance(data, str):
                 planned.append(None)
                 continue
             try:
-                header, sealed = parse_envelope(data)
+                header = _parse_header(data)
             except DecryptionError:
                 planned.append(None)
                 continue
@@ -456,6 +461,8 @@ class Opener:
             if epoch is None or epoch is self._candidate:
                 steady = False  # a new epoch is adopted by open(), one message at a time
                 break
+            # A view, not a copy: the batched crypto reads the ciphertext in place.
+            sealed = memoryview(data)[HEADER_SIZE:]
             planned.append((header, epoch, (epoch.key, header.nonce, sealed,
                                             envelope_aad(header, self.channel_id, self.direction, aad))))
         results: list[bytes | DecryptionError] = []
@@ -473,7 +480,7 @@ class Opener:
         if open_many is not None:
             plain = iter(list(await open_many(items)))
         else:
-            plain = iter([await self._crypto.aead_open(*item) for item in items])
+            plain = iter([await self._crypto.aead_open(k, n, bytes(c), a) for k, n, c, a in items])
         for p in planned:
             if p is None:
                 results.append(self._fail(MALFORMED))
