@@ -35,13 +35,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-from dataclasses import dataclass, field
 from typing import Any
 
 import js
 
 from pyapp.browser._ffi import ProxyOwner, is_null, spawn
-from pyapp.browser.auth import AuthResult, SecurityState, security_of
+from pyapp.browser.app_peer import Peer
+from pyapp.browser.auth import SecurityState, security_of
 from pyapp.browser.connection import Connection
 from pyapp.browser.datachannel import DataChannel
 from pyapp.browser.identity import Identity, TrustStore, load_and_show_identity
@@ -60,9 +60,9 @@ from pyapp.browser.ui_peers import (
 )
 from pyapp.browser.ui_power import bind_power_ui
 from pyapp.core.negotiation import is_polite
-from pyapp.core.security.identity import TrustResult, TrustStatus
+from pyapp.core.security.identity import TrustStatus
 from pyapp.core.security.reasons import AuthReason, auth_error
-from pyapp.core.security.safety import SafetyCode, safety_code
+from pyapp.core.security.safety import safety_code
 from pyapp.core.signaling import ROOM_RE, ErrorMessage
 from pyapp.exceptions import (
     AuthenticationError,
@@ -85,45 +85,6 @@ NAME_KEY = "pyapp-name"
 
 def _el(element_id: str) -> Any:
     return js.document.getElementById(element_id)
-
-
-@dataclass
-class Peer:
-    """One remote peer as the app sees it.
-
-    ``peer_id`` is the signaling session id (routing only; it changes every
-    visit). The peer's identity is ``auth.peer_id`` (its PeerId), once verified.
-    """
-
-    peer_id: str
-    pc: Connection
-    chat: DataChannel | None = None
-    messages: list[str] = field(default_factory=list)
-    verification: str = VERIFYING
-    """``verifying``, ``verified``, ``failed`` or ``key-changed`` (blocked until accepted)."""
-    auth: AuthResult | None = None
-    """The authenticated session (keys for send_encrypted)."""
-    code: SafetyCode | None = None
-    """The safety code of our key and the peer's."""
-    failure: AuthenticationError | None = None
-    """Why verification failed."""
-    name: str = ""
-    """The name the peer's user chose (from its encrypted hello)."""
-    trust: TrustResult | None = None
-    """The known-peers verdict for this PeerId and name."""
-    gone_task: asyncio.Task[Any] | None = None
-    _chat_ready: asyncio.Future[DataChannel] | None = None
-    _accepted: asyncio.Event = field(default_factory=asyncio.Event)
-    _task: asyncio.Task[Any] | None = None
-
-    @property
-    def verified(self) -> bool:
-        return self.verification == VERIFIED
-
-    def chat_future(self) -> asyncio.Future[DataChannel]:
-        if self._chat_ready is None:
-            self._chat_ready = asyncio.get_event_loop().create_future()
-        return self._chat_ready
 
 
 class App:

@@ -28,7 +28,7 @@ from pyapp.core.security.reasons import describe
 from pyapp.exceptions import AuthenticationError
 
 if TYPE_CHECKING:
-    from pyapp.browser.app import Peer
+    from pyapp.browser.app_peer import Peer
 
 __all__ = ["FAILED", "KEY_CHANGED", "MAX_NAME", "VERIFIED", "VERIFYING", "clean_name",
            "peer_item", "reason_text", "trust_text"]
