@@ -142,17 +142,13 @@ class _SessionTransports:
                        if self.urgent_transport_enabled else None)
         if self.urgent is not None:
             urgent = self.urgent
-            urgent.high_water = self.high_water
-            urgent.low_water = self.low_water
-            urgent.js_channel.bufferedAmountLowThreshold = self.low_water
+            self._set_marks(urgent)
             urgent.events.on("messages", self._on_urgent_frames)
             urgent.events.on("open", self._on_urgent_open)
             urgent.events.on("close", self._on_transport_close)
             urgent.events.on("bufferedamountlow", self._pump)
         for channel in (self.reliable, self.unreliable):
-            channel.high_water = self.high_water
-            channel.low_water = self.low_water
-            channel.js_channel.bufferedAmountLowThreshold = self.low_water
+            self._set_marks(channel)
             channel.events.on("messages", self._on_shared_frames)
             channel.events.on("open", self._on_transport_open)
             channel.events.on("close", self._on_transport_close)
@@ -160,6 +156,12 @@ class _SessionTransports:
         self.reliable.events.on("bufferedamountlow", self._on_reliable_low)
         self._apply_buffer_marks()
         self._on_transport_open()
+
+    def _set_marks(self, channel: DataChannel) -> None:
+        """The session's ``high_water`` / ``low_water`` on one transport."""
+        channel.high_water = self.high_water
+        channel.low_water = self.low_water
+        channel.js_channel.bufferedAmountLowThreshold = self.low_water
 
     def _apply_buffer_marks(self) -> None:
         """The reliable transport's marks come from ``buffer_tuner`` (see pyapp.core.mux_buffer)."""

@@ -17,10 +17,10 @@ def test_statistics_counts_bytes_channels_and_logical_channels(pypage):
     n = r["N"]
     assert r["bytes_sent"] >= n
     assert r["peer_bytes_received"] >= n
-    # connected_pair's trigger channel + bulk + extra + the mux's two transports; two closed.
-    assert r["opened"] == 5
+    # connected_pair's trigger channel + bulk + extra + the mux's three transports; two closed.
+    assert r["opened"] == 6
     assert r["closed"] == 2
-    assert r["peer_opened"] == 5
+    assert r["peer_opened"] == 6
     assert r["rtt"] is not None and 0 <= r["rtt"] < 1000
     assert r["types_ok"] and r["remote"] is not None
     # availableOutgoingBitrate: Chromium reports it only with media (checked in the RTP test).
@@ -28,7 +28,7 @@ def test_statistics_counts_bytes_channels_and_logical_channels(pypage):
     assert r["orders"][:4] == [7, sum(1000 + i for i in range(7)), 0, 0]
     assert r["orders"][4] is True
     assert r["peer_orders"] == [7, sum(1000 + i for i in range(7))]
-    assert r["native"] == ["bulk", "pyapp-mux", "pyapp-mux-u"]
+    assert r["native"] == ["bulk", "pyapp-mux", "pyapp-mux-h", "pyapp-mux-u"]
     # Chromium's transport names its pair and counts bytes: only that pair and its two
     # candidates cross into Python, and parse_stats reads the same from them.
     assert r["reduced_same"] is True
@@ -119,7 +119,7 @@ def test_firefox_statistics_and_probe(firefox, server):
     finally:
         page.page.context.close()
     assert r["bytes_sent"] >= 50_000
-    assert r["opened"] == 4                       # trigger channel, 2 mux transports, "x"
+    assert r["opened"] == 5                       # trigger channel, 3 mux transports, "x"
     assert r["bitrate"] is None                   # Firefox has no availableOutgoingBitrate
     assert r["source"] == "probe" and r["rtt"] is not None and r["rtt"] >= 0
     assert r["rtt_samples"] >= 1

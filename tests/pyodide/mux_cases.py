@@ -356,7 +356,7 @@ async def reliable_channels_resume_on_a_fresh_connection_without_loss_or_duplica
     a, b = await connected_pair()
     ma, mb = a.multiplexer(), b.multiplexer()
     await asyncio.gather(ma.wait_open(10), mb.wait_open(10))
-    ch = a.create_multiplexed_channel(label="orders", priority=P[priority])
+    ch = a.create_multiplexed_channel(label="orders", priority=P.__members__[priority])
     transport = ma.mux.transport_of(ch.channel_id).name
     peer = await mb.accept(5)
     N, SIZE = 300, 32 * 1024

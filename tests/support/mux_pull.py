@@ -30,3 +30,15 @@ def fail(m: Multiplexer, reason: str) -> list[Event]:
     """``fail_all``, then every event it left."""
     m.fail_all(reason)
     return take(m)
+
+
+def pack(frames: list[bytes], cuts: list[int]) -> list[bytes]:
+    """Frames packed back to back into messages, a message ending after each index in ``cuts``
+    (and after the last frame), the way a transmitter may pack them."""
+    messages, current = [], b""
+    for i, frame in enumerate(frames):
+        current += frame
+        if i in cuts or i == len(frames) - 1:
+            messages.append(current)
+            current = b""
+    return messages

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from pyapp.core.framing import FLAG_FIRST, FLAG_LAST, FLAG_TEXT, HEADER, FrameType
 from pyapp.core.mux import MessageReceived, Multiplexer, Priority, Reliability, Role
 from pyapp.core.mux_receive import MuxReceiver
-from tests.support.mux_pull import take
+from tests.support.mux_pull import pack, take
 
 pytestmark = pytest.mark.unit
 
@@ -145,12 +145,7 @@ def test_packed_peer_bytes_give_the_same_outcome(steps: list[tuple[int, int, byt
         if 0 <= at < len(raw):
             raw[at] = value
         frames.append(bytes(raw))
-    messages, current = [], b""
-    for i, frame in enumerate(frames):
-        current += frame
-        if i in cuts or i == len(frames) - 1:
-            messages.append(current)
-            current = b""
+    messages = pack(frames, cuts)
     fast, general = _opened(Multiplexer), _opened(_GeneralOnly)
     for data in messages:
         fast.receive_datagram(data, 1.0)

@@ -22,7 +22,7 @@ from pyapp.core.mux_buffer import BufferTuner
 from pyapp.core.mux_receive import split_frames
 from pyapp.core.scheduler import DeficitRoundRobin
 from pyapp.exceptions import InvalidArgumentError
-from tests.support.mux_pull import take
+from tests.support.mux_pull import pack, take
 
 pytestmark = pytest.mark.unit
 
@@ -133,23 +133,12 @@ def _three_channel_stream(sizes: list[tuple[int, int]]) -> tuple[Multiplexer, li
     return b, frames, labels
 
 
-def _pack(frames: list[bytes], cuts: list[int]) -> list[bytes]:
-    """Frames packed into messages the way a transmitter may pack them."""
-    messages, current = [], b""
-    for i, frame in enumerate(frames):
-        current += frame
-        if i in cuts or i == len(frames) - 1:
-            messages.append(current)
-            current = b""
-    return messages
-
-
 @settings(max_examples=60)
 @given(sizes=st.lists(st.tuples(st.integers(0, 2), st.integers(0, 40_000)), min_size=1, max_size=12),
        cuts=st.lists(st.integers(0, 60), max_size=10))
 def test_triage_puts_high_first_and_keeps_every_channel_in_order(sizes, cuts):
     b, frames, labels = _three_channel_stream(sizes)
-    messages = _pack(frames, cuts)
+    messages = pack(frames, cuts)
     first, rest = b.triage(messages)
     rest_frames = [f for m in rest for f in split_frames(m)]  # whole messages stay whole
     assert sorted(bytes(f) for f in first + rest_frames) == sorted(frames)  # nothing lost or made up
