@@ -10,6 +10,7 @@ from pyapp.browser.loopback import connected_pair
 from pyapp.browser.mux import DataChannelPriority as P
 from pyapp.browser.mux import MultiplexedChannel, MuxSession
 from pyapp.core.mux import Reliability
+from tests.pyodide.mux_cases import _bulk_and_urgent
 
 UNRELIABLE = Reliability(ordered=False, max_retransmits=0)
 
@@ -97,14 +98,7 @@ async def urgent_message_skips_the_queued_bulk() -> dict[str, Any]:
     """The reliable transport's buffer is full of bulk data and more bulk waits in the
     multiplexer: a HIGH message leaves on pyapp-mux-h at the next pump and arrives
     while the bulk (sent before it) is still on its way."""
-    a, b, ma, mb = await _sessions({}, {})
-    bulk = ma.create_data_channel_with_priority("bulk", P.VERY_LOW)
-    urgent = ma.create_data_channel_with_priority("urgent", P.HIGH)
-    await asyncio.gather(bulk.wait_accepted(10), urgent.wait_accepted(10))
-    peers = {}
-    for _ in range(2):
-        ch = await mb.accept(5)
-        peers[ch.label] = ch
+    a, b, ma, mb, bulk, urgent, peers = await _bulk_and_urgent()
     got: list[tuple[str, int]] = []
     peers["bulk"].events.on("message", lambda m: got.append(("bulk", len(m))))
     peers["urgent"].events.on("message", lambda m: got.append(("urgent", len(m))))
@@ -135,14 +129,7 @@ async def urgent_inbox_is_taken_before_a_bulk_batch() -> dict[str, Any]:
     (the two inboxes are handed over by separate tasks, so triage alone cannot)."""
     from pyapp.browser.timer import now
 
-    a, b, ma, mb = await _sessions({}, {})
-    bulk = ma.create_data_channel_with_priority("bulk", P.VERY_LOW)
-    urgent = ma.create_data_channel_with_priority("urgent", P.HIGH)
-    await asyncio.gather(bulk.wait_accepted(10), urgent.wait_accepted(10))
-    peers = {}
-    for _ in range(2):
-        ch = await mb.accept(5)
-        peers[ch.label] = ch
+    a, b, ma, mb, bulk, urgent, peers = await _bulk_and_urgent()
     order: list[str] = []
     assert mb.urgent is not None
     echoes_before_bulk: list[int] = []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -338,6 +339,32 @@ def _describe(result: bytes | DecryptionError) -> object:
     return ("error", str(result)) if isinstance(result, DecryptionError) else ("ok", bytes(result))
 
 
+async def _wire(sender: Any, ops: list[tuple[str, Any]]) -> list[bytes | str]:
+    """What the peer's bytes are for ``ops``: sealed messages, rekeys, replays of an
+    earlier envelope, tampered copies, and raw text or junk."""
+    wire: list[bytes | str] = []
+    sent: list[bytes] = []
+    for kind, arg in ops:
+        if kind == "message":
+            assert isinstance(arg, bytes)
+            sent.append(await sender.seal(arg, 0.0))
+            wire.append(sent[-1])
+        elif kind == "rekey":
+            sender.sealer.request_rekey()
+        elif kind == "replay" and sent:
+            assert isinstance(arg, int)
+            wire.append(sent[arg % len(sent)])
+        elif kind == "tamper" and sent:
+            assert isinstance(arg, int)
+            victim = bytearray(sent[arg % len(sent)])
+            victim[arg % len(victim)] ^= 0x01
+            wire.append(bytes(victim))
+        elif kind in ("text", "junk"):
+            assert isinstance(arg, (str, bytes))
+            wire.append(arg)
+    return wire
+
+
 @given(ops=_WIRE_OPS, reliable=st.booleans(), cuts=st.lists(st.integers(1, 6), max_size=30),
        shuffle=st.randoms(use_true_random=False))
 @settings(max_examples=60, deadline=None)
@@ -350,26 +377,7 @@ def test_open_many_gives_what_open_gives_one_by_one(ops: list[tuple[str, object]
     async def go() -> None:
         sender, one_by_one = await pair(reliable=reliable)
         _, batched = await pair(reliable=reliable)
-        wire: list[bytes | str] = []
-        sent: list[bytes] = []
-        for kind, arg in ops:
-            if kind == "message":
-                assert isinstance(arg, bytes)
-                sent.append(await sender.seal(arg, 0.0))
-                wire.append(sent[-1])
-            elif kind == "rekey":
-                sender.sealer.request_rekey()
-            elif kind == "replay" and sent:
-                assert isinstance(arg, int)
-                wire.append(sent[arg % len(sent)])
-            elif kind == "tamper" and sent:
-                assert isinstance(arg, int)
-                victim = bytearray(sent[arg % len(sent)])
-                victim[arg % len(victim)] ^= 0x01
-                wire.append(bytes(victim))
-            elif kind in ("text", "junk"):
-                assert isinstance(arg, (str, bytes))
-                wire.append(arg)
+        wire = await _wire(sender, ops)
         if not reliable:
             shuffle.shuffle(wire)  # type: ignore[attr-defined]
         expected = []
@@ -421,26 +429,7 @@ def test_open_many_batched_crypto_on_memoryviews_gives_what_open_gives(
         sender, one_by_one = await pair(reliable=reliable)
         crypto = _BatchingOracle()
         batched = await SecureChannel.from_psk(crypto, PSK, Role.ANSWERER, 1, reliable=reliable)
-        wire: list[bytes | str] = []
-        sent: list[bytes] = []
-        for kind, arg in ops:
-            if kind == "message":
-                assert isinstance(arg, bytes)
-                sent.append(await sender.seal(arg, 0.0))
-                wire.append(sent[-1])
-            elif kind == "rekey":
-                sender.sealer.request_rekey()
-            elif kind == "replay" and sent:
-                assert isinstance(arg, int)
-                wire.append(sent[arg % len(sent)])
-            elif kind == "tamper" and sent:
-                assert isinstance(arg, int)
-                victim = bytearray(sent[arg % len(sent)])
-                victim[arg % len(victim)] ^= 0x01
-                wire.append(bytes(victim))
-            elif kind in ("text", "junk"):
-                assert isinstance(arg, (str, bytes))
-                wire.append(arg)
+        wire = await _wire(sender, ops)
         expected = []
         for data in wire:
             if isinstance(data, str):
