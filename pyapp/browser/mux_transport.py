@@ -187,7 +187,9 @@ class _SessionTransports:
         meanwhile is taken before them (measured: docs/performance/network.md).
         """
         urgent = self.urgent
-        if urgent is not None and self.mux.urgent_transport:
+        # Before the peer is ready too: its urgent hello, sent just before the reliable
+        # one, then turns the urgent transport on before wait_open() returns.
+        if urgent is not None and (self.mux.urgent_transport or not self._peer_ready):
             urgent.flush_received()
 
     def _transports(self) -> list[DataChannel]:
